@@ -1,0 +1,42 @@
+"""The agents' web console, served by the gateway's app under /console.
+
+The gateway finds it through the `hitl_gateway.plugins` entry point and calls `install(app, settings)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asgi_csrf import asgi_csrf
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import Scope
+
+from console import auth, routes
+from gateway.settings import Settings
+
+PREFIX = "/console"
+STATIC = Path(__file__).with_name("static")
+
+
+def _not_console(scope: Scope) -> bool:
+    return not str(scope.get("path", "")).startswith(PREFIX)
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    secret = app.state.secret_key
+    app.include_router(routes.router)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
+
+    async def login_required(request: Request, exc: Exception) -> Response:
+        return RedirectResponse(f"{PREFIX}/login?next={request.url.path}", status_code=303)
+
+    app.add_exception_handler(auth.LoginRequired, login_required)
+    app.add_middleware(
+        SessionMiddleware, secret_key=secret, session_cookie="hitl_session", max_age=settings.session_max_age,
+        path=PREFIX, same_site="lax", https_only=False,
+    )
+    # Added after the session middleware, so it wraps it: a forged POST is refused before anything runs.
+    app.add_middleware(asgi_csrf, signing_secret=secret, skip_if_scope=_not_console, cookie_path=PREFIX)

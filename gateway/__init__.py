@@ -1,0 +1,1 @@
+"""hitl-gateway: a human-in-the-loop moderation gateway for LLM answers."""

@@ -1,0 +1,46 @@
+"""Support agents' accounts. Passwords are hashed with argon2 through pwdlib."""
+
+from __future__ import annotations
+
+from pwdlib import PasswordHash
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.models import Agent, Role
+
+hasher = PasswordHash.recommended()
+MIN_PASSWORD = 8
+
+
+def _checked(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidRequest(f"A password needs at least {MIN_PASSWORD} characters.", param="password")
+    return password
+
+
+async def create(session: AsyncSession, username: str, password: str, role: Role) -> Agent:
+    username = username.strip()
+    if not username:
+        raise InvalidRequest("A username cannot be empty.", param="username")
+    if (await session.exec(select(Agent).where(Agent.username == username))).first():
+        raise Conflict(f"There is already an agent called {username!r}.")
+    agent = Agent(username=username, password_hash=hasher.hash(_checked(password)), role=role)
+    session.add(agent)
+    await session.commit()
+    await session.refresh(agent)
+    return agent
+
+
+async def set_password(session: AsyncSession, username: str, password: str) -> Agent:
+    agent = (await session.exec(select(Agent).where(Agent.username == username))).first()
+    if agent is None:
+        raise NotFound(f"No agent called {username!r}.")
+    agent.password_hash = hasher.hash(_checked(password))
+    session.add(agent)
+    await session.commit()
+    return agent
+
+
+async def count(session: AsyncSession) -> int:
+    return len((await session.exec(select(Agent.id))).all())

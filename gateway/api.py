@@ -1,0 +1,148 @@
+"""The OpenAI-compatible API: chat completions, models, and the reviews a pending client polls."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from gateway import chat as chat_request
+from gateway import completion, exchanges
+from gateway.chat import ChatRequest
+from gateway.deps import CurrentKey, RequestId, RuntimeDep
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.models import Exchange, Review, epoch
+from gateway.runtime import Runtime
+from gateway.scoring.confidence import score_choices
+
+log = logging.getLogger("hitl.api")
+router = APIRouter(prefix="/v1")
+
+
+def _wait_seconds(runtime: Runtime, chat: ChatRequest) -> float:
+    hold = runtime.settings.hold
+    asked = chat.hitl.wait if chat.hitl and chat.hitl.wait is not None else None
+    if asked is None:
+        return min(hold.default_wait, hold.max_wait)
+    if asked > hold.max_wait:
+        raise InvalidRequest(f"hitl.wait may be at most {hold.max_wait:g} seconds.", param="hitl.wait")
+    return asked
+
+
+def _poll_url(request: Request, review: Review | None) -> str | None:
+    return str(request.url_for("get_review", review_id=review.id)) if review else None
+
+
+class _Reply:
+    """What one request answers with as the exchange stands, as a body or as SSE events."""
+
+    def __init__(self, runtime: Runtime, request: Request, chat: ChatRequest, review: Review | None) -> None:
+        self.runtime = runtime
+        self.request = request
+        self.chat = chat
+        self.review = review
+
+    def body(self, exchange: Exchange) -> dict[str, Any]:
+        hitl = exchanges.hitl_block(exchange, self.review, _poll_url(self.request, self.review))
+        placeholder = self.runtime.prompts.get("placeholder").text
+        return exchanges.delivered(exchange, self.chat, hitl, placeholder)
+
+    def events(self, body: dict[str, Any]) -> list[ServerSentEvent]:
+        found = [ServerSentEvent(data=json.dumps(chunk)) for chunk in completion.chunks(body, self.chat.include_usage)]
+        return [*found, ServerSentEvent(data="[DONE]")]
+
+    async def wait_and_load(self, exchange_id: str, wait: float) -> Exchange:
+        assert self.review is not None
+        review_id = self.review.id
+        sessions = self.runtime.sessions
+        await self.runtime.holds.wait(review_id, wait, lambda: exchanges.is_decided(sessions, review_id))
+        return await exchanges.load(sessions, exchange_id)
+
+
+@router.post("/chat/completions")
+async def create_chat_completion(request: Request, key: CurrentKey, runtime: RuntimeDep, request_id: RequestId) -> Response:
+    chat, raw = chat_request.parse(await request.body())
+    upstream = runtime.upstreams.get(chat.model)
+    wait = _wait_seconds(runtime, chat)
+
+    started = time.perf_counter()
+    response = await upstream.complete(chat_request.upstream_body(raw, chat, upstream.logprobs))
+    upstream_ms = (time.perf_counter() - started) * 1000
+    score = score_choices(response["choices"])
+    routing = runtime.policy.route(score.confidence, raw, score.signals["missing"])
+    candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
+    assert key.id is not None
+    exchange, review = await exchanges.record(
+        runtime.sessions, request_id=request_id, api_key_id=key.id, chat=chat, raw=raw,
+        upstream_model=upstream.model, candidate=candidate, policy_version=runtime.policy.version, wait=wait,
+    )
+    reply = _Reply(runtime, request, chat, review)
+
+    if review is None:
+        body = reply.body(exchange)
+        if chat.stream:
+            return EventSourceResponse(reply.events(body), ping=runtime.settings.hold.keepalive)
+        return JSONResponse(body)
+
+    if not chat.stream:
+        return JSONResponse(reply.body(await reply.wait_and_load(exchange.id, wait)))
+
+    async def held_stream() -> AsyncIterator[ServerSentEvent]:
+        # The 200 is already out: a failure from here on can only travel as an SSE error event.
+        try:
+            body = reply.body(await reply.wait_and_load(exchange.id, wait))
+        except GatewayError as exc:
+            yield ServerSentEvent(data=json.dumps(exc.body()))
+            return
+        for event in reply.events(body):
+            yield event
+
+    return EventSourceResponse(held_stream(), ping=runtime.settings.hold.keepalive)
+
+
+@router.get("/reviews/{review_id}", name="get_review")
+async def get_review(
+    review_id: str, request: Request, key: CurrentKey, runtime: RuntimeDep,
+    wait: float = Query(0.0, ge=0, description="Seconds to wait for a decision (long poll)."),
+) -> dict[str, Any]:
+    assert key.id is not None
+    review, exchange = await exchanges.load_review(runtime.sessions, review_id, key.id)
+    if wait > runtime.settings.hold.max_wait:
+        raise InvalidRequest(f"wait may be at most {runtime.settings.hold.max_wait:g} seconds.", param="wait")
+    chat = ChatRequest.model_validate(exchange.request)
+    reply = _Reply(runtime, request, chat, review)
+    if review.status == "open" and wait > 0:
+        exchange = await reply.wait_and_load(exchange.id, wait)
+    body = reply.body(exchange)
+    decided = body["hitl"]["status"] != "pending"
+    return {
+        "id": review.id,
+        "object": "hitl.review",
+        "status": body["hitl"]["status"],
+        "tier": review.tier,
+        "exchange_id": exchange.id,
+        "created": epoch(review.created_at),
+        "decided": epoch(exchange.decided_at) if decided and exchange.decided_at else None,
+        "completion": body if decided else None,
+    }
+
+
+def _model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "hitl-gateway"}
+
+
+@router.get("/models")
+async def list_models(key: CurrentKey, runtime: RuntimeDep) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_card(name) for name in runtime.upstreams.names()]}
+
+
+@router.get("/models/{model:path}")
+async def retrieve_model(model: str, key: CurrentKey, runtime: RuntimeDep) -> dict[str, Any]:
+    runtime.upstreams.get(model)
+    return _model_card(model)

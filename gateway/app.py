@@ -1,0 +1,66 @@
+"""The application factory. Nothing is built at import time: `create_app(settings)` makes the app, and
+its lifespan makes the engine, the HTTP client and the upstreams.
+
+The console is not imported here: it registers itself under the `hitl_gateway.plugins` entry point,
+and every installed plugin is handed the app to add its routes and middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import entry_points
+
+import httpx
+from fastapi import FastAPI
+
+from gateway import api, db, errors, policy, upstream
+from gateway.holds import HoldHub
+from gateway.prompts import Prompts
+from gateway.requestid import RequestIdMiddleware
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+
+log = logging.getLogger("hitl.app")
+PLUGIN_GROUP = "hitl_gateway.plugins"
+
+
+def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
+    """Build the gateway. Raises `PolicyError` for a policy file that cannot be used."""
+    routing = policy.load(settings.policy_path)
+    prompts = Prompts()
+    prompts.get("placeholder")  # a missing template should stop start-up, not a held request
+    if settings.secret_key is None:
+        log.warning("HITL_SECRET_KEY is not set: console logins end when this process stops")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = db.create_engine(settings.database_url)
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)) as client:
+            app.state.runtime = Runtime(
+                settings=settings,
+                engine=engine,
+                sessions=db.session_factory(engine),
+                upstreams=upstream.build(settings, client),
+                policy=routing,
+                holds=HoldHub(settings.hold.poll_interval),
+                prompts=prompts,
+            )
+            try:
+                yield
+            finally:
+                await engine.dispose()
+
+    app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.secret_key = (
+        settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_urlsafe(32)
+    )
+    errors.install(app)
+    app.include_router(api.router)
+    if plugins:
+        for entry in entry_points(group=PLUGIN_GROUP):
+            entry.load()(app, settings)
+    app.add_middleware(RequestIdMiddleware)
+    return app

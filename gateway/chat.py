@@ -1,0 +1,94 @@
+"""The chat-completions request: what the gateway validates, and what it sends upstream.
+
+Only the fields the gateway acts on are checked; every other field passes through to the upstream
+untouched, so new OpenAI parameters work without a gateway release.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.errors import InvalidRequest
+
+UPSTREAM_TOP_LOGPROBS = 5
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    include_usage: bool = False
+
+
+class HitlOptions(BaseModel):
+    """The gateway's extension field (`extra_body={"hitl": {...}}` in the OpenAI SDK)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    wait: float | None = Field(None, ge=0, description="Seconds to wait for an agent if held.")
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=16)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    metadata: dict[str, str] | None = None
+    hitl: HitlOptions | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
+    loc = [str(part) for part in error.get("loc", ())]
+    # A union reports one error per branch; its first branch name ("str") in the path helps no one.
+    loc = [part for part in loc if part not in ("str", "list[dict[str,any]]", "function-after")]
+    param = ".".join(loc) or None
+    if error["type"] == "missing":
+        return f"Missing required parameter: '{param}'.", param
+    if error["type"] == "extra_forbidden":
+        return f"Unrecognized request argument supplied: '{param}'.", param
+    return f"Invalid value for '{param}': {error['msg']}.", param
+
+
+def parse(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
+    """Validate a request body; returns the typed view and the raw dict that passes upstream."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be a JSON object.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(raw, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    try:
+        request = ChatRequest.model_validate(raw)
+    except ValidationError as exc:
+        message, param = _describe(exc.errors()[0])
+        raise InvalidRequest(message, param=param, code="invalid_value") from None
+    return request, raw
+
+
+def upstream_body(raw: dict[str, Any], request: ChatRequest, want_logprobs: bool) -> dict[str, Any]:
+    body = dict(raw)
+    if want_logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = max(UPSTREAM_TOP_LOGPROBS, request.top_logprobs or 0)
+    return body

@@ -1,0 +1,78 @@
+"""The completions a client receives: released, decided, or the placeholder of a pending review,
+as one JSON body or replayed as OpenAI SSE chunks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from gateway.chat import ChatRequest
+
+
+def _client_logprobs(logprobs: Any, request: ChatRequest) -> Any:
+    """What the client asked for: the gateway always asks for top-5, the client may not have."""
+    if not request.logprobs or not isinstance(logprobs, dict):
+        return None
+    keep = request.top_logprobs or 0
+    content = [{**token, "top_logprobs": (token.get("top_logprobs") or [])[:keep]} for token in logprobs.get("content") or []]
+    return {**logprobs, "content": content}
+
+
+def _base(upstream: dict[str, Any], exchange_id: str, model: str) -> dict[str, Any]:
+    return {
+        "id": exchange_id,
+        "object": "chat.completion",
+        "created": int(upstream.get("created") or time.time()),
+        "model": model,
+        "system_fingerprint": upstream.get("system_fingerprint"),
+    }
+
+
+def as_released(
+    upstream: dict[str, Any], request: ChatRequest, exchange_id: str, hitl: dict[str, Any]
+) -> dict[str, Any]:
+    """The upstream's answer, unchanged but for the gateway's id, the client's model name and logprobs."""
+    choices = [
+        {**choice, "logprobs": _client_logprobs(choice.get("logprobs"), request)} for choice in upstream["choices"]
+    ]
+    return {**_base(upstream, exchange_id, request.model), "choices": choices, "usage": upstream.get("usage"), "hitl": hitl}
+
+
+def with_text(
+    upstream: dict[str, Any], request: ChatRequest, exchange_id: str, text: str, hitl: dict[str, Any]
+) -> dict[str, Any]:
+    """One choice carrying text the model did not write (an agent's, or the placeholder)."""
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text, "refusal": None},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    return {**_base(upstream, exchange_id, request.model), "choices": [choice], "usage": upstream.get("usage"), "hitl": hitl}
+
+
+def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
+    """Replay a finished completion as `chat.completion.chunk` objects, as OpenAI streams them."""
+    base = {key: completion[key] for key in ("id", "created", "model", "system_fingerprint")}
+    base["object"] = "chat.completion.chunk"
+    base["hitl"] = completion["hitl"]
+    if include_usage:
+        base["usage"] = None
+
+    def chunk(index: int, delta: dict[str, Any], logprobs: Any = None, finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+
+    for choice in completion["choices"]:
+        index = choice.get("index", 0)
+        message = choice.get("message") or {}
+        yield chunk(index, {"role": "assistant", "content": ""})
+        if message.get("content"):
+            yield chunk(index, {"content": message["content"]}, choice.get("logprobs"))
+        if message.get("refusal"):
+            yield chunk(index, {"refusal": message["refusal"]})
+        for position, call in enumerate(message.get("tool_calls") or []):
+            yield chunk(index, {"tool_calls": [{"index": position, **call}]})
+        yield chunk(index, {}, finish=choice.get("finish_reason") or "stop")
+    if include_usage:
+        yield {**base, "choices": [], "usage": completion.get("usage")}

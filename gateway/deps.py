@@ -1,0 +1,34 @@
+"""Typed dependencies: routes read like sentences (`key: CurrentKey, runtime: RuntimeDep`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway import apikeys
+from gateway.models import ApiKey
+from gateway.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def current_key(request: Request, runtime: RuntimeDep) -> ApiKey:
+    async with runtime.sessions() as session:
+        return await apikeys.authenticate(session, request.headers.get("authorization"))
+
+
+CurrentKey = Annotated[ApiKey, Depends(current_key)]
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope["state"]["request_id"])
+
+
+RequestId = Annotated[str, Depends(request_id)]

@@ -1,0 +1,150 @@
+"""Errors the gateway raises on purpose, and the one place that turns them into the OpenAI error shape.
+
+    GatewayError                      500 api_error
+    ├── InvalidRequest                400 invalid_request_error
+    ├── AuthenticationFailed          401 authentication_error / invalid_api_key
+    ├── NotFound                      404 invalid_request_error
+    │   └── ModelNotFound             404 model_not_found
+    ├── Conflict                      409 conflict (e.g. a review already decided)
+    ├── Forbidden                     403 permission_error
+    ├── RateLimited                   429 rate_limit_error (the upstream's)
+    └── UpstreamError                 502 upstream_error
+        └── UpstreamTimeout           504 upstream_timeout
+
+Every /v1 response that is not a success is `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway import requestid
+
+log = logging.getLogger("hitl.errors")
+
+
+class GatewayError(Exception):
+    status_code = 500
+    type = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status_code = 403
+    type = "permission_error"
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class Conflict(GatewayError):
+    status_code = 409
+    type = "conflict"
+    code = "conflict"
+
+
+class RateLimited(GatewayError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    code = "upstream_timeout"
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    headers = {}
+    if error.status_code == 409:
+        # The OpenAI SDK retries 409; a decided review will not change its mind.
+        headers["x-should-retry"] = "false"
+    return JSONResponse(error.body(), status_code=error.status_code, headers=headers)
+
+
+def _first_param(exc: RequestValidationError) -> str | None:
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        if loc:
+            return ".".join(loc)
+    return None
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that keep every error in the OpenAI shape."""
+
+    async def on_gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
+        return error_response(InvalidRequest(str(first.get("msg")), param=_first_param(exc)))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if not request.url.path.startswith("/v1"):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        error = GatewayError(str(exc.detail))
+        error.status_code = exc.status_code
+        error.type = "invalid_request_error" if exc.status_code < 500 else "api_error"
+        error.code = "not_found" if exc.status_code == 404 else None
+        if exc.status_code == 405:
+            error.message = f"Method {request.method} is not allowed on {request.url.path}."
+        if exc.status_code == 404:
+            error.message = f"Unknown path {request.url.path}."
+        return error_response(error)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        response = error_response(GatewayError("The gateway hit an internal error; it has been logged."))
+        # This handler runs outside the request-id middleware, so it sets the header itself.
+        request_id = requestid.from_scope(request.scope)
+        if request_id:
+            response.headers[requestid.HEADER] = request_id
+        return response
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

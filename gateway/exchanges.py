@@ -1,0 +1,140 @@
+"""Exchanges on the request path: record what the upstream proposed and what the policy decided,
+then say what the client receives now or later."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway import completion
+from gateway.chat import ChatRequest
+from gateway.errors import NotFound
+from gateway.models import Exchange, ExchangeStatus, Review, Route
+from gateway.policy import Routing
+from gateway.scoring.confidence import Score
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The upstream's answer with its score and route, before anything is stored."""
+
+    response: dict[str, Any]
+    score: Score
+    routing: Routing
+    upstream_ms: float
+
+
+def candidate_text(response: dict[str, Any]) -> str:
+    """The text an agent reviews: the first choice's content, or its tool calls."""
+    message = response["choices"][0].get("message") or {}
+    if message.get("content"):
+        return str(message["content"])
+    if message.get("tool_calls"):
+        return json.dumps(message["tool_calls"], indent=2)
+    return ""
+
+
+async def record(
+    sessions: Sessions,
+    *,
+    request_id: str,
+    api_key_id: int,
+    chat: ChatRequest,
+    raw: dict[str, Any],
+    upstream_model: str,
+    candidate: Candidate,
+    policy_version: str,
+    wait: float,
+) -> tuple[Exchange, Review | None]:
+    """Store the exchange, and its review when held, in one commit, before the client hears anything."""
+    held = candidate.routing.route == Route.HOLD
+    exchange = Exchange(
+        request_id=request_id,
+        api_key_id=api_key_id,
+        model=chat.model,
+        upstream_model=upstream_model,
+        stream=chat.stream,
+        request=raw,
+        response=candidate.response,
+        candidate_text=candidate_text(candidate.response),
+        signals=candidate.score.signals,
+        confidence=candidate.score.confidence,
+        policy_version=policy_version,
+        route=candidate.routing.route,
+        tier=candidate.routing.tier,
+        reason=candidate.routing.reason,
+        status=ExchangeStatus.HELD if held else ExchangeStatus.RELEASED,
+        upstream_ms=candidate.upstream_ms,
+    )
+    review = None
+    if held:
+        assert candidate.routing.tier is not None
+        review = Review(
+            exchange_id=exchange.id,
+            api_key_id=api_key_id,
+            tier=candidate.routing.tier,
+            created_at=exchange.created_at,
+            deadline_at=exchange.created_at + timedelta(seconds=wait),
+        )
+    async with sessions() as session:
+        session.add(exchange)
+        if review is not None:
+            await session.flush()  # the exchange row first: the review's foreign key points at it
+            session.add(review)
+        await session.commit()
+    return exchange, review
+
+
+async def is_decided(sessions: Sessions, review_id: str) -> bool:
+    async with sessions() as session:
+        status = (await session.exec(select(Review.status).where(Review.id == review_id))).first()
+    return status == "decided"
+
+
+async def load_review(sessions: Sessions, review_id: str, api_key_id: int) -> tuple[Review, Exchange]:
+    """A review and its exchange, visible only to the API key whose request made it."""
+    async with sessions() as session:
+        review = await session.get(Review, review_id)
+        if review is None or review.api_key_id != api_key_id:
+            raise NotFound(f"No review with id {review_id!r} for this API key.", param="review_id")
+        exchange = await session.get(Exchange, review.exchange_id)
+        assert exchange is not None
+    return review, exchange
+
+
+async def load(sessions: Sessions, exchange_id: str) -> Exchange:
+    async with sessions() as session:
+        exchange = await session.get(Exchange, exchange_id)
+    if exchange is None:
+        raise NotFound(f"No exchange with id {exchange_id!r}.")
+    return exchange
+
+
+def hitl_block(exchange: Exchange, review: Review | None, poll_url: str | None) -> dict[str, Any]:
+    status = "pending" if exchange.status == ExchangeStatus.HELD else str(exchange.status)
+    block: dict[str, Any] = {"status": status, "confidence": exchange.confidence, "exchange_id": exchange.id}
+    if review is not None:
+        block["review_id"] = review.id
+        block["tier"] = review.tier
+    if status == "pending":
+        block["poll_url"] = poll_url
+    return block
+
+
+def delivered(exchange: Exchange, chat: ChatRequest, hitl: dict[str, Any], placeholder: str) -> dict[str, Any]:
+    """The completion the client receives for the exchange as it stands now. Never the unreviewed candidate."""
+    status = exchange.status
+    if status in (ExchangeStatus.RELEASED, ExchangeStatus.APPROVED):
+        return completion.as_released(exchange.response, chat, exchange.id, hitl)
+    if status in (ExchangeStatus.EDITED, ExchangeStatus.OVERRIDDEN):
+        assert exchange.final_text is not None
+        return completion.with_text(exchange.response, chat, exchange.id, exchange.final_text, hitl)
+    return completion.with_text(exchange.response, chat, exchange.id, placeholder, hitl)

@@ -1,0 +1,168 @@
+"""Storage models. Portable SQL only: the same tables run on SQLite and PostgreSQL.
+
+Decisions are append-only; a review's status changes exactly once, from `open` to `decided`, through a
+conditional update (see `decisions.py`), which is what keeps two agents from deciding the same review.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, String
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def epoch(moment: datetime) -> int:
+    """Unix seconds; SQLite hands timestamps back without their zone, and they were stored as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def _when(**kwargs: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
+
+
+def _enum(**kwargs: Any) -> Any:
+    # Plain strings, not SQL enums: adding a value later must not need an ALTER TYPE on PostgreSQL.
+    return Field(sa_type=String(24), **kwargs)
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_column=Column(JSON, **kwargs))
+
+
+class Route(StrEnum):
+    RELEASE = "release"
+    HOLD = "hold"
+
+
+class ExchangeStatus(StrEnum):
+    RELEASED = "released"  # released by policy, unchanged
+    HELD = "held"  # waiting for an agent
+    APPROVED = "approved"
+    EDITED = "edited"
+    OVERRIDDEN = "overridden"
+
+
+class Action(StrEnum):
+    APPROVE = "approve"
+    EDIT = "edit"
+    OVERRIDE = "override"
+
+
+DECIDED_STATUS = {
+    Action.APPROVE: ExchangeStatus.APPROVED,
+    Action.EDIT: ExchangeStatus.EDITED,
+    Action.OVERRIDE: ExchangeStatus.OVERRIDDEN,
+}
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    SENIOR = "senior"
+    ADMIN = "admin"
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    prefix: str = Field(description="First characters of the key, shown to people to tell keys apart.")
+    key_hash: str = Field(index=True, unique=True)
+    created_at: datetime = _when()
+    disabled: bool = False
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True, unique=True)
+    password_hash: str
+    role: Role = _enum(default=Role.AGENT)
+    active: bool = True
+    created_at: datetime = _when()
+
+
+class Exchange(SQLModel, table=True):
+    """One proxied chat completion, from request to what was finally delivered."""
+
+    __tablename__ = "exchanges"
+
+    id: str = Field(default_factory=lambda: _new_id("chatcmpl"), primary_key=True)
+    request_id: str = Field(index=True)
+    api_key_id: int = Field(foreign_key="api_keys.id", index=True)
+    model: str = Field(index=True, description="The model name the client asked for.")
+    upstream_model: str
+    stream: bool = False
+    request: dict = _json(nullable=False)
+    response: dict = _json(nullable=False, comment="The upstream's candidate chat.completion as received.")
+    candidate_text: str = ""
+    signals: dict = _json(nullable=False)
+    confidence: float | None = None
+    policy_version: str
+    route: Route = _enum()
+    tier: str | None = None
+    reason: str = ""
+    status: ExchangeStatus = _enum(index=True)
+    final_text: str | None = None
+    upstream_ms: float = 0.0
+    created_at: datetime = _when(index=True)
+    decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Review(SQLModel, table=True):
+    """A held exchange waiting in a tier's queue."""
+
+    __tablename__ = "reviews"
+
+    id: str = Field(default_factory=lambda: _new_id("rev"), primary_key=True)
+    exchange_id: str = Field(foreign_key="exchanges.id", index=True, unique=True)
+    api_key_id: int = Field(foreign_key="api_keys.id", index=True)
+    tier: str = Field(index=True)
+    status: str = Field("open", index=True, description="`open` until decided, then `decided`.")
+    created_at: datetime = _when(index=True)
+    deadline_at: datetime = Field(sa_type=DateTime(timezone=True))
+    decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Decision(SQLModel, table=True):
+    """What an agent did with a review. Rows are never updated or deleted."""
+
+    __tablename__ = "decisions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    review_id: str = Field(foreign_key="reviews.id", index=True)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    action: Action = _enum()
+    text: str | None = None
+    comment: str = ""
+    created_at: datetime = _when()
+
+
+class PreferencePair(SQLModel, table=True):
+    """(prompt, chosen = the agent's answer, rejected = the model's) from an edit or an override."""
+
+    __tablename__ = "preference_pairs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: str = Field(foreign_key="exchanges.id", index=True)
+    decision_id: int = Field(foreign_key="decisions.id", unique=True)
+    prompt: list = _json(nullable=False)
+    chosen: str
+    rejected: str
+    action: Action = _enum()
+    created_at: datetime = _when(index=True)

@@ -1,0 +1,180 @@
+"""Policy: versioned rules that map a confidence and the request to a route.
+
+A policy is a YAML file (see `default_policy.yaml`). Rules are checked first, in order; then the first
+band whose `min` the confidence reaches; an answer without a confidence takes the `unscored` outcome.
+A file that does not parse or does not validate raises `PolicyError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.models import Route
+
+DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
+
+Scalar = str | int | float | bool
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file and line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Outcome(_Strict):
+    route: Route
+    tier: str | None = None
+
+    @model_validator(mode="after")
+    def _tier_matches_route(self) -> Outcome:
+        if self.route == Route.HOLD and not self.tier:
+            raise ValueError("a `hold` needs a `tier`")
+        if self.route == Route.RELEASE and self.tier:
+            raise ValueError("a `release` takes no `tier`")
+        return self
+
+
+class Band(Outcome):
+    min: float = Field(ge=0.0, le=1.0)
+
+
+class Rule(Outcome):
+    name: str
+    when: dict[str, Scalar | list[Scalar]] = Field(min_length=1)
+
+
+class PolicyFile(_Strict):
+    version: str | None = None
+    tiers: list[str] = Field(min_length=1)
+    bands: list[Band] = Field(min_length=1)
+    unscored: Outcome
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("tiers")
+    @classmethod
+    def _unique_tiers(cls, tiers: list[str]) -> list[str]:
+        if len(set(tiers)) != len(tiers):
+            raise ValueError("tiers must be unique")
+        return tiers
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_cover_zero_to_one(cls, bands: list[Band]) -> list[Band]:
+        mins = [band.min for band in bands]
+        if mins != sorted(mins, reverse=True) or len(set(mins)) != len(mins):
+            raise ValueError("bands must be listed from the highest `min` down, each `min` once")
+        if mins[-1] != 0.0:
+            raise ValueError("the last band must have `min: 0.0` so every confidence finds a band")
+        return bands
+
+    @model_validator(mode="after")
+    def _known_tiers(self) -> PolicyFile:
+        outcomes: list[Outcome] = [*self.bands, self.unscored, *self.rules]
+        for outcome in outcomes:
+            if outcome.tier and outcome.tier not in self.tiers:
+                raise ValueError(f"tier {outcome.tier!r} is not in tiers {self.tiers}")
+        return self
+
+
+@dataclass(frozen=True)
+class Routing:
+    route: Route
+    tier: str | None
+    reason: str
+
+
+def _lookup(body: dict[str, Any], dotted: str) -> Any:
+    value: Any = body
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _matches(expected: Scalar | list[Scalar], actual: Any) -> bool:
+    if actual is None:
+        return False
+    if isinstance(expected, list):
+        return actual in expected
+    return bool(actual == expected)
+
+
+class Policy:
+    def __init__(self, spec: PolicyFile, version: str) -> None:
+        self.spec = spec
+        self.version = version
+
+    @property
+    def tiers(self) -> list[str]:
+        return self.spec.tiers
+
+    def route(self, confidence: float | None, request: dict[str, Any], missing: list[str]) -> Routing:
+        for rule in self.spec.rules:
+            if all(_matches(expected, _lookup(request, path)) for path, expected in rule.when.items()):
+                facts = ", ".join(f"{path} = {expected!r}" for path, expected in rule.when.items())
+                return Routing(rule.route, rule.tier, f"rule {rule.name!r} matched ({facts})")
+        if confidence is None:
+            why = ", ".join(missing) or "no signal"
+            return Routing(self.spec.unscored.route, self.spec.unscored.tier, f"unscored ({why})")
+        for band in self.spec.bands:
+            if confidence >= band.min:
+                target = band.tier or "release"
+                return Routing(band.route, band.tier, f"confidence {confidence:.3f} >= {band.min:g} -> {target}")
+        raise AssertionError("the validator guarantees a band with min 0.0")
+
+
+def _line_of(node: yaml.Node, loc: tuple[int | str, ...]) -> int:
+    """The 1-based line of the deepest YAML node on the path `loc`."""
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((value for key, value in node.value if key.value == part), None)
+            if child is None:
+                child = next((key for key, _ in node.value if key.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node = child
+    return node.start_mark.line + 1
+
+
+def parse(text: str, source: str = "<policy>") -> Policy:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f" line {mark.line + 1}" if mark else ""
+        raise PolicyError(f"{source}{line}: not valid YAML: {exc.problem or exc}") from None
+    if root is None or not isinstance(data, dict):
+        raise PolicyError(f"{source} line 1: a policy is a mapping with tiers, bands and unscored")
+    try:
+        spec = PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        where = ".".join(str(p) for p in loc) or "policy"
+        message = first["msg"].removeprefix("Value error, ")
+        raise PolicyError(f"{source} line {_line_of(root, loc)}: {where}: {message}") from None
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return Policy(spec, f"{spec.version or 'unversioned'}@{digest}")
+
+
+def load(path: Path | None) -> Policy:
+    target = path or DEFAULT_POLICY
+    try:
+        text = target.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{target}: cannot read the policy file: {exc.strerror}") from None
+    return parse(text, str(target))

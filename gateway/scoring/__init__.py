@@ -1,0 +1,1 @@
+"""Confidence signals computed from an answer."""

@@ -1,0 +1,76 @@
+"""The default confidence, before any calibration on agents' decisions.
+
+    confidence = 0.6 * exp(mean_logprob) + 0.2 * min_prob + 0.2 * (1 - mean_entropy)
+
+Each term lies in [0, 1], so the sum does too. The geometric mean token probability carries most of
+the weight; the weakest token and the spread of alternatives pull it down where the model hesitated.
+Without top_logprobs the entropy term is dropped and the other two weights are scaled up to sum to 1.
+An answer with no scored tokens (no logprobs from the provider, an empty answer, a tool call) gets no
+confidence at all: the policy routes it by its `unscored` rule, and the exchange records why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.scoring.logprobs import LogprobSignals, signals
+
+FORMULA = "logprob-v1"
+WEIGHTS = {"geometric_mean_prob": 0.6, "min_prob": 0.2, "certainty": 0.2}
+
+
+def combine(found: LogprobSignals) -> float | None:
+    if found.missing or found.mean_logprob is None or found.min_prob is None:
+        return None
+    terms = {
+        "geometric_mean_prob": math.exp(found.mean_logprob),
+        "min_prob": found.min_prob,
+    }
+    if found.mean_entropy is not None:
+        terms["certainty"] = 1.0 - found.mean_entropy
+    weight = sum(WEIGHTS[name] for name in terms)
+    value = sum(WEIGHTS[name] * term for name, term in terms.items()) / weight
+    return min(1.0, max(0.0, value))
+
+
+@dataclass
+class Score:
+    """What scoring found for one candidate completion."""
+
+    confidence: float | None
+    signals: dict[str, Any] = field(default_factory=dict)
+
+
+def score_choices(choices: Sequence[dict[str, Any]]) -> Score:
+    """Score every choice; the weakest one decides, because every choice would reach the client."""
+    per_choice: list[dict[str, Any]] = []
+    weakest: float | None = None
+    missing: list[str] = []
+    for index, choice in enumerate(choices):
+        content = ((choice.get("logprobs") or {}).get("content")) or None
+        found = signals(content)
+        confidence = combine(found)
+        per_choice.append({"index": index, **found.as_dict(), "confidence": confidence})
+        if confidence is None:
+            missing.append(_why_missing(choice))
+        elif weakest is None or confidence < weakest:
+            weakest = confidence
+    if missing:
+        # One unscored choice makes the whole answer unscored: it must not ride on the others.
+        weakest = None
+    result: dict[str, Any] = {"formula": FORMULA, "missing": sorted(set(missing)), "choices": per_choice}
+    return Score(confidence=weakest, signals=result)
+
+
+def _why_missing(choice: dict[str, Any]) -> str:
+    message = choice.get("message") or {}
+    if message.get("tool_calls") and not message.get("content"):
+        return "logprobs:tool_call"
+    if not (choice.get("logprobs") or {}).get("content"):
+        if not message.get("content"):
+            return "logprobs:empty_answer"
+        return "logprobs:not_returned"
+    return "logprobs:no_tokens"

@@ -1,0 +1,107 @@
+"""The gateway's one configuration object.
+
+Values come, highest priority first, from keyword arguments, `HITL_*` environment variables (nested
+fields with `__`, lists as JSON) and the TOML file named by `HITL_CONFIG`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Provider = Literal["openai", "litellm", "local"]
+
+
+class UpstreamSettings(BaseModel):
+    """One model the gateway offers, and where its answers come from."""
+
+    name: str = Field(description="Model name clients send, e.g. `support-bot`.")
+    provider: Provider = Field(
+        "openai",
+        description="`openai`: any OpenAI-compatible server over httpx; `litellm`: any provider litellm "
+        "knows; `local`: the bundled SmolLM2 model in this process.",
+    )
+    model: str = Field("", description="The provider's model name (defaults to `name`).")
+    api_base: str | None = Field(None, description="Base URL, e.g. `http://127.0.0.1:8080/v1`.")
+    api_key: SecretStr | None = Field(None, description="The provider's key; never logged.")
+    timeout: float = Field(60.0, gt=0, description="Seconds before the upstream call fails with 504.")
+    logprobs: bool = Field(True, description="Ask the provider for token logprobs (top 5).")
+
+    @model_validator(mode="after")
+    def _default_model(self) -> UpstreamSettings:
+        if not self.model:
+            self.model = self.name
+        if self.provider == "openai" and not self.api_base:
+            raise ValueError(f"upstream {self.name!r}: provider 'openai' needs api_base")
+        return self
+
+
+class HoldSettings(BaseModel):
+    """How long a held request waits for an agent."""
+
+    default_wait: float = Field(20.0, ge=0, description="Seconds a held request waits by default.")
+    max_wait: float = Field(120.0, ge=0, description="Longest wait a request may ask for (`hitl.wait`).")
+    poll_interval: float = Field(
+        1.0, gt=0, description="Seconds between database checks for decisions made by other processes."
+    )
+    keepalive: float = Field(5.0, gt=0, description="Seconds between SSE keep-alive comments while held.")
+
+
+class LocalModelSettings(BaseModel):
+    """The bundled SmolLM2-135M-Instruct model (extra `local`)."""
+
+    enabled: bool = Field(True, description="Offer the bundled model when no upstream is configured.")
+    name: str = Field("smollm2", description="Model name clients use for the bundled model.")
+    max_tokens: int = Field(128, gt=0, description="Default `max_tokens` for the bundled model.")
+    n_ctx: int = Field(2048, gt=0, description="Context window given to llama.cpp.")
+    threads: int | None = Field(None, description="CPU threads for llama.cpp (default: all cores).")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HITL_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    database_url: str = Field(
+        "sqlite:///hitl.db",
+        description="SQLAlchemy URL: `sqlite:///file.db` or `postgresql://user@host/db`.",
+    )
+    policy_path: Path | None = Field(None, description="Policy YAML file (default: the bundled policy).")
+    upstreams: list[UpstreamSettings] = Field(
+        default_factory=list, description="Models offered; JSON list in `HITL_UPSTREAMS`."
+    )
+    local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    hold: HoldSettings = Field(default_factory=HoldSettings)
+    secret_key: SecretStr | None = Field(
+        None, description="Signs console sessions; set it when running more than one replica."
+    )
+    session_max_age: int = Field(8 * 3600, gt=0, description="Seconds a console login lasts.")
+    host: str = Field("127.0.0.1", description="Address `hitl serve` binds.")
+    port: int = Field(8000, description="Port `hitl serve` binds.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("HITL_CONFIG")
+        if config:
+            path = Path(config)
+            if not path.is_file():
+                raise FileNotFoundError(f"HITL_CONFIG names {path}, which is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)

