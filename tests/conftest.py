@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import respx
 import sqlalchemy
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from gateway import db
 from gateway.app import create_app
+from gateway.models import Role
 from gateway.settings import HoldSettings, LocalModelSettings, Settings, UpstreamSettings
 from tests import factories
 
@@ -81,3 +84,50 @@ def api_key(database_url: str) -> str:
 def upstream() -> Iterator[respx.MockRouter]:
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as mock:
         yield mock
+
+
+@pytest.fixture
+async def aclient(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An async client in the test's own event loop, so a test can run a waiting request and a decision at once."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as async_client:
+            yield async_client
+
+
+def csrf_token(html: str) -> str:
+    found = re.search(r'name="csrftoken" value="([^"]+)"', html)
+    assert found, "page has no CSRF token"
+    return found.group(1)
+
+
+def console_login(client: TestClient, username: str, password: str) -> str:
+    """Log in through the console's own form; returns the CSRF token for later posts."""
+    token = csrf_token(client.get("/console/login").text)
+    response = client.post(
+        "/console/login", data={"username": username, "password": password, "csrftoken": token, "next": "/console/"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    return token
+
+
+async def aconsole_login(client: httpx.AsyncClient, username: str, password: str) -> str:
+    token = csrf_token((await client.get("/console/login")).text)
+    response = await client.post(
+        "/console/login", data={"username": username, "password": password, "csrftoken": token, "next": "/console/"}
+    )
+    assert response.status_code == 303, response.text
+    return token
+
+
+@pytest.fixture
+def agent(database_url: str) -> tuple[str, str]:
+    factories.make_agent(database_url, "ada", "correct horse", Role.AGENT)
+    return "ada", "correct horse"
+
+
+@pytest.fixture
+def senior(database_url: str) -> tuple[str, str]:
+    factories.make_agent(database_url, "grace", "battery staple", Role.SENIOR)
+    return "grace", "battery staple"

@@ -1,0 +1,236 @@
+"""The gateway as a drop-in for the OpenAI SDK, with the upstream mocked by respx."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+import respx
+from fastapi.testclient import TestClient
+
+from tests import factories
+from tests.conftest import MODEL
+
+CONFIDENT = factories.completion_body("Paris is the capital of France.", logprob=-0.001)
+
+
+def sdk(client: TestClient, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
+
+
+def answer(upstream: respx.MockRouter, body: dict | None = None, status: int = 200) -> respx.Route:
+    return upstream.post("/chat/completions").mock(return_value=httpx.Response(status, json=body or CONFIDENT))
+
+
+def sent(route: respx.Route) -> dict:
+    return json.loads(route.calls.last.request.content)
+
+
+def test_sync_completion_is_released_with_hitl_block(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+    route = answer(upstream)
+    result = sdk(client, api_key).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Capital of France?"}]
+    )
+    assert result.choices[0].message.content == "Paris is the capital of France."
+    assert result.model == MODEL
+    assert result.id.startswith("chatcmpl-")
+    hitl = result.model_extra["hitl"]
+    assert hitl["status"] == "released" and hitl["exchange_id"] == result.id
+    assert 0.92 <= hitl["confidence"] <= 1.0
+    # The gateway asks for logprobs upstream, for the provider model, but the client did not ask for them.
+    assert sent(route)["logprobs"] is True and sent(route)["top_logprobs"] == 5
+    assert sent(route)["model"] == "gpt-4o-mini"
+    assert result.choices[0].logprobs is None
+    assert route.calls.last.request.headers["authorization"] == "Bearer sk-upstream"
+
+
+def test_client_logprobs_are_trimmed_to_what_it_asked(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+    route = answer(upstream)
+    result = sdk(client, api_key).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Capital?"}], logprobs=True, top_logprobs=1
+    )
+    assert sent(route)["top_logprobs"] == 5
+    tokens = result.choices[0].logprobs.content
+    assert tokens and all(len(t.top_logprobs) == 1 for t in tokens)
+
+
+def test_unknown_fields_tools_and_n_pass_through(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+    tool_call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
+    body = factories.completion_body(None, tool_calls=[tool_call], n=2)
+    route = answer(upstream, body)
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    result = sdk(client, api_key).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Look it up"}], tools=tools, n=2,
+        extra_body={"some_future_field": {"keep": True}, "hitl": {"wait": 0}}, temperature=0.3,
+    )
+    upstream_body = sent(route)
+    assert upstream_body["tools"] == tools and upstream_body["n"] == 2 and upstream_body["temperature"] == 0.3
+    assert upstream_body["some_future_field"] == {"keep": True}
+    assert "hitl" not in upstream_body and "stream" not in upstream_body
+    # A tool call has no scored tokens: held as unscored, and with wait 0 the client gets the placeholder.
+    assert result.model_extra["hitl"]["status"] == "pending"
+    assert result.choices[0].message.tool_calls is None  # the unreviewed tool call never reaches the client
+    assert len(result.choices) == 1 and "support team" in result.choices[0].message.content
+
+
+def test_n_greater_than_one_released(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+    answer(upstream, factories.completion_body("Paris.", logprob=-0.001, n=3))
+    result = sdk(client, api_key).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Q"}], n=3)
+    assert [c.index for c in result.choices] == [0, 1, 2]
+    assert all(c.message.content == "Paris." for c in result.choices)
+
+
+def test_streaming_released_replays_sse_with_usage(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+    route = answer(upstream)
+    stream = sdk(client, api_key).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Capital?"}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Paris is the capital of France."
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == CONFIDENT["usage"]["total_tokens"]
+    assert "stream" not in sent(route) and "stream_options" not in sent(route)
+
+
+async def test_async_sdk(aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter) -> None:
+    answer(upstream)
+    client = openai.AsyncOpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=aclient, max_retries=0)
+    result = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Capital?"}])
+    assert result.choices[0].message.content == "Paris is the capital of France."
+    stream = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Capital?"}], stream=True)
+    pieces = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices]
+    assert "".join(p or "" for p in pieces) == "Paris is the capital of France."
+
+
+def test_models_list_and_retrieve(client: TestClient, api_key: str) -> None:
+    client_sdk = sdk(client, api_key)
+    assert [m.id for m in client_sdk.models.list()] == [MODEL]
+    assert client_sdk.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client_sdk.models.retrieve("nope")
+
+
+# --- errors: always the OpenAI shape, the right status, and an x-request-id --------------------------
+
+
+def _error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["x-request-id"]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "Traceback" not in error["message"]
+    return error
+
+
+def post(client: TestClient, key: str | None, content: bytes | str) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return client.post("/v1/chat/completions", content=content, headers=headers)
+
+
+def test_malformed_json(client: TestClient, api_key: str) -> None:
+    assert _error(post(client, api_key, b'{"model": '), 400)["code"] == "invalid_json"
+    assert _error(post(client, api_key, b"[1, 2]"), 400)["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": MODEL}, "messages"),
+        ({"model": MODEL, "messages": []}, "messages"),
+        ({"model": 42, "messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, "stream"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "hitl": {"wait": -1}}, "hitl.wait"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "hitl": {"wait": 3600}}, "hitl.wait"),
+    ],
+)
+def test_missing_or_mistyped_fields(client: TestClient, api_key: str, upstream: respx.MockRouter, body: dict, param: str) -> None:
+    answer(upstream)
+    error = _error(post(client, api_key, json.dumps(body)), 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param, error
+
+
+def test_unknown_model(client: TestClient, api_key: str) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk(client, api_key).chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.code == "model_not_found"
+    assert "gpt-9" in caught.value.message
+
+
+def test_bad_and_missing_key(client: TestClient, api_key: str) -> None:
+    with pytest.raises(openai.AuthenticationError) as caught:
+        sdk(client, "hitl-wrong").chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.code == "invalid_api_key"
+    assert _error(post(client, None, b"{}"), 401)["code"] == "missing_api_key"
+    assert _error(client.get("/v1/models", headers={"Authorization": "Basic abc"}), 401)["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize(
+    ("mock", "status", "code"),
+    [
+        (httpx.Response(500, json={"error": {"message": "boom"}}), 502, "upstream_error"),
+        (httpx.Response(200, text="<html>not json</html>"), 502, "upstream_error"),
+        (httpx.Response(200, json={"choices": []}), 502, "upstream_error"),
+        (httpx.Response(429, json={"error": {"message": "slow down"}}), 429, "rate_limit_exceeded"),
+        (httpx.Response(400, json={"error": {"message": "bad tool schema"}}), 400, None),
+        (httpx.ConnectError("refused"), 502, "upstream_error"),
+        (httpx.ReadTimeout("slow"), 504, "upstream_timeout"),
+    ],
+)
+def test_upstream_failures(client: TestClient, api_key: str, upstream: respx.MockRouter, mock: object, status: int, code: str | None) -> None:
+    route = upstream.post("/chat/completions")
+    if isinstance(mock, Exception):
+        route.mock(side_effect=mock)
+    else:
+        route.mock(return_value=mock)
+    error = _error(post(client, api_key, json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})), status)
+    if code:
+        assert error["code"] == code
+    else:
+        assert "bad tool schema" in error["message"]
+
+
+def test_upstream_failure_reaches_the_sdk_as_an_api_error(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+    upstream.post("/chat/completions").mock(side_effect=httpx.ReadTimeout("slow"))
+    with pytest.raises(openai.InternalServerError) as caught:
+        sdk(client, api_key).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True)
+    assert caught.value.status_code == 504
+
+
+def test_unknown_path_and_method_are_json(client: TestClient, api_key: str) -> None:
+    assert _error(client.get("/v1/nothing-here"), 404)["code"] == "not_found"
+    assert _error(client.get("/v1/chat/completions"), 405)["type"] == "invalid_request_error"
+
+
+def test_client_request_id_is_echoed(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+    answer(upstream)
+    response = client.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {api_key}", "x-request-id": "client-123"},
+    )
+    assert response.headers["x-request-id"] == "client-123"
+
+
+def test_internal_error_is_json_without_traceback(make_settings, database_url: str, upstream: respx.MockRouter) -> None:
+    from gateway.app import create_app
+
+    app = create_app(make_settings())
+
+    @app.get("/v1/explode")
+    async def explode() -> None:
+        raise RuntimeError("secret internals")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        error = _error(client.get("/v1/explode"), 500)
+    assert "secret internals" not in error["message"]
