@@ -66,23 +66,24 @@ class PolicyFile(_Strict):
             raise ValueError("tiers must be unique")
         return tiers
 
-    @field_validator("bands")
-    @classmethod
-    def _bands_cover_zero_to_one(cls, bands: list[Band]) -> list[Band]:
-        mins = [band.min for band in bands]
-        if mins != sorted(mins, reverse=True) or len(set(mins)) != len(mins):
-            raise ValueError("bands must be listed from the highest `min` down, each `min` once")
+    def problems(self) -> list[tuple[tuple[int | str, ...], str]]:
+        """Checks across fields, each with the path of the value at fault (so the error names its line)."""
+        found: list[tuple[tuple[int | str, ...], str]] = []
+        mins = [band.min for band in self.bands]
+        for index in range(1, len(mins)):
+            if mins[index] >= mins[index - 1]:
+                found.append((("bands", index, "min"), "bands must be listed from the highest `min` down, each `min` once"))
         if mins[-1] != 0.0:
-            raise ValueError("the last band must have `min: 0.0` so every confidence finds a band")
-        return bands
-
-    @model_validator(mode="after")
-    def _known_tiers(self) -> PolicyFile:
-        outcomes: list[Outcome] = [*self.bands, self.unscored, *self.rules]
-        for outcome in outcomes:
+            found.append((("bands", len(mins) - 1, "min"), "the last band must have `min: 0.0` so every confidence finds a band"))
+        outcomes: list[tuple[tuple[int | str, ...], Outcome]] = [
+            *((("bands", i), band) for i, band in enumerate(self.bands)),
+            (("unscored",), self.unscored),
+            *((("rules", i), rule) for i, rule in enumerate(self.rules)),
+        ]
+        for loc, outcome in outcomes:
             if outcome.tier and outcome.tier not in self.tiers:
-                raise ValueError(f"tier {outcome.tier!r} is not in tiers {self.tiers}")
-        return self
+                found.append(((*loc, "tier"), f"tier {outcome.tier!r} is not in tiers {self.tiers}"))
+        return found
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,11 @@ def _line_of(node: yaml.Node, loc: tuple[int | str, ...]) -> int:
     return node.start_mark.line + 1
 
 
+def _error_at(source: str, root: yaml.Node, loc: tuple[int | str, ...], message: str) -> PolicyError:
+    where = ".".join(str(part) for part in loc) or "policy"
+    return PolicyError(f"{source} line {_line_of(root, loc)}: {where}: {message}")
+
+
 def parse(text: str, source: str = "<policy>") -> Policy:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -163,10 +169,9 @@ def parse(text: str, source: str = "<policy>") -> Policy:
         spec = PolicyFile.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = tuple(first["loc"])
-        where = ".".join(str(p) for p in loc) or "policy"
-        message = first["msg"].removeprefix("Value error, ")
-        raise PolicyError(f"{source} line {_line_of(root, loc)}: {where}: {message}") from None
+        raise _error_at(source, root, tuple(first["loc"]), first["msg"].removeprefix("Value error, ")) from None
+    for loc, message in spec.problems():
+        raise _error_at(source, root, loc, message)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     return Policy(spec, f"{spec.version or 'unversioned'}@{digest}")
 

@@ -1,0 +1,108 @@
+"""Policy files: routing, versions, and errors that name the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+from sqlmodel import Session, select
+
+from gateway import db, policy
+from gateway.app import create_app
+from gateway.models import Exchange, Route
+from tests import factories
+from tests.conftest import MODEL
+
+GOOD = """\
+version: team-7
+tiers: [agent, senior, legal]
+bands:
+  - {min: 0.8, route: release}
+  - {min: 0.0, route: hold, tier: agent}
+unscored: {route: hold, tier: senior}
+rules:
+  - name: legal-questions
+    when: {metadata.topic: [contract, lawsuit], metadata.region: eu}
+    route: hold
+    tier: legal
+"""
+
+
+@pytest.mark.parametrize(
+    ("confidence", "route", "tier"),
+    [(0.95, Route.RELEASE, None), (0.92, Route.RELEASE, None), (0.91, Route.HOLD, "agent"),
+     (0.70, Route.HOLD, "agent"), (0.69, Route.HOLD, "senior"), (0.0, Route.HOLD, "senior")],
+)
+def test_default_bands(confidence: float, route: Route, tier: str | None) -> None:
+    routing = policy.load(None).route(confidence, {}, [])
+    assert (routing.route, routing.tier) == (route, tier)
+
+
+def test_rules_match_on_request_metadata() -> None:
+    custom = policy.parse(GOOD)
+    eu_contract = {"metadata": {"topic": "contract", "region": "eu"}}
+    assert custom.route(0.99, eu_contract, []).tier == "legal"
+    assert "legal-questions" in custom.route(0.99, eu_contract, []).reason
+    assert custom.route(0.99, {"metadata": {"topic": "contract", "region": "us"}}, []).route == Route.RELEASE
+    assert custom.route(None, {}, ["logprobs:not_returned"]).tier == "senior"
+    assert custom.version.startswith("team-7@")
+
+
+def test_version_changes_with_content() -> None:
+    assert policy.parse(GOOD).version != policy.parse(GOOD.replace("0.8", "0.85")).version
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("tiers: [agent\nbands: []\n", 2, "not valid YAML"),
+        (GOOD.replace("route: release}", "route: releese}"), 4, "bands.0.route"),
+        (GOOD.replace("tier: legal", "tier: lawyers"), 11, "lawyers"),
+        (GOOD.replace("{min: 0.0, route: hold, tier: agent}", "{min: 0.1, route: hold, tier: agent}"), 5, "min: 0.0"),
+        (GOOD.replace("{min: 0.0, route: hold, tier: agent}", "{min: 0.9, route: hold, tier: agent}"), 5, "highest"),
+        (GOOD.replace("{min: 0.8, route: release}", "{min: 1.5, route: release}"), 4, "bands.0.min"),
+        (GOOD.replace("unscored: {route: hold, tier: senior}", "unscored: {route: hold}"), 6, "needs a `tier`"),
+        (GOOD + "surprise: 1\n", 12, "surprise"),
+        ("- just\n- a list\n", 1, "mapping"),
+    ],
+)
+def test_bad_policy_names_the_line(text: str, line: int, words: str) -> None:
+    with pytest.raises(policy.PolicyError) as caught:
+        policy.parse(text, "team.yaml")
+    message = str(caught.value)
+    assert message.startswith(f"team.yaml line {line}:"), message
+    assert words in message
+
+
+def test_bad_policy_file_stops_start_up(tmp_path: Path, make_settings) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD.replace("tier: legal", "tier: lawyers"))
+    with pytest.raises(policy.PolicyError, match=r"policy.yaml line 11: rules.0.tier"):
+        create_app(make_settings(policy_path=path))
+    with pytest.raises(policy.PolicyError, match="cannot read"):
+        create_app(make_settings(policy_path=tmp_path / "missing.yaml"))
+
+
+def test_exchange_stores_policy_version_reason_and_signals(
+    tmp_path: Path, make_settings, database_url: str, upstream: respx.MockRouter
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    key = factories.make_api_key(database_url)
+    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body(logprob=None)))
+    with TestClient(create_app(make_settings(policy_path=path))) as client:
+        result = client.post(
+            "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "hitl": {"wait": 0}},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()
+    assert result["hitl"]["tier"] == "senior"  # no logprobs: routed by `unscored`
+    with Session(create_engine(db.sync_url(database_url))) as session:
+        exchange = session.exec(select(Exchange)).one()
+    assert exchange.policy_version == policy.parse(GOOD).version
+    assert exchange.confidence is None and exchange.signals["missing"] == ["logprobs:not_returned"]
+    assert exchange.reason == "unscored (logprobs:not_returned)"
+    assert exchange.request["messages"][0]["content"] == "hi"
