@@ -1,0 +1,96 @@
+"""The `hitl` command, run in-process with typer's runner against a real database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from gateway import apikeys, db
+from gateway.app import create_app
+from gateway.cli import app as cli
+from gateway.models import Agent, ApiKey
+from tests import factories
+from tests.conftest import MODEL, console_login
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("HITL_DATABASE_URL", database_url)
+    monkeypatch.delenv("HITL_CONFIG", raising=False)
+    return database_url
+
+
+def rows(url: str, model: type) -> list:
+    with Session(create_engine(db.sync_url(url))) as session:
+        return list(session.exec(select(model)).all())
+
+
+def test_keys_create_stores_only_a_hash(env: str) -> None:
+    result = runner.invoke(cli, ["keys", "create", "billing-bot"])
+    assert result.exit_code == 0, result.output
+    plaintext = result.output.strip()
+    assert plaintext.startswith("hitl-") and len(plaintext) > 40
+    [key] = rows(env, ApiKey)
+    assert key.name == "billing-bot" and key.key_hash == apikeys.hash_key(plaintext) and plaintext not in key.key_hash
+    listing = runner.invoke(cli, ["keys", "list"])
+    assert "billing-bot" in listing.output and plaintext not in listing.output
+
+
+def test_users_add_and_passwd(env: str) -> None:
+    assert runner.invoke(cli, ["users", "add", "lin", "--role", "senior", "--password", "long enough"]).exit_code == 0
+    [agent] = rows(env, Agent)
+    assert agent.role == "senior" and agent.password_hash.startswith("$argon2")
+    duplicate = runner.invoke(cli, ["users", "add", "lin", "--password", "long enough"])
+    assert duplicate.exit_code == 1 and "already" in duplicate.output
+    short = runner.invoke(cli, ["users", "passwd", "lin", "--password", "short"])
+    assert short.exit_code == 1 and "at least 8" in short.output
+    assert runner.invoke(cli, ["users", "passwd", "lin", "--password", "another one"]).exit_code == 0
+
+
+def test_bad_configuration_is_a_clear_error(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HITL_UPSTREAMS", '[{"name": "x", "provider": "openai"}]')
+    result = runner.invoke(cli, ["keys", "list"])
+    assert result.exit_code == 1 and "needs api_base" in result.output
+
+
+def test_export_dpo_is_trl_conversational(env: str, make_settings, upstream: respx.MockRouter, tmp_path: Path) -> None:
+    key = factories.make_api_key(env)
+    factories.make_agent(env, "ada", "correct horse")
+    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2)))
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
+    with TestClient(create_app(make_settings())) as client:
+        token = console_login(client, "ada", "correct horse")
+        for action, text in (("edit", "Paris."), ("override", "Please ask a human."), ("approve", None)):
+            hitl = client.post(
+                "/v1/chat/completions", json={"model": MODEL, "messages": prompt, "hitl": {"wait": 0}},
+                headers={"Authorization": f"Bearer {key}"},
+            ).json()["hitl"]
+            data = {"action": action, "csrftoken": token} | ({"text": text} if text else {})
+            assert client.post(f"/console/reviews/{hitl['review_id']}/decide", data=data, follow_redirects=False).status_code == 303
+
+    out = tmp_path / "dpo.jsonl"
+    result = runner.invoke(cli, ["export", "--format", "dpo", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == [
+        {"prompt": prompt, "chosen": [{"role": "assistant", "content": "Paris."}], "rejected": [{"role": "assistant", "content": "Lyon."}]},
+        {"prompt": prompt, "chosen": [{"role": "assistant", "content": "Please ask a human."}], "rejected": [{"role": "assistant", "content": "Lyon."}]},
+    ]
+    assert "exported 2 pairs" in result.output
+    to_stdout = runner.invoke(cli, ["export"])
+    assert to_stdout.output.count('"chosen"') == 2
+
+
+def test_unknown_export_format(env: str) -> None:
+    result = runner.invoke(cli, ["export", "--format", "csv"])
+    assert result.exit_code == 2

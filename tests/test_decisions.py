@@ -1,0 +1,118 @@
+"""The decision service: one winner per review, roles by tier, preference pairs from edits and overrides."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+from sqlmodel import select
+
+from gateway import decisions
+from gateway.errors import Forbidden, InvalidRequest
+from gateway.models import Action, Agent, Decision, Exchange, ExchangeStatus, PreferencePair, Review, Role
+from gateway.runtime import Runtime
+from tests import factories
+from tests.conftest import MODEL
+
+PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
+
+
+async def held_review(aclient: httpx.AsyncClient, upstream: respx.MockRouter, key: str, metadata: dict | None = None) -> str:
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2))  # ~0.8: agent tier
+    )
+    body = {"model": MODEL, "messages": PROMPT, "hitl": {"wait": 0}}
+    if metadata:
+        body["metadata"] = metadata
+    response = await aclient.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    return str(response.json()["hitl"]["review_id"])
+
+
+async def agent_named(runtime: Runtime, username: str) -> Agent:
+    async with runtime.sessions() as session:
+        return (await session.exec(select(Agent).where(Agent.username == username))).one()
+
+
+async def test_edit_creates_pair_and_final_text(app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]) -> None:
+    runtime: Runtime = app.state.runtime
+    review_id = await held_review(aclient, upstream, api_key)
+    decided = await decisions.decide(
+        runtime.sessions, runtime.holds, review_id=review_id, agent=await agent_named(runtime, agent[0]),
+        action=Action.EDIT, text="Paris.", comment="wrong city", tiers=runtime.policy.tiers,
+    )
+    assert decided.pair is not None
+    async with runtime.sessions() as session:
+        pair = (await session.exec(select(PreferencePair))).one()
+        exchange = await session.get(Exchange, decided.exchange.id)
+        decision = (await session.exec(select(Decision))).one()
+    assert (pair.prompt, pair.chosen, pair.rejected, pair.action) == (PROMPT, "Paris.", "Lyon.", Action.EDIT)
+    assert exchange is not None and exchange.status == ExchangeStatus.EDITED and exchange.final_text == "Paris."
+    assert decision.comment == "wrong city" and decision.text == "Paris."
+
+
+async def test_approve_makes_no_pair(app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]) -> None:
+    runtime: Runtime = app.state.runtime
+    review_id = await held_review(aclient, upstream, api_key)
+    decided = await decisions.decide(
+        runtime.sessions, runtime.holds, review_id=review_id, agent=await agent_named(runtime, agent[0]),
+        action=Action.APPROVE, tiers=runtime.policy.tiers,
+    )
+    assert decided.pair is None and decided.exchange.final_text == "Lyon."
+
+
+async def test_two_concurrent_decisions_one_wins(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str], senior: tuple[str, str]
+) -> None:
+    runtime: Runtime = app.state.runtime
+    review_id = await held_review(aclient, upstream, api_key)
+    ada, grace = await agent_named(runtime, agent[0]), await agent_named(runtime, senior[0])
+    results = await asyncio.gather(
+        decisions.decide(runtime.sessions, runtime.holds, review_id=review_id, agent=ada, action=Action.EDIT, text="Paris.", tiers=runtime.policy.tiers),
+        decisions.decide(runtime.sessions, runtime.holds, review_id=review_id, agent=grace, action=Action.OVERRIDE, text="Call us.", tiers=runtime.policy.tiers),
+        return_exceptions=True,
+    )
+    losers = [r for r in results if isinstance(r, decisions.ReviewAlreadyDecided)]
+    winners = [r for r in results if isinstance(r, decisions.Decided)]
+    assert len(winners) == 1 and len(losers) == 1, results
+    async with runtime.sessions() as session:
+        assert len((await session.exec(select(Decision))).all()) == 1
+        assert len((await session.exec(select(PreferencePair))).all()) == 1
+        exchange = (await session.exec(select(Exchange))).one()
+    assert exchange.final_text == winners[0].exchange.final_text
+
+
+async def test_agent_cannot_decide_senior_tier(app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]) -> None:
+    runtime: Runtime = app.state.runtime
+    review_id = await held_review(aclient, upstream, api_key, metadata={"stakes": "high"})
+    with pytest.raises(Forbidden):
+        await decisions.decide(
+            runtime.sessions, runtime.holds, review_id=review_id, agent=await agent_named(runtime, agent[0]),
+            action=Action.APPROVE, tiers=runtime.policy.tiers,
+        )
+    async with runtime.sessions() as session:
+        assert (await session.get(Review, review_id)).status == "open"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("action", "text"), [(Action.EDIT, ""), (Action.OVERRIDE, "   "), (Action.EDIT, "Lyon."), (Action.EDIT, None)])
+async def test_edit_needs_a_changed_text(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str], action: Action, text: str | None
+) -> None:
+    runtime: Runtime = app.state.runtime
+    review_id = await held_review(aclient, upstream, api_key)
+    with pytest.raises(InvalidRequest):
+        await decisions.decide(
+            runtime.sessions, runtime.holds, review_id=review_id, agent=await agent_named(runtime, agent[0]),
+            action=action, text=text, tiers=runtime.policy.tiers,
+        )
+
+
+@pytest.mark.parametrize(
+    ("role", "tier", "allowed"),
+    [(Role.AGENT, "agent", True), (Role.AGENT, "senior", False), (Role.SENIOR, "senior", True),
+     (Role.SENIOR, "legal", False), (Role.ADMIN, "legal", True)],
+)
+def test_can_decide(role: Role, tier: str, allowed: bool) -> None:
+    assert decisions.can_decide(role, tier, ["agent", "senior", "legal"]) is allowed
