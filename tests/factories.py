@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pwdlib import PasswordHash
@@ -15,20 +17,27 @@ from gateway.models import Agent, ApiKey, Role
 _hasher = PasswordHash.recommended()
 
 
-def _session(url: str) -> Session:
-    return Session(create_engine(db.sync_url(url)))
+@contextmanager
+def sync_session(url: str) -> Iterator[Session]:
+    """A sync session on its own engine, disposed after, so no connection outlives the test."""
+    engine = create_engine(db.sync_url(url))
+    try:
+        with Session(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def make_api_key(url: str, name: str = "test") -> str:
     plaintext = apikeys.KEY_PREFIX + name + "-" + "x" * 20
-    with _session(url) as session:
+    with sync_session(url) as session:
         session.add(ApiKey(name=name, prefix=plaintext[:11], key_hash=apikeys.hash_key(plaintext)))
         session.commit()
     return plaintext
 
 
 def make_agent(url: str, username: str = "ada", password: str = "correct horse", role: Role = Role.AGENT) -> Agent:
-    with _session(url) as session:
+    with sync_session(url) as session:
         agent = Agent(username=username, password_hash=_hasher.hash(password), role=role)
         session.add(agent)
         session.commit()

@@ -9,11 +9,10 @@ import httpx
 import pytest
 import respx
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
-from sqlmodel import Session, select
+from sqlmodel import select
 from typer.testing import CliRunner
 
-from gateway import apikeys, db
+from gateway import apikeys
 from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.models import Agent, ApiKey
@@ -31,7 +30,7 @@ def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def rows(url: str, model: type) -> list:
-    with Session(create_engine(db.sync_url(url))) as session:
+    with factories.sync_session(url) as session:
         return list(session.exec(select(model)).all())
 
 

@@ -8,10 +8,9 @@ import httpx
 import pytest
 import respx
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
-from sqlmodel import Session, select
+from sqlmodel import select
 
-from gateway import db, policy
+from gateway import policy
 from gateway.app import create_app
 from gateway.models import Exchange, Route
 from tests import factories
@@ -100,7 +99,7 @@ def test_exchange_stores_policy_version_reason_and_signals(
             headers={"Authorization": f"Bearer {key}"},
         ).json()
     assert result["hitl"]["tier"] == "senior"  # no logprobs: routed by `unscored`
-    with Session(create_engine(db.sync_url(database_url))) as session:
+    with factories.sync_session(database_url) as session:
         exchange = session.exec(select(Exchange)).one()
     assert exchange.policy_version == policy.parse(GOOD).version
     assert exchange.confidence is None and exchange.signals["missing"] == ["logprobs:not_returned"]
