@@ -1,0 +1,25 @@
+# The two Quick start commands: `make serve` and `make test`. Each creates .venv and installs what it needs.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# llama-cpp-python builds from source; a native (-march=native) build dies with an illegal instruction on
+# some CPUs, so build for a common x86-64 baseline.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
+
+.PHONY: serve test install
+
+$(BIN)/pip:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/pip
+	$(BIN)/pip install --quiet -e '.[local,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: install
+	$(BIN)/hitl serve
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
