@@ -35,8 +35,13 @@ def install(app: FastAPI, settings: Settings) -> None:
 
     app.add_exception_handler(auth.LoginRequired, login_required)
     app.add_middleware(
-        SessionMiddleware, secret_key=secret, session_cookie="hitl_session", max_age=settings.session_max_age,
-        path=PREFIX, same_site="lax", https_only=False,
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie="hitl_session",
+        max_age=settings.session_max_age,
+        path=PREFIX,
+        same_site="lax",
+        https_only=False,
     )
     # Added after the session middleware, so it wraps it: a forged POST is refused before anything runs.
     app.add_middleware(asgi_csrf, signing_secret=secret, skip_if_scope=_not_console, cookie_path=PREFIX)

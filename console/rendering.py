@@ -47,7 +47,9 @@ templates.env.filters["question"] = _question
 templates.env.filters["percent"] = _percent
 
 
-def render(request: Request, name: str, context: dict[str, Any], *, block: str | None = None, status_code: int = 200) -> Response:
+def render(
+    request: Request, name: str, context: dict[str, Any], *, block: str | None = None, status_code: int = 200
+) -> Response:
     """The page `name`, or only its `block` when htmx asks for a fragment."""
     context = {"csrftoken": request.scope.get("csrftoken", lambda: "")(), **context}
     if block and request.headers.get(HX_REQUEST) == "true":

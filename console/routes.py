@@ -34,8 +34,11 @@ async def login_page(request: Request, next: str | None = None) -> Response:
 
 @router.post("/login")
 async def login(
-    request: Request, runtime: RuntimeDep,
-    username: Annotated[str, Form()], password: Annotated[str, Form()], next: Annotated[str, Form()] = "/console/",
+    request: Request,
+    runtime: RuntimeDep,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/console/",
 ) -> Response:
     async with runtime.sessions() as session:
         agent = await auth.verify(session, username.strip(), password)
@@ -59,19 +62,27 @@ async def queue(request: Request, agent: CurrentAgent, runtime: RuntimeDep, tier
     current = tier if tier in tiers else tiers[0]
     async with runtime.sessions() as session:
         counts = dict(
-            (await session.exec(
-                select(Review.tier, func.count()).where(Review.status == "open").group_by(Review.tier)
-            )).all()
+            (
+                await session.exec(
+                    select(Review.tier, func.count()).where(Review.status == "open").group_by(Review.tier)
+                )
+            ).all()
         )
-        rows = (await session.exec(
-            select(Review, Exchange)
-            .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
-            .where(Review.status == "open", Review.tier == current)
-            .order_by(col(Review.created_at))
-            .limit(200)
-        )).all()
+        rows = (
+            await session.exec(
+                select(Review, Exchange)
+                .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
+                .where(Review.status == "open", Review.tier == current)
+                .order_by(col(Review.created_at))
+                .limit(200)
+            )
+        ).all()
     context = {
-        "agent": agent, "tiers": tiers, "tier": current, "counts": counts, "rows": rows,
+        "agent": agent,
+        "tiers": tiers,
+        "tier": current,
+        "counts": counts,
+        "rows": rows,
         "can_decide": decisions.can_decide(agent.role, current, tiers),
     }
     return render(request, "queue.html", context, block="queue_rows")
@@ -83,11 +94,18 @@ async def _review_context(runtime: RuntimeDep, review_id: str, agent: CurrentAge
         if review is None:
             raise NotFound(f"No review with id {review_id!r}.")
         exchange = await session.get(Exchange, review.exchange_id)
-        history = (await session.exec(
-            select(Decision).where(Decision.review_id == review_id).order_by(col(Decision.created_at))
-        )).all()
+        history = (
+            await session.exec(
+                select(Decision).where(Decision.review_id == review_id).order_by(col(Decision.created_at))
+            )
+        ).all()
     return {
-        "agent": agent, "review": review, "exchange": exchange, "decisions": history, "error": None, "draft": None,
+        "agent": agent,
+        "review": review,
+        "exchange": exchange,
+        "decisions": history,
+        "error": None,
+        "draft": None,
         "waiting": runtime.holds.waiting(review_id),
         "can_decide": decisions.can_decide(agent.role, review.tier, runtime.policy.tiers),
     }
@@ -100,13 +118,24 @@ async def review_page(request: Request, review_id: str, agent: CurrentAgent, run
 
 @router.post("/reviews/{review_id}/decide")
 async def decide(
-    request: Request, review_id: str, agent: CurrentAgent, runtime: RuntimeDep,
-    action: Annotated[Action, Form()], text: Annotated[str | None, Form()] = None, comment: Annotated[str, Form()] = "",
+    request: Request,
+    review_id: str,
+    agent: CurrentAgent,
+    runtime: RuntimeDep,
+    action: Annotated[Action, Form()],
+    text: Annotated[str | None, Form()] = None,
+    comment: Annotated[str, Form()] = "",
 ) -> Response:
     try:
         decided = await decisions.decide(
-            runtime.sessions, runtime.holds, review_id=review_id, agent=agent, action=action,
-            tiers=runtime.policy.tiers, text=text, comment=comment,
+            runtime.sessions,
+            runtime.holds,
+            review_id=review_id,
+            agent=agent,
+            action=action,
+            tiers=runtime.policy.tiers,
+            text=text,
+            comment=comment,
         )
     except (Conflict, Forbidden, InvalidRequest) as exc:
         context = await _review_context(runtime, review_id, agent)

@@ -66,7 +66,9 @@ class _Reply:
 
 
 @router.post("/chat/completions")
-async def create_chat_completion(request: Request, key: CurrentKey, runtime: RuntimeDep, request_id: RequestId) -> Response:
+async def create_chat_completion(
+    request: Request, key: CurrentKey, runtime: RuntimeDep, request_id: RequestId
+) -> Response:
     chat, raw = chat_request.parse(await request.body())
     upstream = runtime.upstreams.get(chat.model)
     wait = _wait_seconds(runtime, chat)
@@ -79,8 +81,15 @@ async def create_chat_completion(request: Request, key: CurrentKey, runtime: Run
     candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
     assert key.id is not None
     exchange, review = await exchanges.record(
-        runtime.sessions, request_id=request_id, api_key_id=key.id, chat=chat, raw=raw,
-        upstream_model=upstream.model, candidate=candidate, policy_version=runtime.policy.version, wait=wait,
+        runtime.sessions,
+        request_id=request_id,
+        api_key_id=key.id,
+        chat=chat,
+        raw=raw,
+        upstream_model=upstream.model,
+        candidate=candidate,
+        policy_version=runtime.policy.version,
+        wait=wait,
     )
     reply = _Reply(runtime, request, chat, review)
 
@@ -108,7 +117,10 @@ async def create_chat_completion(request: Request, key: CurrentKey, runtime: Run
 
 @router.get("/reviews/{review_id}", name="get_review")
 async def get_review(
-    review_id: str, request: Request, key: CurrentKey, runtime: RuntimeDep,
+    review_id: str,
+    request: Request,
+    key: CurrentKey,
+    runtime: RuntimeDep,
     wait: float = Query(0.0, ge=0, description="Seconds to wait for a decision (long poll)."),
 ) -> dict[str, Any]:
     assert key.id is not None

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.errors import AuthenticationFailed
 from gateway.models import ApiKey

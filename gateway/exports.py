@@ -35,9 +35,14 @@ async def pairs(session: AsyncSession, batch: int = 500) -> AsyncIterator[Prefer
     """Every preference pair, oldest first, read in batches so an export never holds them all."""
     last = 0
     while True:
-        found = (await session.exec(
-            select(PreferencePair).where(col(PreferencePair.id) > last).order_by(col(PreferencePair.id)).limit(batch)
-        )).all()
+        found = (
+            await session.exec(
+                select(PreferencePair)
+                .where(col(PreferencePair.id) > last)
+                .order_by(col(PreferencePair.id))
+                .limit(batch)
+            )
+        ).all()
         if not found:
             return
         for pair in found:

@@ -72,9 +72,13 @@ class PolicyFile(_Strict):
         mins = [band.min for band in self.bands]
         for index in range(1, len(mins)):
             if mins[index] >= mins[index - 1]:
-                found.append((("bands", index, "min"), "bands must be listed from the highest `min` down, each `min` once"))
+                found.append(
+                    (("bands", index, "min"), "bands must be listed from the highest `min` down, each `min` once")
+                )
         if mins[-1] != 0.0:
-            found.append((("bands", len(mins) - 1, "min"), "the last band must have `min: 0.0` so every confidence finds a band"))
+            found.append(
+                (("bands", len(mins) - 1, "min"), "the last band must have `min: 0.0` so every confidence finds a band")
+            )
         outcomes: list[tuple[tuple[int | str, ...], Outcome]] = [
             *((("bands", i), band) for i, band in enumerate(self.bands)),
             (("unscored",), self.unscored),

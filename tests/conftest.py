@@ -47,7 +47,9 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
         values: dict[str, object] = {
             "database_url": database_url,
             "upstreams": [
-                UpstreamSettings(name=MODEL, provider="openai", model="gpt-4o-mini", api_base=UPSTREAM, api_key="sk-upstream")
+                UpstreamSettings(
+                    name=MODEL, provider="openai", model="gpt-4o-mini", api_base=UPSTREAM, api_key="sk-upstream"
+                )
             ],
             "local_model": LocalModelSettings(enabled=False),
             "hold": HoldSettings(default_wait=2.0, max_wait=30.0, poll_interval=0.2, keepalive=1.0),
@@ -105,7 +107,8 @@ def console_login(client: TestClient, username: str, password: str) -> str:
     """Log in through the console's own form; returns the CSRF token for later posts."""
     token = csrf_token(client.get("/console/login").text)
     response = client.post(
-        "/console/login", data={"username": username, "password": password, "csrftoken": token, "next": "/console/"},
+        "/console/login",
+        data={"username": username, "password": password, "csrftoken": token, "next": "/console/"},
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text

@@ -70,12 +70,14 @@ def completion_body(
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
         if tool_calls:
             message["tool_calls"] = tool_calls
-        choices.append({
-            "index": index,
-            "message": message,
-            "logprobs": {"content": content, "refusal": None} if content else None,
-            "finish_reason": "tool_calls" if tool_calls else "stop",
-        })
+        choices.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": {"content": content, "refusal": None} if content else None,
+                "finish_reason": "tool_calls" if tool_calls else "stop",
+            }
+        )
     return {
         "id": "chatcmpl-upstream",
         "object": "chat.completion",

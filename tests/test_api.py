@@ -28,7 +28,9 @@ def sent(route: respx.Route) -> dict:
     return json.loads(route.calls.last.request.content)
 
 
-def test_sync_completion_is_released_with_hitl_block(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+def test_sync_completion_is_released_with_hitl_block(
+    client: TestClient, api_key: str, upstream: respx.MockRouter
+) -> None:
     route = answer(upstream)
     result = sdk(client, api_key).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Capital of France?"}]
@@ -46,7 +48,9 @@ def test_sync_completion_is_released_with_hitl_block(client: TestClient, api_key
     assert route.calls.last.request.headers["authorization"] == "Bearer sk-upstream"
 
 
-def test_client_logprobs_are_trimmed_to_what_it_asked(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+def test_client_logprobs_are_trimmed_to_what_it_asked(
+    client: TestClient, api_key: str, upstream: respx.MockRouter
+) -> None:
     route = answer(upstream)
     result = sdk(client, api_key).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Capital?"}], logprobs=True, top_logprobs=1
@@ -62,8 +66,12 @@ def test_unknown_fields_tools_and_n_pass_through(client: TestClient, api_key: st
     route = answer(upstream, body)
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     result = sdk(client, api_key).chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Look it up"}], tools=tools, n=2,
-        extra_body={"some_future_field": {"keep": True}, "hitl": {"wait": 0}}, temperature=0.3,
+        model=MODEL,
+        messages=[{"role": "user", "content": "Look it up"}],
+        tools=tools,
+        n=2,
+        extra_body={"some_future_field": {"keep": True}, "hitl": {"wait": 0}},
+        temperature=0.3,
     )
     upstream_body = sent(route)
     assert upstream_body["tools"] == tools and upstream_body["n"] == 2 and upstream_body["temperature"] == 0.3
@@ -82,10 +90,14 @@ def test_n_greater_than_one_released(client: TestClient, api_key: str, upstream:
     assert all(c.message.content == "Paris." for c in result.choices)
 
 
-def test_streaming_released_replays_sse_with_usage(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+def test_streaming_released_replays_sse_with_usage(
+    client: TestClient, api_key: str, upstream: respx.MockRouter
+) -> None:
     route = answer(upstream)
     stream = sdk(client, api_key).chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Capital?"}], stream=True,
+        model=MODEL,
+        messages=[{"role": "user", "content": "Capital?"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -102,7 +114,9 @@ async def test_async_sdk(aclient: httpx.AsyncClient, api_key: str, upstream: res
     client = openai.AsyncOpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=aclient, max_retries=0)
     result = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Capital?"}])
     assert result.choices[0].message.content == "Paris is the capital of France."
-    stream = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Capital?"}], stream=True)
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Capital?"}], stream=True
+    )
     pieces = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices]
     assert "".join(p or "" for p in pieces) == "Paris is the capital of France."
 
@@ -154,7 +168,9 @@ def test_malformed_json(client: TestClient, api_key: str) -> None:
         ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "hitl": {"wait": 3600}}, "hitl.wait"),
     ],
 )
-def test_missing_or_mistyped_fields(client: TestClient, api_key: str, upstream: respx.MockRouter, body: dict, param: str) -> None:
+def test_missing_or_mistyped_fields(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, body: dict, param: str
+) -> None:
     answer(upstream)
     error = _error(post(client, api_key, json.dumps(body)), 400)
     assert error["type"] == "invalid_request_error"
@@ -173,7 +189,9 @@ def test_bad_and_missing_key(client: TestClient, api_key: str) -> None:
         sdk(client, "hitl-wrong").chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.code == "invalid_api_key"
     assert _error(post(client, None, b"{}"), 401)["code"] == "missing_api_key"
-    assert _error(client.get("/v1/models", headers={"Authorization": "Basic abc"}), 401)["type"] == "authentication_error"
+    assert (
+        _error(client.get("/v1/models", headers={"Authorization": "Basic abc"}), 401)["type"] == "authentication_error"
+    )
 
 
 @pytest.mark.parametrize(
@@ -188,23 +206,31 @@ def test_bad_and_missing_key(client: TestClient, api_key: str) -> None:
         (httpx.ReadTimeout("slow"), 504, "upstream_timeout"),
     ],
 )
-def test_upstream_failures(client: TestClient, api_key: str, upstream: respx.MockRouter, mock: object, status: int, code: str | None) -> None:
+def test_upstream_failures(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, mock: object, status: int, code: str | None
+) -> None:
     route = upstream.post("/chat/completions")
     if isinstance(mock, Exception):
         route.mock(side_effect=mock)
     else:
         route.mock(return_value=mock)
-    error = _error(post(client, api_key, json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})), status)
+    error = _error(
+        post(client, api_key, json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})), status
+    )
     if code:
         assert error["code"] == code
     else:
         assert "bad tool schema" in error["message"]
 
 
-def test_upstream_failure_reaches_the_sdk_as_an_api_error(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+def test_upstream_failure_reaches_the_sdk_as_an_api_error(
+    client: TestClient, api_key: str, upstream: respx.MockRouter
+) -> None:
     upstream.post("/chat/completions").mock(side_effect=httpx.ReadTimeout("slow"))
     with pytest.raises(openai.InternalServerError) as caught:
-        sdk(client, api_key).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True)
+        sdk(client, api_key).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+        )
     assert caught.value.status_code == 504
 
 
@@ -216,7 +242,8 @@ def test_unknown_path_and_method_are_json(client: TestClient, api_key: str) -> N
 def test_client_request_id_is_echoed(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
     answer(upstream)
     response = client.post(
-        "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
         headers={"Authorization": f"Bearer {api_key}", "x-request-id": "client-123"},
     )
     assert response.headers["x-request-id"] == "client-123"

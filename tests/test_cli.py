@@ -65,25 +65,41 @@ def test_bad_configuration_is_a_clear_error(env: str, monkeypatch: pytest.Monkey
 def test_export_dpo_is_trl_conversational(env: str, make_settings, upstream: respx.MockRouter, tmp_path: Path) -> None:
     key = factories.make_api_key(env)
     factories.make_agent(env, "ada", "correct horse")
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2)))
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2))
+    )
     prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
     with TestClient(create_app(make_settings())) as client:
         token = console_login(client, "ada", "correct horse")
         for action, text in (("edit", "Paris."), ("override", "Please ask a human."), ("approve", None)):
             hitl = client.post(
-                "/v1/chat/completions", json={"model": MODEL, "messages": prompt, "hitl": {"wait": 0}},
+                "/v1/chat/completions",
+                json={"model": MODEL, "messages": prompt, "hitl": {"wait": 0}},
                 headers={"Authorization": f"Bearer {key}"},
             ).json()["hitl"]
             data = {"action": action, "csrftoken": token} | ({"text": text} if text else {})
-            assert client.post(f"/console/reviews/{hitl['review_id']}/decide", data=data, follow_redirects=False).status_code == 303
+            assert (
+                client.post(
+                    f"/console/reviews/{hitl['review_id']}/decide", data=data, follow_redirects=False
+                ).status_code
+                == 303
+            )
 
     out = tmp_path / "dpo.jsonl"
     result = runner.invoke(cli, ["export", "--format", "dpo", "--output", str(out)])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert lines == [
-        {"prompt": prompt, "chosen": [{"role": "assistant", "content": "Paris."}], "rejected": [{"role": "assistant", "content": "Lyon."}]},
-        {"prompt": prompt, "chosen": [{"role": "assistant", "content": "Please ask a human."}], "rejected": [{"role": "assistant", "content": "Lyon."}]},
+        {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": "Paris."}],
+            "rejected": [{"role": "assistant", "content": "Lyon."}],
+        },
+        {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": "Please ask a human."}],
+            "rejected": [{"role": "assistant", "content": "Lyon."}],
+        },
     ]
     assert "exported 2 pairs" in result.output
     to_stdout = runner.invoke(cli, ["export"])

@@ -10,7 +10,6 @@ import respx
 from fastapi.testclient import TestClient
 
 from console.rendering import templates
-
 from tests import factories
 from tests.conftest import MODEL, console_login, csrf_token
 
@@ -19,15 +18,29 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
 def held(client: TestClient, upstream: respx.MockRouter, key: str, text: str = "Lyon.", **extra: object) -> dict:
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body(text, logprob=-0.2)))
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Capital of France?"}], "hitl": {"wait": 0}, **extra}
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=factories.completion_body(text, logprob=-0.2))
+    )
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Capital of France?"}],
+        "hitl": {"wait": 0},
+        **extra,
+    }
     return client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}).json()["hitl"]
 
 
 def test_every_template_compiles() -> None:
     env = templates.env  # the console's own environment, with its filters
     names = env.list_templates()
-    assert {"base.html", "login.html", "queue.html", "review.html", "partials/_queue_rows.html", "partials/_signals.html"} <= set(names)
+    assert {
+        "base.html",
+        "login.html",
+        "queue.html",
+        "review.html",
+        "partials/_queue_rows.html",
+        "partials/_signals.html",
+    } <= set(names)
     for name in names:
         env.get_template(name)
 
@@ -58,28 +71,44 @@ def test_login_without_csrf_token_is_refused(client: TestClient, agent: tuple[st
 def test_next_parameter_cannot_leave_the_console(client: TestClient, agent: tuple[str, str]) -> None:
     token = csrf_token(client.get("/console/login").text)
     response = client.post(
-        "/console/login", data={"username": agent[0], "password": agent[1], "csrftoken": token, "next": "https://evil.example/"},
+        "/console/login",
+        data={"username": agent[0], "password": agent[1], "csrftoken": token, "next": "https://evil.example/"},
         follow_redirects=False,
     )
     assert response.headers["location"] == "/console/"
 
 
-def test_queue_review_page_and_edit(client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]) -> None:
+def test_queue_review_page_and_edit(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+) -> None:
     hitl = held(client, upstream, api_key)
     token = console_login(client, *agent)
     queue = client.get("/console/?tier=agent")
     assert queue.status_code == 200 and hitl["review_id"] in queue.text and "Lyon." in queue.text
     assert "HX-Request" in queue.headers["vary"]
     fragment = client.get("/console/?tier=agent", headers={"HX-Request": "true"})
-    assert fragment.text.lstrip().startswith("{#") is False and "<html" not in fragment.text and hitl["review_id"] in fragment.text
+    assert (
+        fragment.text.lstrip().startswith("{#") is False
+        and "<html" not in fragment.text
+        and hitl["review_id"] in fragment.text
+    )
 
     page = client.get(f"/console/reviews/{hitl['review_id']}")
     assert page.status_code == 200
-    for needle in ("Capital of France?", "Lyon.", "mean logprob", "min token prob", "mean top-k entropy", "confidence", "default-1@"):
+    for needle in (
+        "Capital of France?",
+        "Lyon.",
+        "mean logprob",
+        "min token prob",
+        "mean top-k entropy",
+        "confidence",
+        "default-1@",
+    ):
         assert needle in page.text, needle
 
     decided = client.post(
-        f"/console/reviews/{hitl['review_id']}/decide", data={"action": "edit", "text": "Paris.", "csrftoken": token},
+        f"/console/reviews/{hitl['review_id']}/decide",
+        data={"action": "edit", "text": "Paris.", "csrftoken": token},
         follow_redirects=False,
     )
     assert decided.status_code == 303
@@ -91,7 +120,9 @@ def test_queue_review_page_and_edit(client: TestClient, api_key: str, upstream: 
     assert again.status_code == 409 and "already been decided" in again.text
 
 
-def test_decision_without_csrf_is_refused(client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]) -> None:
+def test_decision_without_csrf_is_refused(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+) -> None:
     hitl = held(client, upstream, api_key)
     console_login(client, *agent)
     response = client.post(f"/console/reviews/{hitl['review_id']}/decide", data={"action": "approve"})
@@ -107,18 +138,25 @@ def test_agent_cannot_decide_senior_review_by_crafting_the_request(
     token = console_login(client, *agent)
     page = client.get(f"/console/reviews/{hitl['review_id']}")
     assert 'id="decide-form"' not in page.text
-    response = client.post(f"/console/reviews/{hitl['review_id']}/decide", data={"action": "approve", "csrftoken": token})
+    response = client.post(
+        f"/console/reviews/{hitl['review_id']}/decide", data={"action": "approve", "csrftoken": token}
+    )
     assert response.status_code == 403
 
 
 @pytest.mark.parametrize("where", ["question", "answer"])
-def test_model_and_user_text_are_escaped(client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str], where: str) -> None:
+def test_model_and_user_text_are_escaped(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str], where: str
+) -> None:
     upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body(HOSTILE if where == "answer" else "ok", logprob=-0.2))
+        return_value=httpx.Response(
+            200, json=factories.completion_body(HOSTILE if where == "answer" else "ok", logprob=-0.2)
+        )
     )
     question = HOSTILE if where == "question" else "hello"
     hitl = client.post(
-        "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": question}], "hitl": {"wait": 0}},
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": question}], "hitl": {"wait": 0}},
         headers={"Authorization": f"Bearer {api_key}"},
     ).json()["hitl"]
     console_login(client, *agent)

@@ -20,7 +20,9 @@ from tests.conftest import MODEL
 PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
 
 
-async def held_review(aclient: httpx.AsyncClient, upstream: respx.MockRouter, key: str, metadata: dict | None = None) -> str:
+async def held_review(
+    aclient: httpx.AsyncClient, upstream: respx.MockRouter, key: str, metadata: dict | None = None
+) -> str:
     upstream.post("/chat/completions").mock(
         return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2))  # ~0.8: agent tier
     )
@@ -36,12 +38,20 @@ async def agent_named(runtime: Runtime, username: str) -> Agent:
         return (await session.exec(select(Agent).where(Agent.username == username))).one()
 
 
-async def test_edit_creates_pair_and_final_text(app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]) -> None:
+async def test_edit_creates_pair_and_final_text(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
     decided = await decisions.decide(
-        runtime.sessions, runtime.holds, review_id=review_id, agent=await agent_named(runtime, agent[0]),
-        action=Action.EDIT, text="Paris.", comment="wrong city", tiers=runtime.policy.tiers,
+        runtime.sessions,
+        runtime.holds,
+        review_id=review_id,
+        agent=await agent_named(runtime, agent[0]),
+        action=Action.EDIT,
+        text="Paris.",
+        comment="wrong city",
+        tiers=runtime.policy.tiers,
     )
     assert decided.pair is not None
     async with runtime.sessions() as session:
@@ -53,25 +63,52 @@ async def test_edit_creates_pair_and_final_text(app: FastAPI, aclient: httpx.Asy
     assert decision.comment == "wrong city" and decision.text == "Paris."
 
 
-async def test_approve_makes_no_pair(app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]) -> None:
+async def test_approve_makes_no_pair(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
     decided = await decisions.decide(
-        runtime.sessions, runtime.holds, review_id=review_id, agent=await agent_named(runtime, agent[0]),
-        action=Action.APPROVE, tiers=runtime.policy.tiers,
+        runtime.sessions,
+        runtime.holds,
+        review_id=review_id,
+        agent=await agent_named(runtime, agent[0]),
+        action=Action.APPROVE,
+        tiers=runtime.policy.tiers,
     )
     assert decided.pair is None and decided.exchange.final_text == "Lyon."
 
 
 async def test_two_concurrent_decisions_one_wins(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str], senior: tuple[str, str]
+    app: FastAPI,
+    aclient: httpx.AsyncClient,
+    api_key: str,
+    upstream: respx.MockRouter,
+    agent: tuple[str, str],
+    senior: tuple[str, str],
 ) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
     ada, grace = await agent_named(runtime, agent[0]), await agent_named(runtime, senior[0])
     results = await asyncio.gather(
-        decisions.decide(runtime.sessions, runtime.holds, review_id=review_id, agent=ada, action=Action.EDIT, text="Paris.", tiers=runtime.policy.tiers),
-        decisions.decide(runtime.sessions, runtime.holds, review_id=review_id, agent=grace, action=Action.OVERRIDE, text="Call us.", tiers=runtime.policy.tiers),
+        decisions.decide(
+            runtime.sessions,
+            runtime.holds,
+            review_id=review_id,
+            agent=ada,
+            action=Action.EDIT,
+            text="Paris.",
+            tiers=runtime.policy.tiers,
+        ),
+        decisions.decide(
+            runtime.sessions,
+            runtime.holds,
+            review_id=review_id,
+            agent=grace,
+            action=Action.OVERRIDE,
+            text="Call us.",
+            tiers=runtime.policy.tiers,
+        ),
         return_exceptions=True,
     )
     losers = [r for r in results if isinstance(r, decisions.ReviewAlreadyDecided)]
@@ -84,35 +121,59 @@ async def test_two_concurrent_decisions_one_wins(
     assert exchange.final_text == winners[0].exchange.final_text
 
 
-async def test_agent_cannot_decide_senior_tier(app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]) -> None:
+async def test_agent_cannot_decide_senior_tier(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key, metadata={"stakes": "high"})
     with pytest.raises(Forbidden):
         await decisions.decide(
-            runtime.sessions, runtime.holds, review_id=review_id, agent=await agent_named(runtime, agent[0]),
-            action=Action.APPROVE, tiers=runtime.policy.tiers,
+            runtime.sessions,
+            runtime.holds,
+            review_id=review_id,
+            agent=await agent_named(runtime, agent[0]),
+            action=Action.APPROVE,
+            tiers=runtime.policy.tiers,
         )
     async with runtime.sessions() as session:
         assert (await session.get(Review, review_id)).status == "open"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("action", "text"), [(Action.EDIT, ""), (Action.OVERRIDE, "   "), (Action.EDIT, "Lyon."), (Action.EDIT, None)])
+@pytest.mark.parametrize(
+    ("action", "text"), [(Action.EDIT, ""), (Action.OVERRIDE, "   "), (Action.EDIT, "Lyon."), (Action.EDIT, None)]
+)
 async def test_edit_needs_a_changed_text(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str], action: Action, text: str | None
+    app: FastAPI,
+    aclient: httpx.AsyncClient,
+    api_key: str,
+    upstream: respx.MockRouter,
+    agent: tuple[str, str],
+    action: Action,
+    text: str | None,
 ) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
     with pytest.raises(InvalidRequest):
         await decisions.decide(
-            runtime.sessions, runtime.holds, review_id=review_id, agent=await agent_named(runtime, agent[0]),
-            action=action, text=text, tiers=runtime.policy.tiers,
+            runtime.sessions,
+            runtime.holds,
+            review_id=review_id,
+            agent=await agent_named(runtime, agent[0]),
+            action=action,
+            text=text,
+            tiers=runtime.policy.tiers,
         )
 
 
 @pytest.mark.parametrize(
     ("role", "tier", "allowed"),
-    [(Role.AGENT, "agent", True), (Role.AGENT, "senior", False), (Role.SENIOR, "senior", True),
-     (Role.SENIOR, "legal", False), (Role.ADMIN, "legal", True)],
+    [
+        (Role.AGENT, "agent", True),
+        (Role.AGENT, "senior", False),
+        (Role.SENIOR, "senior", True),
+        (Role.SENIOR, "legal", False),
+        (Role.ADMIN, "legal", True),
+    ],
 )
 def test_can_decide(role: Role, tier: str, allowed: bool) -> None:
     assert decisions.can_decide(role, tier, ["agent", "senior", "legal"]) is allowed

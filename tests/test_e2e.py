@@ -59,7 +59,9 @@ def server(make_settings, tmp_path: Path) -> Iterator[str]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     settings = make_settings(
-        upstreams=[], local_model=LocalModelSettings(enabled=True, max_tokens=24), policy_path=policy,
+        upstreams=[],
+        local_model=LocalModelSettings(enabled=True, max_tokens=24),
+        policy_path=policy,
         hold=HoldSettings(default_wait=20, max_wait=120, poll_interval=0.5, keepalive=2),
     )
     port = _free_port()
@@ -87,7 +89,8 @@ def test_real_model_held_edited_released_and_exported(
 
     def ask() -> None:
         result["completion"] = client.chat.completions.create(
-            model="smollm2", messages=[{"role": "user", "content": "What is the capital of France?"}],
+            model="smollm2",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
             extra_body={"hitl": {"wait": 90}},
         )
 
@@ -96,7 +99,9 @@ def test_real_model_held_edited_released_and_exported(
 
     with httpx.Client(base_url=server, follow_redirects=False, timeout=30) as console:
         token = csrf_token(console.get("/console/login").text)
-        login = console.post("/console/login", data={"username": "ada", "password": "correct horse", "csrftoken": token})
+        login = console.post(
+            "/console/login", data={"username": "ada", "password": "correct horse", "csrftoken": token}
+        )
         assert login.status_code == 303
         review_id = None
         deadline = time.monotonic() + 60

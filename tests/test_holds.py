@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from gateway import db, decisions
-from gateway.models import Action, Agent, Exchange, ExchangeStatus, Review, Role
+from gateway.models import Action, Agent, Exchange, ExchangeStatus, Review
 from gateway.runtime import Runtime
 from tests import factories
-from tests.conftest import MODEL, aconsole_login, csrf_token
+from tests.conftest import MODEL, aconsole_login
 
 UNSURE = factories.completion_body("Lyon is the capital of France.", logprob=-1.5)
 CANDIDATE = "Lyon is the capital of France."
@@ -83,14 +83,20 @@ async def test_edit_releases_waiting_client_within_100ms(
     assert body["hitl"]["status"] == "edited" and body["choices"][0]["logprobs"] is None
 
 
-async def test_approve_releases_the_candidate(app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str]) -> None:
+async def test_approve_releases_the_candidate(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str]
+) -> None:
     hold(upstream)
     runtime: Runtime = app.state.runtime
     waiting = asyncio.create_task(aclient.post("/v1/chat/completions", json=chat(wait=10), headers=auth(api_key)))
     review = await open_review(runtime)
     await decisions.decide(
-        runtime.sessions, runtime.holds, review_id=review.id, agent=await agent_row(runtime, senior[0]),
-        action=Action.APPROVE, tiers=runtime.policy.tiers,
+        runtime.sessions,
+        runtime.holds,
+        review_id=review.id,
+        agent=await agent_row(runtime, senior[0]),
+        action=Action.APPROVE,
+        tiers=runtime.policy.tiers,
     )
     body = (await waiting).json()
     assert body["choices"][0]["message"]["content"] == CANDIDATE
@@ -101,7 +107,9 @@ def test_deadline_returns_placeholder_then_poll_gets_the_decision(
     client: TestClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str], database_url: str
 ) -> None:
     hold(upstream)
-    result = openai.OpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=client, max_retries=0).chat.completions.create(
+    result = openai.OpenAI(
+        base_url="http://testserver/v1", api_key=api_key, http_client=client, max_retries=0
+    ).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Capital of France?"}], extra_body={"hitl": {"wait": 0.3}}
     )
     hitl = result.model_extra["hitl"]
@@ -120,14 +128,19 @@ def test_deadline_returns_placeholder_then_poll_gets_the_decision(
     from tests.conftest import console_login
 
     token = console_login(client, *senior)
-    client.post(f"/console/reviews/{hitl['review_id']}/decide", data={"action": "override", "text": "Please call us.", "csrftoken": token})
+    client.post(
+        f"/console/reviews/{hitl['review_id']}/decide",
+        data={"action": "override", "text": "Please call us.", "csrftoken": token},
+    )
     decided = client.get(f"/v1/reviews/{hitl['review_id']}", headers=auth(api_key)).json()
     assert decided["status"] == "overridden"
     assert decided["completion"]["choices"][0]["message"]["content"] == "Please call us."
     assert decided["completion"]["id"] == hitl["exchange_id"]
 
 
-async def test_long_poll_wakes_on_decision(app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str]) -> None:
+async def test_long_poll_wakes_on_decision(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str]
+) -> None:
     hold(upstream)
     runtime: Runtime = app.state.runtime
     first = (await aclient.post("/v1/chat/completions", json=chat(wait=0), headers=auth(api_key))).json()
@@ -136,15 +149,25 @@ async def test_long_poll_wakes_on_decision(app: FastAPI, aclient: httpx.AsyncCli
     await asyncio.sleep(0.05)
     assert not polling.done()
     await decisions.decide(
-        runtime.sessions, runtime.holds, review_id=review_id, agent=await agent_row(runtime, senior[0]),
-        action=Action.EDIT, text="Paris.", tiers=runtime.policy.tiers,
+        runtime.sessions,
+        runtime.holds,
+        review_id=review_id,
+        agent=await agent_row(runtime, senior[0]),
+        action=Action.EDIT,
+        text="Paris.",
+        tiers=runtime.policy.tiers,
     )
     body = (await asyncio.wait_for(polling, 1)).json()
     assert body["status"] == "edited" and body["completion"]["choices"][0]["message"]["content"] == "Paris."
 
 
 async def test_decision_from_another_process_is_seen_by_polling(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str], database_url: str
+    app: FastAPI,
+    aclient: httpx.AsyncClient,
+    api_key: str,
+    upstream: respx.MockRouter,
+    senior: tuple[str, str],
+    database_url: str,
 ) -> None:
     hold(upstream)
     runtime: Runtime = app.state.runtime
@@ -156,8 +179,13 @@ async def test_decision_from_another_process_is_seen_by_polling(
     engine = db.create_engine(database_url)
     try:
         await decisions.decide(
-            db.session_factory(engine), HoldHub(1.0), review_id=review.id, agent=await agent_row(runtime, senior[0]),
-            action=Action.OVERRIDE, text="Elsewhere.", tiers=runtime.policy.tiers,
+            db.session_factory(engine),
+            HoldHub(1.0),
+            review_id=review.id,
+            agent=await agent_row(runtime, senior[0]),
+            action=Action.OVERRIDE,
+            text="Elsewhere.",
+            tiers=runtime.policy.tiers,
         )
     finally:
         await engine.dispose()
@@ -182,14 +210,18 @@ def test_stream_never_carries_an_unreviewed_token(client: TestClient, api_key: s
     assert any(line.startswith(":") for line in response.text.splitlines())
 
 
-async def test_stream_held_then_edited(app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str]) -> None:
+async def test_stream_held_then_edited(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str]
+) -> None:
     hold(upstream)
     runtime: Runtime = app.state.runtime
     client = openai.AsyncOpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=aclient, max_retries=0)
 
     async def read() -> list:
         stream = await client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Capital of France?"}], stream=True,
+            model=MODEL,
+            messages=[{"role": "user", "content": "Capital of France?"}],
+            stream=True,
             extra_body={"hitl": {"wait": 10}},
         )
         return [chunk async for chunk in stream]
@@ -197,8 +229,13 @@ async def test_stream_held_then_edited(app: FastAPI, aclient: httpx.AsyncClient,
     reading = asyncio.create_task(read())
     review = await open_review(runtime)
     await decisions.decide(
-        runtime.sessions, runtime.holds, review_id=review.id, agent=await agent_row(runtime, senior[0]),
-        action=Action.EDIT, text="Paris is the capital.", tiers=runtime.policy.tiers,
+        runtime.sessions,
+        runtime.holds,
+        review_id=review.id,
+        agent=await agent_row(runtime, senior[0]),
+        action=Action.EDIT,
+        text="Paris is the capital.",
+        tiers=runtime.policy.tiers,
     )
     chunks = await asyncio.wait_for(reading, 5)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Paris is the capital."
@@ -214,8 +251,12 @@ def test_wait_is_bounded_by_settings(client: TestClient, api_key: str, upstream:
 
 
 @pytest.mark.parametrize("stakes", ["high"])
-def test_rule_forces_senior_tier(client: TestClient, api_key: str, upstream: respx.MockRouter, database_url: str, stakes: str) -> None:
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body(logprob=-0.001)))
+def test_rule_forces_senior_tier(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, database_url: str, stakes: str
+) -> None:
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=factories.completion_body(logprob=-0.001))
+    )
     body = chat(wait=0) | {"metadata": {"stakes": stakes}}
     result = client.post("/v1/chat/completions", json=body, headers=auth(api_key)).json()
     assert result["hitl"]["status"] == "pending" and result["hitl"]["tier"] == "senior"

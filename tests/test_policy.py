@@ -33,8 +33,14 @@ rules:
 
 @pytest.mark.parametrize(
     ("confidence", "route", "tier"),
-    [(0.95, Route.RELEASE, None), (0.92, Route.RELEASE, None), (0.91, Route.HOLD, "agent"),
-     (0.70, Route.HOLD, "agent"), (0.69, Route.HOLD, "senior"), (0.0, Route.HOLD, "senior")],
+    [
+        (0.95, Route.RELEASE, None),
+        (0.92, Route.RELEASE, None),
+        (0.91, Route.HOLD, "agent"),
+        (0.70, Route.HOLD, "agent"),
+        (0.69, Route.HOLD, "senior"),
+        (0.0, Route.HOLD, "senior"),
+    ],
 )
 def test_default_bands(confidence: float, route: Route, tier: str | None) -> None:
     routing = policy.load(None).route(confidence, {}, [])
@@ -92,10 +98,13 @@ def test_exchange_stores_policy_version_reason_and_signals(
     path = tmp_path / "policy.yaml"
     path.write_text(GOOD)
     key = factories.make_api_key(database_url)
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body(logprob=None)))
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=factories.completion_body(logprob=None))
+    )
     with TestClient(create_app(make_settings(policy_path=path))) as client:
         result = client.post(
-            "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "hitl": {"wait": 0}},
+            "/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "hitl": {"wait": 0}},
             headers={"Authorization": f"Bearer {key}"},
         ).json()
     assert result["hitl"]["tier"] == "senior"  # no logprobs: routed by `unscored`

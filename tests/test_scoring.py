@@ -61,7 +61,9 @@ def test_certain_token_has_zero_entropy() -> None:
     assert top_k_entropy([{"logprob": 0.0}]) == 0.0
     assert top_k_entropy([]) is None
     # Two equally likely alternatives that hold all the mass: ln 2 / ln 3.
-    assert top_k_entropy([{"logprob": math.log(0.5)}, {"logprob": math.log(0.5)}]) == pytest.approx(math.log(2) / math.log(3))
+    assert top_k_entropy([{"logprob": math.log(0.5)}, {"logprob": math.log(0.5)}]) == pytest.approx(
+        math.log(2) / math.log(3)
+    )
 
 
 def _choice(content: list | None, text: str | None = "x", tool_calls: list | None = None) -> dict:
