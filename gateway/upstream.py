@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from importlib.util import find_spec
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import openai
 
 from gateway.errors import InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
@@ -99,6 +101,8 @@ class LiteLLM:
         self._config = config
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        # litellm downloads a model cost map when imported unless told not to; a gateway must not.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm  # imported on first use: it takes seconds to import
 
         payload = {k: v for k, v in body.items() if k not in (*_GATEWAY_ONLY, "model")}
@@ -118,7 +122,7 @@ class LiteLLM:
             raise InvalidRequest(f"Upstream {self.name!r} rejected the request: {exc.message}") from None
         except litellm.RateLimitError as exc:
             raise RateLimited(f"Upstream {self.name!r} is rate limiting: {exc.message}") from None
-        except litellm.APIError as exc:
+        except openai.APIError as exc:  # every other litellm exception derives from openai's
             raise UpstreamError(f"Upstream {self.name!r} failed: {exc.message}") from None
         return _checked(response.model_dump(), self.name)
 

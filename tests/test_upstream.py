@@ -1,0 +1,84 @@
+"""Upstream adapters: the lean httpx path and litellm, both against a respx-mocked provider."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+import pytest
+import respx
+
+from gateway.errors import InvalidRequest, RateLimited, UpstreamError
+from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
+from gateway.upstream import LiteLLM, LocalLlama, OpenAICompatible, build
+from tests import factories
+from tests.conftest import UPSTREAM
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm fetches a cost map at import
+
+
+@pytest.fixture
+def litellm_upstream() -> LiteLLM:
+    import litellm
+
+    litellm.disable_aiohttp_transport = True  # else respx never sees litellm's calls
+    return LiteLLM(
+        UpstreamSettings(
+            name="via-litellm", provider="litellm", model="openai/gpt-4o-mini", api_base=UPSTREAM, api_key="sk-l"
+        )
+    )
+
+
+async def test_litellm_returns_an_openai_completion_with_logprobs(
+    litellm_upstream: LiteLLM, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body()))
+    result = await litellm_upstream.complete(
+        {
+            "model": "via-litellm",
+            "messages": [{"role": "user", "content": "hi"}],
+            "logprobs": True,
+            "top_logprobs": 5,
+            "hitl": {"wait": 1},
+        }
+    )
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["model"] == "gpt-4o-mini" and sent["logprobs"] is True and "hitl" not in sent
+    assert result["choices"][0]["message"]["content"] == "Paris is the capital of France."
+    assert result["choices"][0]["logprobs"]["content"][0]["logprob"] == pytest.approx(-0.01)
+
+
+@pytest.mark.parametrize(("status", "error"), [(400, InvalidRequest), (429, RateLimited), (500, UpstreamError)])
+async def test_litellm_errors_map_to_gateway_errors(
+    litellm_upstream: LiteLLM, upstream: respx.MockRouter, status: int, error: type[Exception]
+) -> None:
+    upstream.post("/chat/completions").mock(return_value=httpx.Response(status, json={"error": {"message": "nope"}}))
+    with pytest.raises(error):
+        await litellm_upstream.complete({"messages": [{"role": "user", "content": "hi"}], "num_retries": 0})
+
+
+async def test_openai_compatible_without_key_sends_no_authorization(upstream: respx.MockRouter) -> None:
+    route = upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body()))
+    async with httpx.AsyncClient() as client:
+        adapter = OpenAICompatible(UpstreamSettings(name="vllm", api_base=UPSTREAM + "/"), client)
+        await adapter.complete(
+            {"model": "vllm", "messages": [], "stream": True, "stream_options": {"include_usage": True}}
+        )
+    request = route.calls.last.request
+    assert "authorization" not in request.headers
+    assert json.loads(request.content) == {"model": "vllm", "messages": []}
+
+
+def test_build_picks_an_adapter_per_provider() -> None:
+    settings = Settings(
+        upstreams=[
+            UpstreamSettings(name="a", api_base=UPSTREAM),
+            UpstreamSettings(name="b", provider="litellm", model="anthropic/claude-sonnet-4-5"),
+            UpstreamSettings(name="c", provider="local"),
+        ],
+        local_model=LocalModelSettings(enabled=False),
+    )
+    upstreams = build(settings, httpx.AsyncClient())
+    assert [type(upstreams.get(name)) for name in ("a", "b", "c")] == [OpenAICompatible, LiteLLM, LocalLlama]
+    assert upstreams.get("c").name == "c"
