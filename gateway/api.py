@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +20,6 @@ from gateway.models import Exchange, Review, epoch
 from gateway.runtime import Runtime
 from gateway.scoring.confidence import score_choices
 
-log = logging.getLogger("hitl.api")
 router = APIRouter(prefix="/v1")
 
 

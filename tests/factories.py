@@ -9,10 +9,14 @@ from typing import Any
 
 from pwdlib import PasswordHash
 from sqlalchemy import create_engine
-from sqlmodel import Session
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import Session, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import apikeys, db
-from gateway.models import Agent, ApiKey, Role
+from gateway import apikeys, db, decisions
+from gateway.holds import HoldHub
+from gateway.models import Action, Agent, ApiKey, Role
+from gateway.runtime import Runtime
 
 _hasher = PasswordHash.recommended()
 
@@ -87,3 +91,29 @@ def completion_body(
         "usage": {"prompt_tokens": 12, "completion_tokens": len(words), "total_tokens": 12 + len(words)},
         "system_fingerprint": "fp_test",
     }
+
+
+async def decide_as(
+    runtime: Runtime,
+    username: str,
+    review_id: str,
+    action: Action,
+    text: str | None = None,
+    comment: str = "",
+    *,
+    sessions: async_sessionmaker[AsyncSession] | None = None,
+    holds: HoldHub | None = None,
+) -> decisions.Decided:
+    """Decide a review as the named agent, through the decision service (by default the app's own)."""
+    async with runtime.sessions() as session:
+        agent = (await session.exec(select(Agent).where(Agent.username == username))).one()
+    return await decisions.decide(
+        sessions or runtime.sessions,
+        holds or runtime.holds,
+        review_id=review_id,
+        agent=agent,
+        action=action,
+        text=text,
+        comment=comment,
+        tiers=runtime.policy.tiers,
+    )

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from gateway import decisions
 from gateway.errors import Forbidden, InvalidRequest
-from gateway.models import Action, Agent, Decision, Exchange, ExchangeStatus, PreferencePair, Review, Role
+from gateway.models import Action, Decision, Exchange, ExchangeStatus, PreferencePair, Review, Role
 from gateway.runtime import Runtime
 from tests import factories
 from tests.conftest import MODEL
@@ -33,26 +33,12 @@ async def held_review(
     return str(response.json()["hitl"]["review_id"])
 
 
-async def agent_named(runtime: Runtime, username: str) -> Agent:
-    async with runtime.sessions() as session:
-        return (await session.exec(select(Agent).where(Agent.username == username))).one()
-
-
 async def test_edit_creates_pair_and_final_text(
     app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
 ) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
-    decided = await decisions.decide(
-        runtime.sessions,
-        runtime.holds,
-        review_id=review_id,
-        agent=await agent_named(runtime, agent[0]),
-        action=Action.EDIT,
-        text="Paris.",
-        comment="wrong city",
-        tiers=runtime.policy.tiers,
-    )
+    decided = await factories.decide_as(runtime, agent[0], review_id, Action.EDIT, text="Paris.", comment="wrong city")
     assert decided.pair is not None
     async with runtime.sessions() as session:
         pair = (await session.exec(select(PreferencePair))).one()
@@ -68,14 +54,7 @@ async def test_approve_makes_no_pair(
 ) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
-    decided = await decisions.decide(
-        runtime.sessions,
-        runtime.holds,
-        review_id=review_id,
-        agent=await agent_named(runtime, agent[0]),
-        action=Action.APPROVE,
-        tiers=runtime.policy.tiers,
-    )
+    decided = await factories.decide_as(runtime, agent[0], review_id, Action.APPROVE)
     assert decided.pair is None and decided.exchange.final_text == "Lyon."
 
 
@@ -89,26 +68,9 @@ async def test_two_concurrent_decisions_one_wins(
 ) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
-    ada, grace = await agent_named(runtime, agent[0]), await agent_named(runtime, senior[0])
     results = await asyncio.gather(
-        decisions.decide(
-            runtime.sessions,
-            runtime.holds,
-            review_id=review_id,
-            agent=ada,
-            action=Action.EDIT,
-            text="Paris.",
-            tiers=runtime.policy.tiers,
-        ),
-        decisions.decide(
-            runtime.sessions,
-            runtime.holds,
-            review_id=review_id,
-            agent=grace,
-            action=Action.OVERRIDE,
-            text="Call us.",
-            tiers=runtime.policy.tiers,
-        ),
+        factories.decide_as(runtime, agent[0], review_id, Action.EDIT, text="Paris."),
+        factories.decide_as(runtime, senior[0], review_id, Action.OVERRIDE, text="Call us."),
         return_exceptions=True,
     )
     losers = [r for r in results if isinstance(r, decisions.ReviewAlreadyDecided)]
@@ -127,14 +89,7 @@ async def test_agent_cannot_decide_senior_tier(
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key, metadata={"stakes": "high"})
     with pytest.raises(Forbidden):
-        await decisions.decide(
-            runtime.sessions,
-            runtime.holds,
-            review_id=review_id,
-            agent=await agent_named(runtime, agent[0]),
-            action=Action.APPROVE,
-            tiers=runtime.policy.tiers,
-        )
+        await factories.decide_as(runtime, agent[0], review_id, Action.APPROVE)
     async with runtime.sessions() as session:
         assert (await session.get(Review, review_id)).status == "open"  # type: ignore[union-attr]
 
@@ -154,15 +109,7 @@ async def test_edit_needs_a_changed_text(
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
     with pytest.raises(InvalidRequest):
-        await decisions.decide(
-            runtime.sessions,
-            runtime.holds,
-            review_id=review_id,
-            agent=await agent_named(runtime, agent[0]),
-            action=action,
-            text=text,
-            tiers=runtime.policy.tiers,
-        )
+        await factories.decide_as(runtime, agent[0], review_id, action, text=text)
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from gateway import db, decisions
-from gateway.models import Action, Agent, Exchange, ExchangeStatus, Review
+from gateway import db
+from gateway.models import Action, Exchange, ExchangeStatus, Review
 from gateway.runtime import Runtime
 from tests import factories
 from tests.conftest import MODEL, aconsole_login
@@ -49,11 +49,6 @@ async def open_review(runtime: Runtime, timeout: float = 5.0) -> Review:
             return review
         await asyncio.sleep(0.01)
     raise AssertionError("no review was created")
-
-
-async def agent_row(runtime: Runtime, username: str) -> Agent:
-    async with runtime.sessions() as session:
-        return (await session.exec(select(Agent).where(Agent.username == username))).one()
 
 
 async def test_edit_releases_waiting_client_within_100ms(
@@ -90,14 +85,7 @@ async def test_approve_releases_the_candidate(
     runtime: Runtime = app.state.runtime
     waiting = asyncio.create_task(aclient.post("/v1/chat/completions", json=chat(wait=10), headers=auth(api_key)))
     review = await open_review(runtime)
-    await decisions.decide(
-        runtime.sessions,
-        runtime.holds,
-        review_id=review.id,
-        agent=await agent_row(runtime, senior[0]),
-        action=Action.APPROVE,
-        tiers=runtime.policy.tiers,
-    )
+    await factories.decide_as(runtime, senior[0], review.id, Action.APPROVE)
     body = (await waiting).json()
     assert body["choices"][0]["message"]["content"] == CANDIDATE
     assert body["hitl"]["status"] == "approved"
@@ -148,15 +136,7 @@ async def test_long_poll_wakes_on_decision(
     polling = asyncio.create_task(aclient.get(f"/v1/reviews/{review_id}?wait=10", headers=auth(api_key)))
     await asyncio.sleep(0.05)
     assert not polling.done()
-    await decisions.decide(
-        runtime.sessions,
-        runtime.holds,
-        review_id=review_id,
-        agent=await agent_row(runtime, senior[0]),
-        action=Action.EDIT,
-        text="Paris.",
-        tiers=runtime.policy.tiers,
-    )
+    await factories.decide_as(runtime, senior[0], review_id, Action.EDIT, text="Paris.")
     body = (await asyncio.wait_for(polling, 1)).json()
     assert body["status"] == "edited" and body["completion"]["choices"][0]["message"]["content"] == "Paris."
 
@@ -178,14 +158,14 @@ async def test_decision_from_another_process_is_seen_by_polling(
 
     engine = db.create_engine(database_url)
     try:
-        await decisions.decide(
-            db.session_factory(engine),
-            HoldHub(1.0),
-            review_id=review.id,
-            agent=await agent_row(runtime, senior[0]),
-            action=Action.OVERRIDE,
-            text="Elsewhere.",
-            tiers=runtime.policy.tiers,
+        await factories.decide_as(
+            runtime,
+            senior[0],
+            review.id,
+            Action.OVERRIDE,
+            "Elsewhere.",
+            sessions=db.session_factory(engine),
+            holds=HoldHub(1.0),
         )
     finally:
         await engine.dispose()
@@ -228,15 +208,7 @@ async def test_stream_held_then_edited(
 
     reading = asyncio.create_task(read())
     review = await open_review(runtime)
-    await decisions.decide(
-        runtime.sessions,
-        runtime.holds,
-        review_id=review.id,
-        agent=await agent_row(runtime, senior[0]),
-        action=Action.EDIT,
-        text="Paris is the capital.",
-        tiers=runtime.policy.tiers,
-    )
+    await factories.decide_as(runtime, senior[0], review.id, Action.EDIT, text="Paris is the capital.")
     chunks = await asyncio.wait_for(reading, 5)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Paris is the capital."
     assert chunks[-1].model_extra["hitl"]["status"] == "edited"
