@@ -131,10 +131,14 @@ class Policy:
         if confidence is None:
             why = ", ".join(missing) or "no signal"
             return Routing(self.spec.unscored.route, self.spec.unscored.tier, f"unscored ({why})")
+        upper = 1.0
         for band in self.spec.bands:
             if confidence >= band.min:
                 target = band.tier or "release"
-                return Routing(band.route, band.tier, f"confidence {confidence:.3f} >= {band.min:g} -> {target}")
+                closing = "]" if upper == 1.0 else ")"
+                reason = f"confidence {confidence:.3f} in [{band.min:g}, {upper:g}{closing} -> {target}"
+                return Routing(band.route, band.tier, reason)
+            upper = band.min
         raise AssertionError("the validator guarantees a band with min 0.0")
 
 

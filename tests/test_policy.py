@@ -47,6 +47,12 @@ def test_default_bands(confidence: float, route: Route, tier: str | None) -> Non
     assert (routing.route, routing.tier) == (route, tier)
 
 
+def test_band_reason_names_the_band() -> None:
+    default = policy.load(None)
+    assert default.route(0.8, {}, []).reason == "confidence 0.800 in [0.7, 0.92) -> agent"
+    assert default.route(0.95, {}, []).reason == "confidence 0.950 in [0.92, 1] -> release"
+
+
 def test_rules_match_on_request_metadata() -> None:
     custom = policy.parse(GOOD)
     eu_contract = {"metadata": {"topic": "contract", "region": "eu"}}
