@@ -9,7 +9,7 @@ import secrets
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, NotFound
 from gateway.models import ApiKey
 
 KEY_PREFIX = "hitl-"
@@ -46,4 +46,14 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> ApiK
     if key is None or key.disabled:
         shown = token[:9] + "..." if len(token) > 9 else "..."
         raise AuthenticationFailed(f"Incorrect API key provided: {shown}. Create one with `hitl keys create`.")
+    return key
+
+
+async def disable(session: AsyncSession, key_id: int) -> ApiKey:
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"No API key with id {key_id}.")
+    key.disabled = True
+    session.add(key)
+    await session.commit()
     return key

@@ -131,6 +131,13 @@ def keys_list() -> None:
         typer.echo(f"{key.id}\t{key.name}\t{key.prefix}...\t{state}\t{key.created_at:%Y-%m-%d}")
 
 
+@keys_app.command("disable")
+def keys_disable(key_id: Annotated[int, typer.Argument(help="The id `hitl keys list` shows.")]) -> None:
+    """Disable an API key at once; requests with it get 401."""
+    _run(_settings(), lambda session: apikeys.disable(session, key_id))
+    typer.echo(f"disabled key {key_id}")
+
+
 def _password(given: str | None) -> str:
     return given if given is not None else typer.prompt("Password", hide_input=True, confirmation_prompt=True)
 

@@ -52,8 +52,9 @@ def _final_text(action: Action, text: str | None, candidate: str) -> str:
         return candidate
     if text is None or not text.strip():
         raise InvalidRequest(f"An {action} needs the text the client should receive.", param="text")
-    if action == Action.EDIT and text.strip() == candidate.strip():
-        raise InvalidRequest("The edit changes nothing: approve the answer instead.", param="text")
+    if text.strip() == candidate.strip():
+        # A pair whose chosen and rejected answers are the same teaches a model nothing.
+        raise InvalidRequest(f"The {action} changes nothing: approve the answer instead.", param="text")
     return text
 
 

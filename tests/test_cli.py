@@ -45,6 +45,17 @@ def test_keys_create_stores_only_a_hash(env: str) -> None:
     assert "billing-bot" in listing.output and plaintext not in listing.output
 
 
+def test_disabled_key_is_refused(env: str, make_settings) -> None:
+    plaintext = runner.invoke(cli, ["keys", "create", "leaked"]).output.strip()
+    with TestClient(create_app(make_settings())) as client:
+        headers = {"Authorization": f"Bearer {plaintext}"}
+        assert client.get("/v1/models", headers=headers).status_code == 200
+        assert runner.invoke(cli, ["keys", "disable", "1"]).exit_code == 0
+        assert client.get("/v1/models", headers=headers).status_code == 401
+    missing = runner.invoke(cli, ["keys", "disable", "99"])
+    assert missing.exit_code == 1 and "No API key" in missing.output
+
+
 def test_users_add_and_passwd(env: str) -> None:
     assert runner.invoke(cli, ["users", "add", "lin", "--role", "senior", "--password", "long enough"]).exit_code == 0
     [agent] = rows(env, Agent)

@@ -95,7 +95,14 @@ async def test_agent_cannot_decide_senior_tier(
 
 
 @pytest.mark.parametrize(
-    ("action", "text"), [(Action.EDIT, ""), (Action.OVERRIDE, "   "), (Action.EDIT, "Lyon."), (Action.EDIT, None)]
+    ("action", "text"),
+    [
+        (Action.EDIT, ""),
+        (Action.OVERRIDE, "   "),
+        (Action.EDIT, "Lyon."),
+        (Action.OVERRIDE, " Lyon.\n"),
+        (Action.EDIT, None),
+    ],
 )
 async def test_edit_needs_a_changed_text(
     app: FastAPI,
