@@ -21,6 +21,7 @@ from gateway.holds import HoldHub
 from gateway.prompts import Prompts
 from gateway.requestid import RequestIdMiddleware
 from gateway.runtime import Runtime
+from gateway.scoring.selfcheck import SelfChecker
 from gateway.settings import Settings
 
 log = logging.getLogger("hitl.app")
@@ -31,7 +32,8 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
     """Build the gateway. Raises `PolicyError` for a policy file that cannot be used."""
     routing = policy.load(settings.policy_path)
     prompts = Prompts()
-    prompts.get("placeholder")  # a missing template should stop start-up, not a held request
+    for name in ("placeholder", "selfcheck", "selfcheck_verbal"):
+        prompts.get(name)  # a missing template should stop start-up, not a held request
     if settings.secret_key is None:
         log.warning("HITL_SECRET_KEY is not set: console logins end when this process stops")
 
@@ -48,6 +50,7 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
                 policy=routing,
                 holds=HoldHub(settings.hold.poll_interval),
                 prompts=prompts,
+                selfcheck=SelfChecker(settings.selfcheck, prompts, upstreams),
             )
             try:
                 yield

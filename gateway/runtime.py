@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.holds import HoldHub
 from gateway.policy import Policy
 from gateway.prompts import Prompts
+from gateway.scoring.selfcheck import SelfChecker
 from gateway.settings import Settings
 from gateway.upstream import Upstreams
 
@@ -23,3 +24,4 @@ class Runtime:
     policy: Policy
     holds: HoldHub
     prompts: Prompts
+    selfcheck: SelfChecker

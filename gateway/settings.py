@@ -66,6 +66,26 @@ class LocalModelSettings(BaseModel):
     threads: int | None = Field(None, description="CPU threads for llama.cpp (default: all cores).")
 
 
+class SelfCheckSettings(BaseModel):
+    """A second call that asks a judge model whether the candidate answer is right."""
+
+    mode: Literal["always", "grey_zone", "never"] = Field(
+        "grey_zone",
+        description="`always`; `grey_zone`: only when the logprob confidence is missing or within "
+        "[grey_low, grey_high]; `never`.",
+    )
+    grey_low: float = Field(0.5, ge=0, le=1, description="Lower end of the grey zone.")
+    grey_high: float = Field(0.97, ge=0, le=1, description="Upper end of the grey zone.")
+    judge: str | None = Field(None, description="Model name of the judge (default: the answering model).")
+    weight: float = Field(0.5, ge=0, le=1, description="Share of the self-check in the uncalibrated confidence.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SelfCheckSettings:
+        if self.grey_low > self.grey_high:
+            raise ValueError("selfcheck.grey_low must not exceed selfcheck.grey_high")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HITL_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -81,12 +101,21 @@ class Settings(BaseSettings):
     )
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
     hold: HoldSettings = Field(default_factory=HoldSettings)
+    selfcheck: SelfCheckSettings = Field(default_factory=SelfCheckSettings)
     secret_key: SecretStr | None = Field(
         None, description="Signs console sessions; set it when running more than one replica."
     )
     session_max_age: int = Field(8 * 3600, gt=0, description="Seconds a console login lasts.")
     host: str = Field("127.0.0.1", description="Address `hitl serve` binds.")
     port: int = Field(8000, description="Port `hitl serve` binds.")
+
+    @model_validator(mode="after")
+    def _judge_is_offered(self) -> Settings:
+        names = [upstream.name for upstream in self.upstreams] or [self.local_model.name]
+        judge = self.selfcheck.judge
+        if judge and self.selfcheck.mode != "never" and judge not in names:
+            raise ValueError(f"selfcheck.judge {judge!r} is not one of the models offered: {names}")
+        return self
 
     @classmethod
     def settings_customise_sources(

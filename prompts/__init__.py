@@ -16,6 +16,10 @@ class Template:
     version: str
     text: str
 
+    def render(self, **values: str) -> str:
+        """Fill `{name}` placeholders; braces inside the values are left as they are."""
+        return self.text.format(**values)
+
 
 def _parse(name: str, raw: str) -> Template:
     first, _, rest = raw.partition("\n")

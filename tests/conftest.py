@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from gateway import db
 from gateway.app import create_app
 from gateway.models import Role
-from gateway.settings import HoldSettings, LocalModelSettings, Settings, UpstreamSettings
+from gateway.settings import HoldSettings, LocalModelSettings, SelfCheckSettings, Settings, UpstreamSettings
 from tests import factories
 
 UPSTREAM = "http://upstream.test/v1"
@@ -54,6 +54,8 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "local_model": LocalModelSettings(enabled=False),
             "hold": HoldSettings(default_wait=2.0, max_wait=30.0, poll_interval=0.2, keepalive=1.0),
             "secret_key": "test-secret-key",
+            # Off unless a test is about it: a judge call would take a second turn on the mocked upstream.
+            "selfcheck": SelfCheckSettings(mode="never"),
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.models import Role
-from gateway.settings import HoldSettings, LocalModelSettings
+from gateway.settings import HoldSettings, LocalModelSettings, SelfCheckSettings
 from gateway.upstream import local_model_available
 from tests import factories
 from tests.conftest import csrf_token
@@ -63,6 +63,7 @@ def server(make_settings, tmp_path: Path) -> Iterator[str]:
         local_model=LocalModelSettings(enabled=True, max_tokens=24),
         policy_path=policy,
         hold=HoldSettings(default_wait=20, max_wait=120, poll_interval=0.5, keepalive=2),
+        selfcheck=SelfCheckSettings(mode="always"),  # the bundled model judges its own answer
     )
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
@@ -136,6 +137,12 @@ def test_real_model_held_edited_released_and_exported(
     choice = exchange.signals["choices"][0]
     assert choice["tokens"] > 0 and choice["mean_logprob"] < 0 and 0 < choice["min_prob"] <= 1
     assert exchange.response["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    check = exchange.signals["selfcheck"]
+    assert check["template"] == "selfcheck-v1" and check["tokens"] > 0 and check["latency_ms"] > 0
+    # A 135M judge may put neither yes nor no in its top 10; then the signal is missing, never invented.
+    assert (check["method"] == "logprobs" and 0 <= check["p_yes"] <= 1) or check[
+        "missing"
+    ] == "selfcheck:no_yes_no_token"
 
     monkeypatch.setenv("HITL_DATABASE_URL", database_url)
     out = tmp_path / "pairs.jsonl"

@@ -6,7 +6,14 @@ Each term lies in [0, 1], so the sum does too. The geometric mean token probabil
 the weight; the weakest token and the spread of alternatives pull it down where the model hesitated.
 Without top_logprobs the entropy term is dropped and the other two weights are scaled up to sum to 1.
 An answer with no scored tokens (no logprobs from the provider, an empty answer, a tool call) gets no
-confidence at all: the policy routes it by its `unscored` rule, and the exchange records why.
+logprob confidence.
+
+When the self-check ran (see `selfcheck.py`) and gave P(yes), it is mixed in:
+
+    confidence = (1 - w) * logprob_confidence + w * p_yes        (w = HITL_SELFCHECK__WEIGHT, 0.5)
+
+or `p_yes` alone when there is no logprob confidence. With neither, the answer has no confidence: the
+policy routes it by its `unscored` outcome, and the exchange records why.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.scoring.logprobs import LogprobSignals, signals
+from gateway.scoring.selfcheck import SelfCheck
 
 FORMULA = "logprob-v1"
 WEIGHTS = {"geometric_mean_prob": 0.6, "min_prob": 0.2, "certainty": 0.2}
@@ -63,6 +71,19 @@ def score_choices(choices: Sequence[dict[str, Any]]) -> Score:
         weakest = None
     result: dict[str, Any] = {"formula": FORMULA, "missing": sorted(set(missing)), "choices": per_choice}
     return Score(confidence=weakest, signals=result)
+
+
+def with_selfcheck(score: Score, check: SelfCheck, weight: float) -> Score:
+    """The score once the self-check is in; the logprob confidence stays recorded on its own."""
+    found = {**score.signals, "logprob_confidence": score.confidence, "selfcheck": check.as_dict()}
+    found["formula"] = f"{FORMULA}+selfcheck(w={weight:g})"
+    if check.p_yes is None:
+        assert check.missing is not None
+        found["missing"] = sorted({*score.signals["missing"], check.missing})
+        return Score(confidence=score.confidence, signals=found)
+    if score.confidence is None:
+        return Score(confidence=check.p_yes, signals=found)
+    return Score(confidence=(1 - weight) * score.confidence + weight * check.p_yes, signals=found)
 
 
 def _why_missing(choice: dict[str, Any]) -> str:

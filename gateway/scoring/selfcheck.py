@@ -1,0 +1,151 @@
+"""The self-check signal: a judge model is asked whether the candidate answer is right.
+
+With logprobs, P("yes") is read from the judge's first token: the probabilities of every case and
+spacing variant of yes and of no in its top_logprobs are summed, and P(yes) = yes / (yes + no).
+Without logprobs (the judge's provider has none), the judge is asked for a verbalized 0-100 number
+instead. A reply that yields neither is recorded as missing, never as a number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.prompts import Prompts
+from gateway.settings import SelfCheckSettings
+from gateway.upstream import Upstreams
+
+JUDGE_TOP_LOGPROBS = 10
+_WORD = re.compile(r"[^a-z]")
+_NUMBER = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d+)?)\s*%?")
+YES = {"yes", "y", "true", "correct"}
+NO = {"no", "n", "false", "incorrect"}
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    p_yes: float | None
+    method: str  # "logprobs", "verbalized" or "none"
+    template: str | None
+    latency_ms: float
+    tokens: int
+    missing: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _normal(token: str) -> str:
+    return _WORD.sub("", token.strip().lower())
+
+
+def p_yes_from_logprobs(first_token: dict[str, Any] | None) -> float | None:
+    """P(yes) from a judge's first token, or None when neither yes nor no is among its alternatives."""
+    if not first_token:
+        return None
+    alternatives = first_token.get("top_logprobs") or [first_token]
+    yes = no = 0.0
+    for alternative in alternatives:
+        word = _normal(str(alternative.get("token", "")))
+        probability = math.exp(max(float(alternative["logprob"]), -100.0))
+        if word in YES:
+            yes += probability
+        elif word in NO:
+            no += probability
+    if yes + no == 0.0:
+        return None
+    return yes / (yes + no)
+
+
+def parse_verbalized(text: str | None) -> float | None:
+    """The first number in 0..100 in a reply, as a probability; None when there is none."""
+    if not text:
+        return None
+    found = _NUMBER.search(text)
+    if found is None:
+        return None
+    value = float(found.group(1))
+    return value / 100.0 if 0.0 <= value <= 100.0 else None
+
+
+def question_of(messages: list[dict[str, Any]]) -> str:
+    """The last user message as text: what the candidate answers."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(str(part.get("text", "")) for part in content or [] if isinstance(part, dict)).strip()
+    return ""
+
+
+class SelfChecker:
+    def __init__(self, settings: SelfCheckSettings, prompts: Prompts, upstreams: Upstreams) -> None:
+        self.settings = settings
+        self.prompts = prompts
+        self.upstreams = upstreams
+
+    def wanted(self, logprob_confidence: float | None) -> bool:
+        mode = self.settings.mode
+        if mode == "never":
+            return False
+        if mode == "always" or logprob_confidence is None:
+            return True
+        return self.settings.grey_low <= logprob_confidence <= self.settings.grey_high
+
+    async def run(self, model: str, question: str, answer: str) -> SelfCheck:
+        started = time.perf_counter()
+        judge = self.upstreams.get(self.settings.judge or model)
+        tokens = 0
+        try:
+            if judge.logprobs:
+                template = self.prompts.get("selfcheck")
+                reply = await judge.complete(self._body(template.render(question=question, answer=answer), 1, True))
+                tokens += _tokens(reply)
+                choice = reply["choices"][0]
+                content = (choice.get("logprobs") or {}).get("content") or []
+                if content:
+                    value = p_yes_from_logprobs(content[0])
+                    missing = None if value is not None else "selfcheck:no_yes_no_token"
+                    return SelfCheck(
+                        value,
+                        "logprobs" if value is not None else "none",
+                        template.version,
+                        _since(started),
+                        tokens,
+                        missing,
+                    )
+            template = self.prompts.get("selfcheck_verbal")
+            reply = await judge.complete(self._body(template.render(question=question, answer=answer), 8, False))
+            tokens += _tokens(reply)
+            value = parse_verbalized((reply["choices"][0].get("message") or {}).get("content"))
+            missing = None if value is not None else "selfcheck:unparseable"
+            return SelfCheck(
+                value, "verbalized" if value is not None else "none", template.version, _since(started), tokens, missing
+            )
+        except GatewayError as exc:
+            # A failed judge must not fail the client's request: the answer is routed without it.
+            return SelfCheck(None, "none", None, _since(started), tokens, f"selfcheck:error:{exc.code or exc.type}")
+
+    @staticmethod
+    def _body(prompt: str, max_tokens: int, logprobs: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+        if logprobs:
+            body.update(logprobs=True, top_logprobs=JUDGE_TOP_LOGPROBS)
+        return body
+
+
+def _tokens(reply: dict[str, Any]) -> int:
+    return int((reply.get("usage") or {}).get("total_tokens") or 0)
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
