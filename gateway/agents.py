@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pwdlib import PasswordHash
+from sqlalchemy import func
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -43,4 +44,4 @@ async def set_password(session: AsyncSession, username: str, password: str) -> A
 
 
 async def count(session: AsyncSession) -> int:
-    return len((await session.exec(select(Agent.id))).all())
+    return (await session.exec(select(func.count()).select_from(Agent))).one()

@@ -21,13 +21,22 @@ def _client_logprobs(logprobs: Any, request: ChatRequest) -> Any:
     return {**logprobs, "content": content}
 
 
-def _base(upstream: dict[str, Any], exchange_id: str, model: str) -> dict[str, Any]:
+def _completion(
+    upstream: dict[str, Any],
+    request: ChatRequest,
+    exchange_id: str,
+    choices: list[dict[str, Any]],
+    hitl: dict[str, Any],
+) -> dict[str, Any]:
     return {
         "id": exchange_id,
         "object": "chat.completion",
         "created": int(upstream.get("created") or time.time()),
-        "model": model,
+        "model": request.model,
         "system_fingerprint": upstream.get("system_fingerprint"),
+        "choices": choices,
+        "usage": upstream.get("usage"),
+        "hitl": hitl,
     }
 
 
@@ -38,12 +47,7 @@ def as_released(
     choices = [
         {**choice, "logprobs": _client_logprobs(choice.get("logprobs"), request)} for choice in upstream["choices"]
     ]
-    return {
-        **_base(upstream, exchange_id, request.model),
-        "choices": choices,
-        "usage": upstream.get("usage"),
-        "hitl": hitl,
-    }
+    return _completion(upstream, request, exchange_id, choices, hitl)
 
 
 def with_text(
@@ -56,12 +60,7 @@ def with_text(
         "logprobs": None,
         "finish_reason": "stop",
     }
-    return {
-        **_base(upstream, exchange_id, request.model),
-        "choices": [choice],
-        "usage": upstream.get("usage"),
-        "hitl": hitl,
-    }
+    return _completion(upstream, request, exchange_id, [choice], hitl)
 
 
 def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
