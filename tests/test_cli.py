@@ -120,3 +120,15 @@ def test_export_dpo_is_trl_conversational(env: str, make_settings, upstream: res
 def test_unknown_export_format(env: str) -> None:
     result = runner.invoke(cli, ["export", "--format", "csv"])
     assert result.exit_code == 2
+
+
+def test_first_run_bootstrap_creates_admin_and_demo_key_once(env: str) -> None:
+    from gateway.cli import _bootstrap, _run
+    from gateway.settings import Settings
+
+    settings = Settings()
+    lines = _run(settings, _bootstrap)
+    assert lines[0].startswith("  First admin login:  admin / ") and lines[1].startswith("  Demo API key:       hitl-")
+    [admin] = rows(env, Agent)
+    assert admin.role == "admin"
+    assert _run(settings, _bootstrap) == []
