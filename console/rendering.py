@@ -10,6 +10,8 @@ from fastapi import Request
 from jinja2_fragments.fastapi import Jinja2Blocks
 from starlette.responses import Response
 
+from gateway.chat import question_of
+
 HX_REQUEST = "HX-Request"
 
 templates = Jinja2Blocks(directory=str(Path(__file__).with_name("templates")))
@@ -30,20 +32,8 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.0f}%"
 
 
-def _question(messages: list[dict[str, Any]] | None) -> str:
-    """The last user message's text, for a queue row."""
-    for message in reversed(messages or []):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            parts = [part.get("text", "") for part in content or [] if isinstance(part, dict)]
-            return " ".join(p for p in parts if p)
-    return ""
-
-
 templates.env.filters["age"] = _age
-templates.env.filters["question"] = _question
+templates.env.filters["question"] = question_of
 templates.env.filters["percent"] = _percent
 
 

@@ -19,7 +19,6 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.models import Exchange, Review, epoch
 from gateway.runtime import Runtime
 from gateway.scoring.confidence import score_choices, with_selfcheck
-from gateway.scoring.selfcheck import question_of
 
 router = APIRouter(prefix="/v1")
 
@@ -77,7 +76,7 @@ async def create_chat_completion(
     upstream_ms = (time.perf_counter() - started) * 1000
     score = score_choices(response["choices"])
     if runtime.selfcheck.wanted(score.confidence):
-        question = question_of(raw["messages"])
+        question = chat_request.question_of(raw["messages"])
         check = await runtime.selfcheck.run(chat.model, question, exchanges.candidate_text(response))
         score = with_selfcheck(score, check, runtime.settings.selfcheck.weight)
     routing = runtime.policy.route(score.confidence, raw, score.signals["missing"])

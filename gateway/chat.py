@@ -86,6 +86,18 @@ def parse(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
     return request, raw
 
 
+def question_of(messages: list[dict[str, Any]] | None) -> str:
+    """The last user message as text: what the candidate answers."""
+    for message in reversed(messages or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            parts = (str(part.get("text", "")) for part in content or [] if isinstance(part, dict))
+            return " ".join(part for part in parts if part)
+    return ""
+
+
 def upstream_body(raw: dict[str, Any], request: ChatRequest, want_logprobs: bool) -> dict[str, Any]:
     body = dict(raw)
     if want_logprobs:

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from gateway.prompts import Prompts
 from sqlmodel import select
 
+from gateway.chat import question_of
 from gateway.models import Exchange
 from gateway.scoring.confidence import Score, with_selfcheck
-from gateway.scoring.selfcheck import SelfCheck, SelfChecker, p_yes_from_logprobs, parse_verbalized, question_of
+from gateway.scoring.selfcheck import SelfCheck, SelfChecker, p_yes_from_logprobs, parse_verbalized
 from gateway.settings import SelfCheckSettings, UpstreamSettings
 from gateway.upstream import OpenAICompatible, Upstreams
 from tests import factories

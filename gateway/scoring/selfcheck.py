@@ -72,17 +72,6 @@ def parse_verbalized(text: str | None) -> float | None:
     return value / 100.0 if 0.0 <= value <= 100.0 else None
 
 
-def question_of(messages: list[dict[str, Any]]) -> str:
-    """The last user message as text: what the candidate answers."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            return " ".join(str(part.get("text", "")) for part in content or [] if isinstance(part, dict)).strip()
-    return ""
-
-
 class SelfChecker:
     def __init__(self, settings: SelfCheckSettings, prompts: Prompts, upstreams: Upstreams) -> None:
         self.settings = settings
