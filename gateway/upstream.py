@@ -36,6 +36,9 @@ class Upstream(Protocol):
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
+    def close(self) -> None:
+        """Free what the adapter holds beyond the shared HTTP client."""
+
 
 def _checked(data: Any, name: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
@@ -90,6 +93,9 @@ class OpenAICompatible:
             raise UpstreamError(f"Upstream {self.name!r} returned a body that is not JSON.") from None
         return _checked(data, self.name)
 
+    def close(self) -> None:
+        pass  # the HTTP client is shared and closed by the app
+
 
 class LiteLLM:
     """Providers that do not speak OpenAI's dialect (Anthropic, Bedrock, Vertex, ...), via litellm."""
@@ -125,6 +131,9 @@ class LiteLLM:
         except openai.APIError as exc:  # every other litellm exception derives from openai's
             raise UpstreamError(f"Upstream {self.name!r} failed: {exc.message}") from None
         return _checked(response.model_dump(), self.name)
+
+    def close(self) -> None:
+        pass  # litellm keeps no per-adapter state
 
 
 def bundled_model_path() -> Path | None:
@@ -231,8 +240,7 @@ class Upstreams:
     def close(self) -> None:
         """Free what adapters hold beyond the shared HTTP client (the bundled model's memory)."""
         for upstream in self._by_name.values():
-            if isinstance(upstream, LocalLlama):
-                upstream.close()
+            upstream.close()
 
 
 def build(settings: Settings, client: httpx.AsyncClient) -> Upstreams:

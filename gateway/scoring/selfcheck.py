@@ -99,23 +99,12 @@ class SelfChecker:
                 content = (choice.get("logprobs") or {}).get("content") or []
                 if content:
                     value = p_yes_from_logprobs(content[0])
-                    missing = None if value is not None else "selfcheck:no_yes_no_token"
-                    return SelfCheck(
-                        value,
-                        "logprobs" if value is not None else "none",
-                        template.version,
-                        _since(started),
-                        tokens,
-                        missing,
-                    )
+                    return _result(value, "logprobs", "selfcheck:no_yes_no_token", template.version, started, tokens)
             template = self.prompts.get("selfcheck_verbal")
             reply = await judge.complete(self._body(template.render(question=question, answer=answer), 8, False))
             tokens += _tokens(reply)
             value = parse_verbalized((reply["choices"][0].get("message") or {}).get("content"))
-            missing = None if value is not None else "selfcheck:unparseable"
-            return SelfCheck(
-                value, "verbalized" if value is not None else "none", template.version, _since(started), tokens, missing
-            )
+            return _result(value, "verbalized", "selfcheck:unparseable", template.version, started, tokens)
         except GatewayError as exc:
             # A failed judge must not fail the client's request: the answer is routed without it.
             return SelfCheck(None, "none", None, _since(started), tokens, f"selfcheck:error:{exc.code or exc.type}")
@@ -130,6 +119,15 @@ class SelfChecker:
         if logprobs:
             body.update(logprobs=True, top_logprobs=JUDGE_TOP_LOGPROBS)
         return body
+
+
+def _result(
+    value: float | None, method: str, why_missing: str, template: str, started: float, tokens: int
+) -> SelfCheck:
+    """A found value with its method, or the reason it is missing: never a made-up number."""
+    if value is None:
+        return SelfCheck(None, "none", template, _since(started), tokens, why_missing)
+    return SelfCheck(value, method, template, _since(started), tokens)
 
 
 def _tokens(reply: dict[str, Any]) -> int:
