@@ -13,7 +13,7 @@ $(BIN)/pip:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/pip
-	$(BIN)/pip install --quiet -e '.[local,test]'
+	$(BIN)/pip install --quiet -e '.[local,eval,test]'
 	touch $@
 
 install: $(VENV)/.installed

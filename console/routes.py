@@ -58,7 +58,7 @@ async def logout(request: Request) -> Response:
 
 @router.get("/", name="console_queue")
 async def queue(request: Request, agent: CurrentAgent, runtime: RuntimeDep, tier: str | None = None) -> Response:
-    tiers = runtime.policy.tiers
+    tiers = [*runtime.policy.tiers, runtime.settings.audit.tier]
     current = tier if tier in tiers else tiers[0]
     async with runtime.sessions() as session:
         counts = dict(
@@ -83,7 +83,7 @@ async def queue(request: Request, agent: CurrentAgent, runtime: RuntimeDep, tier
         "tier": current,
         "counts": counts,
         "rows": rows,
-        "can_decide": decisions.can_decide(agent.role, current, tiers),
+        "can_decide": decisions.can_decide(agent.role, current, runtime.policy.tiers, runtime.settings.audit.tier),
     }
     return render(request, "queue.html", context, block="queue_rows")
 
@@ -107,7 +107,7 @@ async def _review_context(runtime: RuntimeDep, review_id: str, agent: CurrentAge
         "error": None,
         "draft": None,
         "waiting": runtime.holds.waiting(review_id),
-        "can_decide": decisions.can_decide(agent.role, review.tier, runtime.policy.tiers),
+        "can_decide": decisions.can_decide(agent.role, review.tier, runtime.policy.tiers, runtime.settings.audit.tier),
     }
 
 
@@ -141,4 +141,5 @@ async def decide(
         context = await _review_context(runtime, review_id, agent)
         context.update(error=exc.message, draft=text)
         return render(request, "review.html", context, status_code=exc.status_code)
-    return RedirectResponse(f"/console/?tier={decided.exchange.tier}&decided={review_id}", status_code=303)
+    tier = decided.exchange.tier or runtime.settings.audit.tier
+    return RedirectResponse(f"/console/?tier={tier}&decided={review_id}", status_code=303)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,6 @@ from gateway.deps import CurrentKey, RequestId, RuntimeDep
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.models import Exchange, Review, epoch
 from gateway.runtime import Runtime
-from gateway.scoring.confidence import score_choices, with_selfcheck
 
 router = APIRouter(prefix="/v1")
 
@@ -72,15 +72,13 @@ async def create_chat_completion(
     wait = _wait_seconds(runtime, chat)
 
     started = time.perf_counter()
-    response = await upstream.complete(chat_request.upstream_body(raw, chat, upstream.logprobs))
+    body = chat_request.upstream_body(raw, chat, upstream.logprobs)
+    response = await upstream.complete(body)
     upstream_ms = (time.perf_counter() - started) * 1000
-    score = score_choices(response["choices"])
-    if runtime.selfcheck.wanted(score.confidence):
-        question = chat_request.question_of(raw["messages"])
-        check = await runtime.selfcheck.run(chat.model, question, exchanges.candidate_text(response))
-        score = with_selfcheck(score, check, runtime.settings.selfcheck.weight)
+    score = await runtime.scorer.score(upstream, chat.model, body, response, exchanges.candidate_text(response))
     routing = runtime.policy.route(score.confidence, raw, score.signals["missing"])
     candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
+    audit = runtime.settings.audit
     assert key.id is not None
     exchange, review = await exchanges.record(
         runtime.sessions,
@@ -91,7 +89,9 @@ async def create_chat_completion(
         upstream_model=upstream.model,
         candidate=candidate,
         policy_version=runtime.policy.version,
+        calibrator=runtime.scorer.calibrator_version,
         wait=wait,
+        audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
     )
     reply = _Reply(runtime, request, chat, review)
 

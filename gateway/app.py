@@ -10,18 +10,20 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import entry_points
 
 import httpx
 from fastapi import FastAPI
 
-from gateway import api, db, errors, policy, upstream
+from gateway import api, calibrators, db, errors, policy, upstream
 from gateway.holds import HoldHub
 from gateway.prompts import Prompts
 from gateway.requestid import RequestIdMiddleware
 from gateway.runtime import Runtime
-from gateway.scoring.selfcheck import SelfChecker
+from gateway.scoring.consistency import ConsistencyChecker
+from gateway.scoring.scorer import Scorer
+from gateway.scoring.selfcheck import Judge, SelfChecker
 from gateway.settings import Settings
 
 log = logging.getLogger("hitl.app")
@@ -32,7 +34,7 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
     """Build the gateway. Raises `PolicyError` for a policy file that cannot be used."""
     routing = policy.load(settings.policy_path)
     prompts = Prompts()
-    for name in ("placeholder", "selfcheck", "selfcheck_verbal"):
+    for name in ("placeholder", "selfcheck", "selfcheck_verbal", "consistency", "consistency_verbal"):
         prompts.get(name)  # a missing template should stop start-up, not a held request
     if settings.secret_key is None:
         log.warning("HITL_SECRET_KEY is not set: console logins end when this process stops")
@@ -40,23 +42,33 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = db.create_engine(settings.database_url)
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)) as client:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(engine.dispose)
+            sessions = db.session_factory(engine)
+            calibrator = await calibrators.for_policy(sessions, routing)
+            client = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
             upstreams = upstream.build(settings, client)
+            stack.callback(upstreams.close)
+            judge = Judge(prompts, upstreams)
+            scorer = Scorer(
+                settings=settings,
+                selfcheck=SelfChecker(settings.selfcheck, judge),
+                consistency=ConsistencyChecker(settings.consistency, settings.selfcheck.judge, judge),
+            )
+            if calibrator is not None:
+                scorer.calibrator, scorer.calibrator_version = calibrator.calibrator, calibrator.version
             app.state.runtime = Runtime(
                 settings=settings,
                 engine=engine,
-                sessions=db.session_factory(engine),
+                sessions=sessions,
                 upstreams=upstreams,
                 policy=routing,
                 holds=HoldHub(settings.hold.poll_interval),
                 prompts=prompts,
-                selfcheck=SelfChecker(settings.selfcheck, prompts, upstreams),
+                scorer=scorer,
             )
-            try:
-                yield
-            finally:
-                upstreams.close()
-                await engine.dispose()
+            yield
 
     app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.secret_key = settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_urlsafe(32)

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
+import httpx
 import typer
 from pydantic import ValidationError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tqdm import tqdm
 
-from gateway import agents, apikeys, db, exports
+from gateway import agents, apikeys, calibrators, db, evaluation, exports, policy, reports, upstream
 from gateway.errors import GatewayError
 from gateway.models import ApiKey, Role
 from gateway.policy import PolicyError
+from gateway.prompts import Prompts
+from gateway.scoring.calibration import Method
+from gateway.scoring.selfcheck import Judge, SelfCheck, SelfChecker
 from gateway.settings import Settings
+
+Target = Literal["escaped-error", "review-rate"]
 
 app = typer.Typer(help="hitl-gateway: a human-in-the-loop moderation gateway for LLM answers.", no_args_is_help=True)
 keys_app = typer.Typer(help="Gateway API keys.", no_args_is_help=True)
@@ -175,6 +183,136 @@ def export(
         with output.open("w", encoding="utf-8") as out:
             written = _run(settings, lambda session: exports.write(session, out, format))
     typer.echo(f"exported {written} pairs", err=True)
+
+
+@app.command()
+def calibrate(
+    method: Annotated[
+        Method, typer.Option(help="isotonic: on the uncalibrated confidence; logistic: on the signals.")
+    ] = "isotonic",
+    min_labels: Annotated[int, typer.Option(min=2, help="Refuse to fit on fewer labelled exchanges.")] = 100,
+    target_review_rate: Annotated[float, typer.Option(min=0, max=1, help="Share of traffic agents can review.")] = 0.2,
+    target_escaped_error: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of released answers an agent would have changed.")
+    ] = 0.02,
+    write_policy: Annotated[
+        Path | None, typer.Option(help="Write a new policy version using the stored calibrator to this file.")
+    ] = None,
+    apply: Annotated[
+        Target, typer.Option(help="Which recommended threshold the written policy releases at.")
+    ] = "escaped-error",
+    dry_run: Annotated[bool, typer.Option(help="Print the figures; store nothing.")] = False,
+) -> None:
+    """Fit a calibrator on agents' decisions (approve = 1, edit or override = 0; audits weighted)."""
+    settings = _settings()
+    if write_policy is not None and dry_run:
+        raise _fail("--write-policy needs a stored calibrator: leave out --dry-run")
+    try:
+        current = policy.load(settings.policy_path)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+    found = _run(settings, calibrators.load_labels)
+    try:
+        fitted = calibrators.fit_labels(found, method, min_labels, target_review_rate, target_escaped_error)
+    except calibrators.NotEnoughLabels as exc:
+        raise _fail(str(exc)) from None
+    labels = fitted.labels
+    approved = sum(labels.labels)
+    audited = sum(labels.audited)
+    typer.echo(
+        f"labels: {len(labels)} ({approved} approved, {len(labels) - approved} edited or overridden;"
+        f" {audited} from audits, weighted by 1 / their sampling rate)"
+    )
+    typer.echo(reports.figures_table({"uncalibrated": fitted.before, f"{method} (5-fold held-out)": fitted.after}))
+    review, escaped = fitted.by_review_rate, fitted.by_escaped_error
+    typer.echo(
+        f"release at >= {review.threshold:.4f} for a review rate of {target_review_rate:.0%}:"
+        f" review rate {review.review_rate:.1%}, expected escaped-error rate {review.escaped_error_rate:.1%}"
+    )
+    typer.echo(
+        f"release at >= {escaped.threshold:.4f} for an escaped-error rate of {target_escaped_error:.1%}:"
+        f" expected escaped-error rate {escaped.escaped_error_rate:.1%}, review rate {escaped.review_rate:.1%}"
+    )
+    if dry_run:
+        return
+    stored = _run(settings, lambda session: calibrators.save(session, fitted.calibrator, fitted.metrics(), len(labels)))
+    typer.echo(f"stored calibrator {stored.version} ({method})")
+    if write_policy is not None:
+        chosen = escaped if apply == "escaped-error" else review
+        source = settings.policy_path or policy.DEFAULT_POLICY
+        assert stored.id is not None
+        note = (
+            f"Written by `hitl calibrate` from {source} ({current.version}).\n"
+            f"Calibrator {stored.version} ({method}, {len(labels)} labels); release at the {apply} threshold:"
+            f" review rate {chosen.review_rate:.1%}, escaped-error rate {chosen.escaped_error_rate:.1%}."
+        )
+        text = policy.recalibrated(current, source.read_text(encoding="utf-8"), stored.id, chosen.threshold, note)
+        write_policy.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {write_policy}: point HITL_POLICY_PATH at it to route with {stored.version}")
+
+
+@app.command("eval")
+def evaluate(
+    rows_file: Annotated[Path, typer.Argument(help="JSONL rows with question, candidate and label (1/0).")],
+    judge: Annotated[str | None, typer.Option(help="Judge model (default: the self-check judge).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Judge a random sample of this many rows.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --limit's sample.")] = 0,
+    diagram: Annotated[Path, typer.Option(help="Where to write the reliability diagram (PNG).")] = Path(
+        "reliability.png"
+    ),
+    scores: Annotated[Path | None, typer.Option(help="Also write each row's P(yes) to this JSONL file.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Judge calls in flight at once.")] = 4,
+) -> None:
+    """Run labelled rows through the judge: AUROC, ECE, PRR, review-vs-escaped table, reliability diagram."""
+    settings = _settings()
+    try:
+        rows = evaluation.read_rows(rows_file, limit, seed)
+    except evaluation.EvalFileError as exc:
+        raise _fail(str(exc)) from None
+    model = judge or settings.selfcheck.judge or settings.offered()[0]
+    if model not in settings.offered():
+        raise _fail(f"judge {model!r} is not one of the models offered: {settings.offered()}")
+    checks = asyncio.run(_judge(settings, model, rows, concurrency))
+    read = [(check.p_yes, row.label) for check, row in zip(checks, rows, strict=True) if check.p_yes is not None]
+    typer.echo(f"{len(rows)} rows judged by {model}; {len(rows) - len(read)} verdicts missing (left out)")
+    if scores is not None:
+        with scores.open("w", encoding="utf-8") as out:
+            for check, row in zip(checks, rows, strict=True):
+                out.write(
+                    json.dumps(
+                        {
+                            "question": row.question,
+                            "candidate": row.candidate,
+                            "label": row.label,
+                            "p_yes": check.p_yes,
+                            "missing": check.missing,
+                        }
+                    )
+                    + "\n"
+                )
+    if not read:
+        raise _fail("the judge gave no readable verdict: nothing to evaluate")
+    values, labels = [p for p, _ in read], [label for _, label in read]
+    found = reports.figures(values, labels)
+    typer.echo(f"labelled correct: {found.positives}, wrong: {found.negatives}")
+    typer.echo(reports.figures_table({f"P(yes) from {model}": found}))
+    typer.echo(reports.tradeoff_table(reports.tradeoff(values, labels)))
+    try:
+        reports.reliability_diagram(diagram, {f"P(yes), {model}": (values, labels)}, f"Reliability: {rows_file.name}")
+    except ImportError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"wrote {diagram}")
+
+
+async def _judge(settings: Settings, model: str, rows: list[evaluation.Row], concurrency: int) -> list[SelfCheck]:
+    async with httpx.AsyncClient() as client:
+        upstreams = upstream.build(settings, client)
+        try:
+            checker = SelfChecker(settings.selfcheck, Judge(Prompts(), upstreams))
+            with tqdm(total=len(rows), desc="judging", unit="row") as bar:
+                return await evaluation.judge_rows(checker, model, rows, concurrency, lambda: bar.update())
+        finally:
+            upstreams.close()
 
 
 @app.command("migrate")

@@ -1,7 +1,8 @@
 """The decision service: the one way a review gets decided, from the console or anywhere else.
 
 A review moves from `open` to `decided` through a conditional UPDATE, so when two agents decide the same
-review at once exactly one wins and the other gets `ReviewAlreadyDecided`. The decision, the exchange's
+review at once exactly one wins and the other gets `ReviewAlreadyDecided`. Any agent may decide an audit
+review (a released answer sampled for a label); it changes nothing the client received. The decision, the exchange's
 final text and the preference pair commit together; waiting clients are woken after the commit.
 """
 
@@ -23,6 +24,7 @@ from gateway.models import (
     Exchange,
     PreferencePair,
     Review,
+    ReviewKind,
     Role,
     utcnow,
 )
@@ -39,9 +41,9 @@ class Decided:
     pair: PreferencePair | None
 
 
-def can_decide(role: Role, tier: str, tiers: list[str]) -> bool:
-    """Agents decide the lowest tier, seniors the two lowest, admins every tier."""
-    if role == Role.ADMIN:
+def can_decide(role: Role, tier: str, tiers: list[str], audit_tier: str | None = None) -> bool:
+    """Agents decide the lowest tier, seniors the two lowest, admins every tier; anyone the audit queue."""
+    if role == Role.ADMIN or (audit_tier is not None and tier == audit_tier):
         return True
     reach = {Role.AGENT: 1, Role.SENIOR: 2}[Role(role)]
     return tier in tiers[:reach]
@@ -73,7 +75,8 @@ async def decide(
         review = await session.get(Review, review_id)
         if review is None:
             raise NotFound(f"No review with id {review_id!r}.")
-        if not can_decide(agent.role, review.tier, tiers):
+        audit = review.kind == ReviewKind.AUDIT
+        if not audit and not can_decide(agent.role, review.tier, tiers):
             raise Forbidden(f"A {agent.role} cannot decide reviews in the {review.tier!r} tier.")
         exchange = await session.get(Exchange, review.exchange_id)
         assert exchange is not None
@@ -96,10 +99,12 @@ async def decide(
             comment=comment,
         )
         session.add(decision)
-        exchange.status = DECIDED_STATUS[action]
-        exchange.final_text = final
-        exchange.decided_at = now
-        session.add(exchange)
+        if not audit:
+            # An audited answer reached the client already: the decision labels it, it delivers nothing.
+            exchange.status = DECIDED_STATUS[action]
+            exchange.final_text = final
+            exchange.decided_at = now
+            session.add(exchange)
         await session.flush()
         pair = None
         if action in (Action.EDIT, Action.OVERRIDE):

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway import completion
 from gateway.chat import ChatRequest
 from gateway.errors import NotFound
-from gateway.models import Exchange, ExchangeStatus, Review, Route
+from gateway.models import Exchange, ExchangeStatus, Review, ReviewKind, Route
 from gateway.policy import Routing
 from gateway.scoring.confidence import Score
 
@@ -42,6 +42,14 @@ def candidate_text(response: dict[str, Any]) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Audit:
+    """A released exchange drawn for the audit queue, and the rate it was drawn at."""
+
+    tier: str
+    rate: float
+
+
 async def record(
     sessions: Sessions,
     *,
@@ -52,9 +60,15 @@ async def record(
     upstream_model: str,
     candidate: Candidate,
     policy_version: str,
+    calibrator: str,
     wait: float,
+    audit: Audit | None = None,
 ) -> tuple[Exchange, Review | None]:
-    """Store the exchange, and its review when held, in one commit, before the client hears anything."""
+    """Store the exchange, and its review when held, in one commit, before the client hears anything.
+
+    A released exchange drawn for audit gets an `audit` review too; the client does not wait for it,
+    so it is not returned.
+    """
     held = candidate.routing.route == Route.HOLD
     exchange = Exchange(
         request_id=request_id,
@@ -68,6 +82,7 @@ async def record(
         signals=candidate.score.signals,
         confidence=candidate.score.confidence,
         policy_version=policy_version,
+        calibrator=calibrator,
         route=candidate.routing.route,
         tier=candidate.routing.tier,
         reason=candidate.routing.reason,
@@ -84,13 +99,23 @@ async def record(
             created_at=exchange.created_at,
             deadline_at=exchange.created_at + timedelta(seconds=wait),
         )
+    elif audit is not None:
+        review = Review(
+            exchange_id=exchange.id,
+            api_key_id=api_key_id,
+            tier=audit.tier,
+            kind=ReviewKind.AUDIT,
+            audit_rate=audit.rate,
+            created_at=exchange.created_at,
+            deadline_at=exchange.created_at,
+        )
     async with sessions() as session:
         session.add(exchange)
         if review is not None:
             await session.flush()  # the exchange row first: the review's foreign key points at it
             session.add(review)
         await session.commit()
-    return exchange, review
+    return exchange, review if held else None
 
 
 async def is_decided(sessions: Sessions, review_id: str) -> bool:

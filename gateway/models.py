@@ -119,13 +119,21 @@ class Exchange(SQLModel, table=True):
     reason: str = ""
     status: ExchangeStatus = _enum(index=True)
     final_text: str | None = None
+    calibrator: str = Field(
+        "default", max_length=64, description="What turned the signals into `confidence`: `default` or `cal-<id>`."
+    )
     upstream_ms: float = 0.0
     created_at: datetime = _when(index=True)
     decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
+class ReviewKind(StrEnum):
+    HOLD = "hold"  # the client waits for the decision
+    AUDIT = "audit"  # released already; the decision is a label and a lesson, not a delivery
+
+
 class Review(SQLModel, table=True):
-    """A held exchange waiting in a tier's queue."""
+    """A held exchange waiting in a tier's queue, or a released one sampled for the `audit` queue."""
 
     __tablename__ = "reviews"
 
@@ -133,6 +141,10 @@ class Review(SQLModel, table=True):
     exchange_id: str = Field(foreign_key="exchanges.id", index=True, unique=True)
     api_key_id: int = Field(foreign_key="api_keys.id", index=True)
     tier: str = Field(index=True)
+    kind: ReviewKind = _enum(default=ReviewKind.HOLD)
+    audit_rate: float | None = Field(
+        None, description="The sampling rate an audit review was drawn at; its label weighs 1 / rate."
+    )
     status: str = Field("open", index=True, description="`open` until decided, then `decided`.")
     created_at: datetime = _when(index=True)
     deadline_at: datetime = Field(sa_type=DateTime(timezone=True))
@@ -166,3 +178,20 @@ class PreferencePair(SQLModel, table=True):
     rejected: str
     action: Action = _enum()
     created_at: datetime = _when(index=True)
+
+
+class Calibration(SQLModel, table=True):
+    """A fitted calibrator, stored so a policy can name it and every exchange can say which one scored it."""
+
+    __tablename__ = "calibrators"
+
+    id: int | None = Field(default=None, primary_key=True)
+    method: str = Field(max_length=24)
+    params: dict = _json(nullable=False)
+    metrics: dict = _json(nullable=False, comment="Figures `hitl calibrate` printed when it fitted this one.")
+    labels: int = 0
+    created_at: datetime = _when()
+
+    @property
+    def version(self) -> str:
+        return f"cal-{self.id}"

@@ -54,6 +54,9 @@ class Rule(Outcome):
 
 class PolicyFile(_Strict):
     version: str | None = None
+    calibrator: int | None = Field(
+        None, description="Id of a stored calibrator (`hitl calibrate`); the bands then apply to its output."
+    )
     tiers: list[str] = Field(min_length=1)
     bands: list[Band] = Field(min_length=1)
     unscored: Outcome
@@ -123,6 +126,10 @@ class Policy:
     def tiers(self) -> list[str]:
         return self.spec.tiers
 
+    @property
+    def calibrator(self) -> int | None:
+        return self.spec.calibrator
+
     def route(self, confidence: float | None, request: dict[str, Any], missing: list[str]) -> Routing:
         for rule in self.spec.rules:
             if all(_matches(expected, _lookup(request, path)) for path, expected in rule.when.items()):
@@ -191,3 +198,25 @@ def load(path: Path | None) -> Policy:
     except OSError as exc:
         raise PolicyError(f"{target}: cannot read the policy file: {exc.strerror}") from None
     return parse(text, str(target))
+
+
+def recalibrated(policy: Policy, source_text: str, calibrator_id: int, release_min: float, note: str) -> str:
+    """A new policy version: the same rules and tiers, the bands applied to calibrator `calibrator_id`,
+    and the release band starting at `release_min`. Hold bands at or above it are dropped."""
+    data = yaml.safe_load(source_text)
+    bands = data["bands"]
+    first_release = next((i for i, band in enumerate(bands) if band["route"] == Route.RELEASE), None)
+    if first_release is None:
+        raise PolicyError("the policy has no release band to move")
+    release = {**bands[first_release], "min": release_min}
+    below = [band for band in bands[first_release + 1 :] if band["min"] < release_min]
+    data["bands"] = [*bands[:first_release], release, *below]
+    if data["bands"][-1]["min"] != 0.0:
+        data["bands"][-1]["min"] = 0.0
+    base = (policy.spec.version or "policy").split("+cal-")[0]
+    data["version"] = f"{base}+cal-{calibrator_id}"
+    data["calibrator"] = calibrator_id
+    header = "".join(f"# {line}\n" for line in note.splitlines())
+    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    parse(text, "<recalibrated policy>")  # what is written must load
+    return text

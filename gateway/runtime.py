@@ -10,7 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.holds import HoldHub
 from gateway.policy import Policy
 from gateway.prompts import Prompts
-from gateway.scoring.selfcheck import SelfChecker
+from gateway.scoring.scorer import Scorer
 from gateway.settings import Settings
 from gateway.upstream import Upstreams
 
@@ -24,4 +24,4 @@ class Runtime:
     policy: Policy
     holds: HoldHub
     prompts: Prompts
-    selfcheck: SelfChecker
+    scorer: Scorer

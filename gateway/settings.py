@@ -86,6 +86,23 @@ class SelfCheckSettings(BaseModel):
         return self
 
 
+class ConsistencySettings(BaseModel):
+    """SelfCheckGPT-style consistency: `samples` more answers, and the self-check judge says whether each
+    agrees with the candidate. Cost per scored exchange: `samples` extra upstream answers (as long as the
+    candidate) plus `samples` one-token judge calls; on the bundled model they run one after another."""
+
+    samples: int = Field(0, ge=0, le=10, description="Extra answers sampled per exchange; 0 turns the signal off.")
+    temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature of the extra answers.")
+    weight: float = Field(0.25, ge=0, le=1, description="Share of consistency in the uncalibrated confidence.")
+
+
+class AuditSettings(BaseModel):
+    """Human-on-the-loop: a share of released answers also goes to the `audit` queue for a label."""
+
+    rate: float = Field(0.02, ge=0, le=1, description="Share of released answers sampled for audit (0.02 = 2%).")
+    tier: str = Field("audit", description="Queue that audit reviews go to; any agent may decide them.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HITL_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -102,6 +119,8 @@ class Settings(BaseSettings):
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
     hold: HoldSettings = Field(default_factory=HoldSettings)
     selfcheck: SelfCheckSettings = Field(default_factory=SelfCheckSettings)
+    consistency: ConsistencySettings = Field(default_factory=ConsistencySettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     secret_key: SecretStr | None = Field(
         None, description="Signs console sessions; set it when running more than one replica."
     )
@@ -109,9 +128,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `hitl serve` binds.")
     port: int = Field(8000, description="Port `hitl serve` binds.")
 
+    def offered(self) -> list[str]:
+        """Model names clients may ask for: the configured upstreams, or the bundled model."""
+        return [upstream.name for upstream in self.upstreams] or [self.local_model.name]
+
     @model_validator(mode="after")
     def _judge_is_offered(self) -> Settings:
-        names = [upstream.name for upstream in self.upstreams] or [self.local_model.name]
+        names = self.offered()
         judge = self.selfcheck.judge
         if judge and self.selfcheck.mode != "never" and judge not in names:
             raise ValueError(f"selfcheck.judge {judge!r} is not one of the models offered: {names}")

@@ -15,7 +15,14 @@ from fastapi.testclient import TestClient
 from gateway import db
 from gateway.app import create_app
 from gateway.models import Role
-from gateway.settings import HoldSettings, LocalModelSettings, SelfCheckSettings, Settings, UpstreamSettings
+from gateway.settings import (
+    AuditSettings,
+    HoldSettings,
+    LocalModelSettings,
+    SelfCheckSettings,
+    Settings,
+    UpstreamSettings,
+)
 from tests import factories
 
 UPSTREAM = "http://upstream.test/v1"
@@ -56,6 +63,8 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "secret_key": "test-secret-key",
             # Off unless a test is about it: a judge call would take a second turn on the mocked upstream.
             "selfcheck": SelfCheckSettings(mode="never"),
+            # No random audit draws unless a test is about them.
+            "audit": AuditSettings(rate=0.0),
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -15,7 +15,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import apikeys, db, decisions
 from gateway.holds import HoldHub
-from gateway.models import Action, Agent, ApiKey, Role
+from gateway.models import (
+    Action,
+    Agent,
+    ApiKey,
+    Decision,
+    Exchange,
+    ExchangeStatus,
+    Review,
+    ReviewKind,
+    Role,
+    Route,
+)
 from gateway.runtime import Runtime
 
 _hasher = PasswordHash.recommended()
@@ -117,3 +128,60 @@ async def decide_as(
         comment=comment,
         tiers=runtime.policy.tiers,
     )
+
+
+def make_labelled(
+    url: str,
+    raw: float | None,
+    action: Action,
+    *,
+    api_key_id: int,
+    agent_id: int,
+    audit_rate: float | None = None,
+    p_yes: float | None = None,
+) -> str:
+    """A decided exchange as the learning loop sees it: scored `raw`, then approved, edited or overridden.
+
+    With `audit_rate`, it was released and drawn for the audit queue at that rate; otherwise it was held.
+    """
+    audited = audit_rate is not None
+    signals: dict[str, Any] = {"formula": "logprob-v1", "missing": [], "choices": [], "raw_confidence": raw}
+    if raw is not None:
+        signals["choices"] = [
+            {"index": 0, "mean_logprob": math.log(raw), "min_prob": raw, "mean_entropy": 1 - raw, "confidence": raw}
+        ]
+    if p_yes is not None:
+        signals["selfcheck"] = {"p_yes": p_yes}
+    with sync_session(url) as session:
+        exchange = Exchange(
+            request_id="req",
+            api_key_id=api_key_id,
+            model="support-bot",
+            upstream_model="gpt-4o-mini",
+            request={"model": "support-bot", "messages": [{"role": "user", "content": "Q?"}]},
+            response=completion_body("A."),
+            candidate_text="A.",
+            signals=signals,
+            confidence=raw,
+            policy_version="test",
+            route=Route.RELEASE if audited else Route.HOLD,
+            tier=None if audited else "agent",
+            status=ExchangeStatus.RELEASED if audited else ExchangeStatus.HELD,
+        )
+        session.add(exchange)
+        session.flush()
+        review = Review(
+            exchange_id=exchange.id,
+            api_key_id=api_key_id,
+            tier="audit" if audited else "agent",
+            kind=ReviewKind.AUDIT if audited else ReviewKind.HOLD,
+            audit_rate=audit_rate,
+            status="decided",
+            deadline_at=exchange.created_at,
+        )
+        session.add(review)
+        session.flush()
+        text = None if action == Action.APPROVE else "Better."
+        session.add(Decision(review_id=review.id, agent_id=agent_id, action=action, text=text))
+        session.commit()
+        return review.id

@@ -81,3 +81,25 @@ def test_fit_needs_both_classes() -> None:
 
 def test_reliability_bins() -> None:
     assert cal.reliability([0.05, 0.15, 0.12], [0, 1, 0]) == [(0.05, 0.0, 1), (pytest.approx(0.135), 0.5, 2)]
+
+
+def test_isotonic_plateaus_are_ordered_by_the_raw_score() -> None:
+    # A signal pointing the wrong way: isotonic regression pools it all into one plateau at the base rate.
+    raw = [0.1, 0.3, 0.5, 0.7, 0.9, 0.2, 0.4, 0.6]
+    labels = [1, 0, 0, 0, 0, 1, 0, 0]
+    calibrator = cal.fit(raw, labels, method="isotonic")
+    calibrated = calibrator.predict(raw)
+    assert np.allclose(calibrated, 0.25, atol=1e-5)  # calibration is untouched
+    assert list(np.argsort(calibrated)) == list(np.argsort(raw))  # but a threshold can still split it
+    assert cal.threshold_for_review_rate(calibrated, labels, 0.5).review_rate == pytest.approx(0.5)
+
+
+def test_cross_validated_predictions_come_from_fits_that_did_not_see_the_label() -> None:
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(0, 1, 400)
+    labels = (rng.uniform(0, 1, 400) < raw).astype(int)
+    held_out = cal.cross_validated(raw.tolist(), labels.tolist(), method="isotonic")
+    in_sample = cal.fit(raw.tolist(), labels.tolist(), method="isotonic").predict(raw)
+    assert held_out.shape == (400,) and not np.allclose(held_out, in_sample)
+    # In-sample isotonic looks perfectly calibrated; held out, the same fit is honest about its error.
+    assert cal.ece(in_sample, labels) < 1e-3 < cal.ece(held_out, labels) < 0.1

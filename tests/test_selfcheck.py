@@ -15,7 +15,7 @@ from sqlmodel import select
 from gateway.chat import question_of
 from gateway.models import Exchange
 from gateway.scoring.confidence import Score, with_selfcheck
-from gateway.scoring.selfcheck import SelfCheck, SelfChecker, p_yes_from_logprobs, parse_verbalized
+from gateway.scoring.selfcheck import Judge, SelfCheck, SelfChecker, p_yes_from_logprobs, parse_verbalized
 from gateway.settings import SelfCheckSettings, UpstreamSettings
 from gateway.upstream import OpenAICompatible, Upstreams
 from tests import factories
@@ -83,7 +83,7 @@ def test_question_is_the_last_user_message() -> None:
     ],
 )
 def test_modes(mode: str, confidence: float | None, wanted: bool) -> None:
-    checker = SelfChecker(SelfCheckSettings(mode=mode, grey_low=0.5, grey_high=0.95), Prompts(), Upstreams([]))  # type: ignore[arg-type]
+    checker = SelfChecker(SelfCheckSettings(mode=mode, grey_low=0.5, grey_high=0.95), Judge(Prompts(), Upstreams([])))  # type: ignore[arg-type]
     assert checker.wanted(confidence) is wanted
 
 
@@ -93,7 +93,7 @@ def test_combination_hand_computed() -> None:
     combined = with_selfcheck(score, check, weight=0.5)
     assert combined.confidence == pytest.approx(0.5)  # 0.5 * 0.8 + 0.5 * 0.2
     assert combined.signals["logprob_confidence"] == 0.8 and combined.signals["selfcheck"]["p_yes"] == 0.2
-    alone = with_selfcheck(Score(None, {"missing": ["logprobs:not_returned"]}), check, weight=0.5)
+    alone = with_selfcheck(Score(None, {"missing": ["logprobs:not_returned"], "formula": "f"}), check, weight=0.5)
     assert alone.confidence == 0.2
     failed = SelfCheck(None, "none", "selfcheck-v1", 5.0, 70, "selfcheck:unparseable")
     kept = with_selfcheck(score, failed, weight=0.5)
@@ -158,7 +158,7 @@ async def test_judge_without_logprobs_is_asked_for_a_number(upstream: respx.Mock
     route = upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=judge_reply(text="73")))
     async with httpx.AsyncClient() as client:
         judge = OpenAICompatible(UpstreamSettings(name="judge", api_base=UPSTREAM, logprobs=False), client)
-        checker = SelfChecker(SelfCheckSettings(mode="always"), Prompts(), Upstreams([judge]))
+        checker = SelfChecker(SelfCheckSettings(mode="always"), Judge(Prompts(), Upstreams([judge])))
         check = await checker.run("judge", "Q?", "A.")
     assert (check.p_yes, check.method, check.template) == (pytest.approx(0.73), "verbalized", "selfcheck-verbal-v1")
     sent = json.loads(route.calls.last.request.content)
@@ -168,7 +168,7 @@ async def test_judge_without_logprobs_is_asked_for_a_number(upstream: respx.Mock
 async def test_unparseable_and_failed_judges_are_missing_not_numbers(upstream: respx.MockRouter) -> None:
     async with httpx.AsyncClient() as client:
         judge = OpenAICompatible(UpstreamSettings(name="judge", api_base=UPSTREAM, logprobs=False), client)
-        checker = SelfChecker(SelfCheckSettings(mode="always"), Prompts(), Upstreams([judge]))
+        checker = SelfChecker(SelfCheckSettings(mode="always"), Judge(Prompts(), Upstreams([judge])))
         upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=judge_reply(text="Sure!")))
         unparseable = await checker.run("judge", "Q?", "A.")
         upstream.post("/chat/completions").mock(return_value=httpx.Response(503, json={"error": {"message": "down"}}))
@@ -183,7 +183,7 @@ async def test_logprob_judge_without_yes_or_no_is_missing(upstream: respx.MockRo
     upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=reply))
     async with httpx.AsyncClient() as client:
         judge = OpenAICompatible(UpstreamSettings(name="judge", api_base=UPSTREAM), client)
-        check = await SelfChecker(SelfCheckSettings(mode="always"), Prompts(), Upstreams([judge])).run(
+        check = await SelfChecker(SelfCheckSettings(mode="always"), Judge(Prompts(), Upstreams([judge]))).run(
             "judge", "Q", "A"
         )
     assert check.p_yes is None and check.missing == "selfcheck:no_yes_no_token"

@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, roc_auc_score
 
 Method = Literal["isotonic", "logistic"]
-SIGNALS = ("mean_logprob", "min_prob", "mean_entropy", "p_yes")
+SIGNALS = ("mean_logprob", "min_prob", "mean_entropy", "p_yes", "consistency")
 FloatArray = np.ndarray
+TIE_BREAK = 1e-6
 
 
 def _arrays(scores: Sequence[float], labels: Sequence[int], weights: Sequence[float] | None) -> tuple[FloatArray, ...]:
@@ -38,6 +36,8 @@ def _arrays(scores: Sequence[float], labels: Sequence[int], weights: Sequence[fl
 
 
 def auroc(scores: Sequence[float], labels: Sequence[int], weights: Sequence[float] | None = None) -> float:
+    from sklearn.metrics import roc_auc_score  # scikit-learn is for fitting and reports, not the request path
+
     p, y, w = _arrays(scores, labels, weights)
     if len(set(y.tolist())) < 2:
         return math.nan
@@ -62,7 +62,11 @@ def ece(
 
 
 def brier(scores: Sequence[float], labels: Sequence[int], weights: Sequence[float] | None = None) -> float:
+    from sklearn.metrics import brier_score_loss
+
     p, y, w = _arrays(scores, labels, weights)
+    if len(p) == 0:
+        return math.nan
     return float(brier_score_loss(y, p, sample_weight=w))
 
 
@@ -137,6 +141,19 @@ def threshold_for_escaped_error(
     return min(fitting, key=lambda t: t.threshold)
 
 
+def signal_values(signals: dict[str, Any]) -> dict[str, float | None]:
+    """The calibrator's inputs from an exchange's stored signals: the weakest choice's logprob signals
+    (the one that decided its confidence), the self-check's P(yes) and the consistency score."""
+    choices = [choice for choice in signals.get("choices", []) if choice.get("confidence") is not None]
+    weakest = min(choices, key=lambda choice: choice["confidence"]) if choices else {}
+    if len(choices) != len(signals.get("choices", [])):
+        weakest = {}  # an unscored choice made the whole answer unscored
+    values: dict[str, float | None] = {name: weakest.get(name) for name in SIGNALS[:3]}
+    values["p_yes"] = (signals.get("selfcheck") or {}).get("p_yes")
+    values["consistency"] = (signals.get("consistency") or {}).get("score")
+    return values
+
+
 def features(signals: dict[str, Any]) -> list[float]:
     """The logistic calibrator's inputs: each signal (0 when missing) and a missing indicator."""
     values: list[float] = []
@@ -155,7 +172,10 @@ class Calibrator:
         """Calibrated confidence: from uncalibrated confidences (isotonic) or `features()` rows (logistic)."""
         if self.method == "isotonic":
             xs, ys = self.params["x"], self.params["y"]
-            return np.clip(np.interp(np.asarray(inputs, dtype=float), xs, ys), 0.0, 1.0)
+            x = np.asarray(inputs, dtype=float)
+            # Isotonic regression is flat in places; without a tie-break a threshold could only release a
+            # whole plateau or none of it. A slope far below any ECE bin orders a plateau by the raw score.
+            return np.clip(np.interp(x, xs, ys) + TIE_BREAK * (x - 0.5), 0.0, 1.0)
         rows = np.atleast_2d(np.asarray(inputs, dtype=float))
         logits = rows @ np.asarray(self.params["coef"]) + self.params["intercept"]
         return 1.0 / (1.0 + np.exp(-logits))
@@ -170,6 +190,9 @@ def fit(
     weights: Sequence[float] | None = None,
     method: Method = "isotonic",
 ) -> Calibrator:
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
     y = np.asarray(labels, dtype=int)
     if len(set(y.tolist())) < 2:
         raise ValueError("calibration needs labels of both classes")
@@ -183,3 +206,25 @@ def fit(
     logistic.fit(np.asarray(inputs, dtype=float), y, sample_weight=w)
     params = {"coef": logistic.coef_[0].tolist(), "intercept": float(logistic.intercept_[0]), "features": list(SIGNALS)}
     return Calibrator("logistic", params)
+
+
+def cross_validated(
+    inputs: Sequence[float] | Sequence[Sequence[float]],
+    labels: Sequence[int],
+    weights: Sequence[float] | None = None,
+    method: Method = "isotonic",
+    folds: int = 5,
+    seed: int = 0,
+) -> FloatArray:
+    """Held-out calibrated confidences: each label's prediction comes from a fit that did not see it."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x = np.asarray(inputs, dtype=float)
+    y = np.asarray(labels, dtype=int)
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    folds = max(2, min(folds, int(np.bincount(y, minlength=2).min())))
+    found = np.zeros(len(y), dtype=float)
+    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y):
+        model = fit(x[train], y[train], None if w is None else w[train], method)
+        found[test] = model.predict(x[test])
+    return found

@@ -12,8 +12,14 @@ When the self-check ran (see `selfcheck.py`) and gave P(yes), it is mixed in:
 
     confidence = (1 - w) * logprob_confidence + w * p_yes        (w = HITL_SELFCHECK__WEIGHT, 0.5)
 
-or `p_yes` alone when there is no logprob confidence. With neither, the answer has no confidence: the
-policy routes it by its `unscored` outcome, and the exchange records why.
+or `p_yes` alone when there is no logprob confidence. The optional consistency signal (see
+`consistency.py`) is mixed in the same way with its own weight (HITL_CONSISTENCY__WEIGHT, 0.25). With
+no signal at all, the answer has no confidence: the policy routes it by its `unscored` outcome, and the
+exchange records why.
+
+Once `hitl calibrate` has fitted a calibrator and the policy names it, `calibrated()` maps this
+uncalibrated confidence (isotonic) or the signals themselves (logistic) to the confidence the policy
+sees; the exchange records the calibrator's version and keeps the uncalibrated value.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.scoring.calibration import Calibrator, features, signal_values
+from gateway.scoring.consistency import Consistency
 from gateway.scoring.logprobs import LogprobSignals, signals
 from gateway.scoring.selfcheck import SelfCheck
 
@@ -73,17 +81,48 @@ def score_choices(choices: Sequence[dict[str, Any]]) -> Score:
     return Score(confidence=weakest, signals=result)
 
 
+def _mixed(score: Score, value: float | None, weight: float) -> float | None:
+    if value is None:
+        return score.confidence
+    if score.confidence is None:
+        return value
+    return (1 - weight) * score.confidence + weight * value
+
+
 def with_selfcheck(score: Score, check: SelfCheck, weight: float) -> Score:
     """The score once the self-check is in; the logprob confidence stays recorded on its own."""
     found = {**score.signals, "logprob_confidence": score.confidence, "selfcheck": check.as_dict()}
-    found["formula"] = f"{FORMULA}+selfcheck(w={weight:g})"
-    if check.p_yes is None:
-        assert check.missing is not None
+    found["formula"] = f"{score.signals['formula']}+selfcheck(w={weight:g})"
+    if check.missing is not None:
         found["missing"] = sorted({*score.signals["missing"], check.missing})
-        return Score(confidence=score.confidence, signals=found)
-    if score.confidence is None:
-        return Score(confidence=check.p_yes, signals=found)
-    return Score(confidence=(1 - weight) * score.confidence + weight * check.p_yes, signals=found)
+    return Score(confidence=_mixed(score, check.p_yes, weight), signals=found)
+
+
+def with_consistency(score: Score, found: Consistency, weight: float) -> Score:
+    """The score once the consistency samples are in."""
+    signals = {**score.signals, "consistency": found.as_dict()}
+    signals["formula"] = f"{score.signals['formula']}+consistency(w={weight:g})"
+    if found.missing is not None:
+        signals["missing"] = sorted({*score.signals["missing"], found.missing})
+    return Score(confidence=_mixed(score, found.score, weight), signals=signals)
+
+
+def calibrated(score: Score, calibrator: Calibrator | None, version: str) -> Score:
+    """The confidence a fitted calibrator gives; the uncalibrated one stays in the signals as `raw_confidence`.
+
+    Without a calibrator (`version` "default") the documented formula above is the confidence.
+    """
+    signals = {**score.signals, "raw_confidence": score.confidence, "calibrator": version}
+    if calibrator is None:
+        return Score(confidence=score.confidence, signals=signals)
+    if calibrator.method == "isotonic":
+        if score.confidence is None:
+            return Score(confidence=None, signals=signals)
+        return Score(confidence=float(calibrator.predict([score.confidence])[0]), signals=signals)
+    values = signal_values(signals)
+    if all(value is None for value in values.values()):
+        return Score(confidence=None, signals=signals)
+    return Score(confidence=float(calibrator.predict([features(values)])[0]), signals=signals)
 
 
 def _why_missing(choice: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gateway.errors import GatewayError
@@ -72,11 +72,44 @@ def parse_verbalized(text: str | None) -> float | None:
     return value / 100.0 if 0.0 <= value <= 100.0 else None
 
 
-class SelfChecker:
-    def __init__(self, settings: SelfCheckSettings, prompts: Prompts, upstreams: Upstreams) -> None:
-        self.settings = settings
+class Judge:
+    """Asks a judge model a yes/no question: P(yes) from its first token, or a verbalized 0-100 number.
+
+    `templates` names the yes/no template and its verbalized twin in `prompts/`.
+    """
+
+    def __init__(self, prompts: Prompts, upstreams: Upstreams) -> None:
         self.prompts = prompts
         self.upstreams = upstreams
+
+    async def verdict(self, model: str, templates: tuple[str, str], **values: str) -> SelfCheck:
+        started = time.perf_counter()
+        judge = self.upstreams.get(model)
+        tokens = 0
+        try:
+            if judge.logprobs:
+                template = self.prompts.get(templates[0])
+                reply = await judge.complete(_body(template.render(**values), 1, True))
+                tokens += _tokens(reply)
+                choice = reply["choices"][0]
+                content = (choice.get("logprobs") or {}).get("content") or []
+                if content:
+                    value = p_yes_from_logprobs(content[0])
+                    return _result(value, "logprobs", "no_yes_no_token", template.version, started, tokens)
+            template = self.prompts.get(templates[1])
+            reply = await judge.complete(_body(template.render(**values), 8, False))
+            tokens += _tokens(reply)
+            value = parse_verbalized((reply["choices"][0].get("message") or {}).get("content"))
+            return _result(value, "verbalized", "unparseable", template.version, started, tokens)
+        except GatewayError as exc:
+            # A failed judge must not fail the client's request: the answer is routed without it.
+            return SelfCheck(None, "none", None, _since(started), tokens, f"error:{exc.code or exc.type}")
+
+
+class SelfChecker:
+    def __init__(self, settings: SelfCheckSettings, judge: Judge) -> None:
+        self.settings = settings
+        self.judge = judge
 
     def wanted(self, logprob_confidence: float | None) -> bool:
         mode = self.settings.mode
@@ -87,38 +120,21 @@ class SelfChecker:
         return self.settings.grey_low <= logprob_confidence <= self.settings.grey_high
 
     async def run(self, model: str, question: str, answer: str) -> SelfCheck:
-        started = time.perf_counter()
-        judge = self.upstreams.get(self.settings.judge or model)
-        tokens = 0
-        try:
-            if judge.logprobs:
-                template = self.prompts.get("selfcheck")
-                reply = await judge.complete(self._body(template.render(question=question, answer=answer), 1, True))
-                tokens += _tokens(reply)
-                choice = reply["choices"][0]
-                content = (choice.get("logprobs") or {}).get("content") or []
-                if content:
-                    value = p_yes_from_logprobs(content[0])
-                    return _result(value, "logprobs", "selfcheck:no_yes_no_token", template.version, started, tokens)
-            template = self.prompts.get("selfcheck_verbal")
-            reply = await judge.complete(self._body(template.render(question=question, answer=answer), 8, False))
-            tokens += _tokens(reply)
-            value = parse_verbalized((reply["choices"][0].get("message") or {}).get("content"))
-            return _result(value, "verbalized", "selfcheck:unparseable", template.version, started, tokens)
-        except GatewayError as exc:
-            # A failed judge must not fail the client's request: the answer is routed without it.
-            return SelfCheck(None, "none", None, _since(started), tokens, f"selfcheck:error:{exc.code or exc.type}")
+        found = await self.judge.verdict(
+            self.settings.judge or model, ("selfcheck", "selfcheck_verbal"), question=question, answer=answer
+        )
+        return found if found.missing is None else replace(found, missing=f"selfcheck:{found.missing}")
 
-    @staticmethod
-    def _body(prompt: str, max_tokens: int, logprobs: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-        }
-        if logprobs:
-            body.update(logprobs=True, top_logprobs=JUDGE_TOP_LOGPROBS)
-        return body
+
+def _body(prompt: str, max_tokens: int, logprobs: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+    if logprobs:
+        body.update(logprobs=True, top_logprobs=JUDGE_TOP_LOGPROBS)
+    return body
 
 
 def _result(

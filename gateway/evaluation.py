@@ -1,0 +1,76 @@
+"""`hitl eval`: how well the configured judge tells right answers from wrong ones, on labelled rows.
+
+A row is a JSON object with `question`, `candidate` and `label` (1 = correct, 0 = not), one per line,
+like the rated Natural Questions answers in `benchmarks/data/nq_rated.jsonl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.scoring.selfcheck import SelfCheck, SelfChecker
+
+
+class EvalFileError(ValueError):
+    """A rows file that cannot be read; the message names the line."""
+
+
+@dataclass(frozen=True)
+class Row:
+    question: str
+    candidate: str
+    label: int
+
+
+def read_rows(path: Path, limit: int | None = None, seed: int = 0) -> list[Row]:
+    """Every row of a JSONL file, or a random `limit` of them (the same ones for the same seed)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise EvalFileError(f"{path}: cannot read: {exc.strerror}") from None
+    rows: list[Row] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            raise EvalFileError(f"{path} line {number}: not a JSON object") from None
+        if not isinstance(data, dict):
+            raise EvalFileError(f"{path} line {number}: not a JSON object")
+        for name in ("question", "candidate"):
+            if not isinstance(data.get(name), str):
+                raise EvalFileError(f"{path} line {number}: `{name}` must be a string")
+        if data.get("label") not in (0, 1) or isinstance(data.get("label"), bool):
+            raise EvalFileError(f"{path} line {number}: `label` must be 0 or 1")
+        rows.append(Row(data["question"], data["candidate"], int(data["label"])))
+    if not rows:
+        raise EvalFileError(f"{path}: no rows")
+    if limit is not None and limit < len(rows):
+        rows = random.Random(seed).sample(rows, limit)
+    return rows
+
+
+async def judge_rows(
+    checker: SelfChecker,
+    model: str,
+    rows: Sequence[Row],
+    concurrency: int = 4,
+    progress: Callable[[], None] | None = None,
+) -> list[SelfCheck]:
+    """The judge's verdict on every row, in order; `progress` is called once per finished row."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(row: Row) -> SelfCheck:
+        async with limit:
+            found = await checker.run(model, row.question, row.candidate)
+        if progress is not None:
+            progress()
+        return found
+
+    return list(await asyncio.gather(*(one(row) for row in rows)))

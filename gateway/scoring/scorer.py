@@ -1,0 +1,40 @@
+"""Scoring on the request path: logprob signals, then the self-check and consistency calls when they
+are wanted, then the calibrator the policy names (or the documented default formula)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.chat import question_of
+from gateway.scoring.calibration import Calibrator
+from gateway.scoring.confidence import Score, calibrated, score_choices, with_consistency, with_selfcheck
+from gateway.scoring.consistency import ConsistencyChecker
+from gateway.scoring.selfcheck import SelfChecker
+from gateway.settings import Settings
+from gateway.upstream import Upstream
+
+DEFAULT_CALIBRATOR = "default"
+
+
+@dataclass
+class Scorer:
+    settings: Settings
+    selfcheck: SelfChecker
+    consistency: ConsistencyChecker
+    calibrator: Calibrator | None = None
+    calibrator_version: str = DEFAULT_CALIBRATOR
+
+    async def score(
+        self, upstream: Upstream, model: str, body: dict[str, Any], response: dict[str, Any], candidate: str
+    ) -> Score:
+        score = score_choices(response["choices"])
+        if self.selfcheck.wanted(score.confidence) or self.consistency.enabled:
+            question = question_of(body.get("messages"))
+            if self.selfcheck.wanted(score.confidence):
+                check = await self.selfcheck.run(model, question, candidate)
+                score = with_selfcheck(score, check, self.settings.selfcheck.weight)
+            if self.consistency.enabled:
+                found = await self.consistency.run(upstream, body, question, candidate)
+                score = with_consistency(score, found, self.settings.consistency.weight)
+        return calibrated(score, self.calibrator, self.calibrator_version)
