@@ -14,7 +14,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import Scope
 
-from console import auth, routes
+from console import auth, history, queue, review, routes
+from console.headers import SecurityHeaders
 from gateway.settings import Settings
 
 PREFIX = "/console"
@@ -27,7 +28,8 @@ def _not_console(scope: Scope) -> bool:
 
 def install(app: FastAPI, settings: Settings) -> None:
     secret = app.state.secret_key
-    app.include_router(routes.router)
+    for module in (routes, queue, review, history):
+        app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
 
     async def login_required(request: Request, exc: Exception) -> Response:
@@ -45,3 +47,4 @@ def install(app: FastAPI, settings: Settings) -> None:
     )
     # Added after the session middleware, so it wraps it: a forged POST is refused before anything runs.
     app.add_middleware(asgi_csrf, signing_secret=secret, skip_if_scope=_not_console, cookie_path=PREFIX)
+    app.add_middleware(SecurityHeaders, prefix=PREFIX)

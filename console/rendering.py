@@ -32,7 +32,12 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.0f}%"
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 templates.env.filters["age"] = _age
+templates.env.filters["aware"] = _aware
 templates.env.filters["question"] = question_of
 templates.env.filters["percent"] = _percent
 

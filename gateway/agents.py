@@ -33,10 +33,15 @@ async def create(session: AsyncSession, username: str, password: str, role: Role
     return agent
 
 
-async def set_password(session: AsyncSession, username: str, password: str) -> Agent:
+async def _named(session: AsyncSession, username: str) -> Agent:
     agent = (await session.exec(select(Agent).where(Agent.username == username))).first()
     if agent is None:
         raise NotFound(f"No agent called {username!r}.")
+    return agent
+
+
+async def set_password(session: AsyncSession, username: str, password: str) -> Agent:
+    agent = await _named(session, username)
     agent.password_hash = hasher.hash(_checked(password))
     session.add(agent)
     await session.commit()
@@ -45,3 +50,16 @@ async def set_password(session: AsyncSession, username: str, password: str) -> A
 
 async def count(session: AsyncSession) -> int:
     return (await session.exec(select(func.count()).select_from(Agent))).one()
+
+
+async def set_active(session: AsyncSession, username: str, active: bool) -> Agent:
+    """Disable an account (its sessions stop at their next request) or enable it again."""
+    agent = await _named(session, username)
+    agent.active = active
+    session.add(agent)
+    await session.commit()
+    return agent
+
+
+async def listing(session: AsyncSession) -> list[Agent]:
+    return list((await session.exec(select(Agent).order_by(Agent.username))).all())

@@ -62,6 +62,13 @@ class _Reply:
         await self.runtime.holds.wait(review_id, wait, lambda: exchanges.is_decided(sessions, review_id))
         return await exchanges.load(sessions, exchange_id)
 
+    async def delivered(self, exchange: Exchange) -> dict[str, Any]:
+        """The body for a client that waited, with the delivery written to the review's audit trail."""
+        body = self.body(exchange)
+        assert self.review is not None
+        await exchanges.record_delivery(self.runtime.sessions, self.review.id, body["hitl"]["status"])
+        return body
+
 
 @router.post("/chat/completions")
 async def create_chat_completion(
@@ -102,12 +109,12 @@ async def create_chat_completion(
         return JSONResponse(body)
 
     if not chat.stream:
-        return JSONResponse(reply.body(await reply.wait_and_load(exchange.id, wait)))
+        return JSONResponse(await reply.delivered(await reply.wait_and_load(exchange.id, wait)))
 
     async def held_stream() -> AsyncIterator[ServerSentEvent]:
         # The 200 is already out: a failure from here on can only travel as an SSE error event.
         try:
-            body = reply.body(await reply.wait_and_load(exchange.id, wait))
+            body = await reply.delivered(await reply.wait_and_load(exchange.id, wait))
         except GatewayError as exc:
             yield ServerSentEvent(data=json.dumps(exc.body()))
             return

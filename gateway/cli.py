@@ -170,6 +170,28 @@ def users_passwd(username: str, password: Annotated[str | None, typer.Option()] 
     typer.echo(f"password changed for {username}")
 
 
+@users_app.command("disable")
+def users_disable(username: str) -> None:
+    """Disable a console account; its open sessions end at their next request."""
+    _run(_settings(), lambda session: agents.set_active(session, username, False))
+    typer.echo(f"disabled {username}")
+
+
+@users_app.command("enable")
+def users_enable(username: str) -> None:
+    """Enable a disabled console account again."""
+    _run(_settings(), lambda session: agents.set_active(session, username, True))
+    typer.echo(f"enabled {username}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List console accounts with their roles."""
+    for agent in _run(_settings(), agents.listing):
+        state = "active" if agent.active else "disabled"
+        typer.echo(f"{agent.username}\t{agent.role}\t{state}\t{agent.created_at:%Y-%m-%d}")
+
+
 @app.command()
 def export(
     format: Annotated[exports.Format, typer.Option("--format", help="dpo: TRL conversational DPO JSONL.")] = "dpo",

@@ -1,43 +1,54 @@
 """The decision service: the one way a review gets decided, from the console or anywhere else.
 
-A review moves from `open` to `decided` through a conditional UPDATE, so when two agents decide the same
-review at once exactly one wins and the other gets `ReviewAlreadyDecided`. Any agent may decide an audit
-review (a released answer sampled for a label); it changes nothing the client received. The decision, the exchange's
-final text and the preference pair commit together; waiting clients are woken after the commit.
+A review moves from `open` to `decided` through a conditional UPDATE that also checks the claim, so when
+two agents decide the same review at once exactly one wins and the other gets `ReviewAlreadyDecided`
+(or `ClaimedByOther` while someone else holds it). The decision, the exchange's final text, the preference
+pair and the audit-trail event commit together; waiting clients are woken after the commit.
+
+An escalation is a decision too: the review moves to the next tier up with a reason and stays open.
+Any agent may decide an audit review (a released answer sampled for a label); it changes nothing the
+client received.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from gateway.claims import ClaimedByOther, ReviewAlreadyDecided, free_for, why_not
+from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.holds import HoldHub
 from gateway.models import (
     DECIDED_STATUS,
     Action,
     Agent,
     Decision,
+    EventKind,
     Exchange,
     PreferencePair,
     Review,
+    ReviewEvent,
     ReviewKind,
     Role,
     utcnow,
 )
 
+__all__ = ["REASON_TAGS", "ClaimedByOther", "Decided", "ReviewAlreadyDecided", "can_decide", "decide"]
 
-class ReviewAlreadyDecided(Conflict):
-    pass
+# Why an answer was changed or escalated; the console offers these, exports carry them.
+REASON_TAGS = ("wrong-facts", "incomplete", "tone", "policy", "unsafe", "off-topic", "formatting", "other")
 
 
 @dataclass(frozen=True)
 class Decided:
     decision: Decision
     exchange: Exchange
+    review: Review
     pair: PreferencePair | None
 
 
@@ -60,6 +71,22 @@ def _final_text(action: Action, text: str | None, candidate: str) -> str:
     return text
 
 
+def _checked_tags(tags: list[str]) -> list[str]:
+    unknown = sorted(set(tags) - set(REASON_TAGS))
+    if unknown:
+        raise InvalidRequest(f"Unknown reason tags {unknown}; use {list(REASON_TAGS)}.", param="tags")
+    return sorted(set(tags), key=REASON_TAGS.index)
+
+
+def _next_tier(review: Review, tiers: list[str]) -> str:
+    if review.kind == ReviewKind.AUDIT or review.tier not in tiers:
+        raise InvalidRequest("Audit reviews are labels, not holds: they cannot be escalated.", param="action")
+    index = tiers.index(review.tier)
+    if index + 1 >= len(tiers):
+        raise InvalidRequest(f"{review.tier!r} is the highest tier: there is nowhere to escalate.", param="action")
+    return tiers[index + 1]
+
+
 async def decide(
     sessions: async_sessionmaker[AsyncSession],
     holds: HoldHub,
@@ -70,33 +97,40 @@ async def decide(
     tiers: list[str],
     text: str | None = None,
     comment: str = "",
+    tags: list[str] | None = None,
+    audit_tier: str | None = None,
 ) -> Decided:
+    assert agent.id is not None
+    tags = _checked_tags(tags or [])
     async with sessions() as session:
         review = await session.get(Review, review_id)
         if review is None:
             raise NotFound(f"No review with id {review_id!r}.")
         audit = review.kind == ReviewKind.AUDIT
-        if not audit and not can_decide(agent.role, review.tier, tiers):
+        if not audit and not can_decide(agent.role, review.tier, tiers, audit_tier):
             raise Forbidden(f"A {agent.role} cannot decide reviews in the {review.tier!r} tier.")
         exchange = await session.get(Exchange, review.exchange_id)
         assert exchange is not None
+        if action == Action.ESCALATE:
+            return await _escalate(session, holds, review, exchange, agent, tiers, comment, tags)
         final = _final_text(action, text, exchange.candidate_text)
         now = utcnow()
-        claimed = await session.exec(
+        done = await session.exec(
             update(Review)
-            .where(Review.id == review_id, Review.status == "open")
-            .values(status="decided", decided_at=now)
+            .where(col(Review.id) == review_id, col(Review.status) == "open", free_for(agent.id, now))
+            .values(status="decided", decided_at=now, claimed_by=None, claim_expires_at=None)
         )
-        if claimed.rowcount != 1:
+        if done.rowcount != 1:
             await session.rollback()
-            raise ReviewAlreadyDecided(f"Review {review_id} has already been decided by someone else.")
-        assert agent.id is not None
+            raise await why_not(session, review_id)
         decision = Decision(
             review_id=review_id,
             agent_id=agent.id,
             action=action,
             text=None if action == Action.APPROVE else final,
             comment=comment,
+            tags=tags,
+            from_tier=review.tier,
         )
         session.add(decision)
         if not audit:
@@ -106,9 +140,9 @@ async def decide(
             exchange.decided_at = now
             session.add(exchange)
         await session.flush()
+        assert decision.id is not None
         pair = None
         if action in (Action.EDIT, Action.OVERRIDE):
-            assert decision.id is not None
             prompt = [dict(message) for message in exchange.request.get("messages", [])]
             pair = PreferencePair(
                 exchange_id=exchange.id,
@@ -119,6 +153,58 @@ async def decide(
                 action=action,
             )
             session.add(pair)
+        detail: dict[str, object] = {"action": str(action), "decision_id": decision.id, "tags": tags}
+        if action != Action.APPROVE:
+            detail["diff"] = _diff(exchange.candidate_text, final)
+        session.add(ReviewEvent(review_id=review_id, kind=EventKind.DECIDED, agent_id=agent.id, detail=detail))
         await session.commit()
+        await session.refresh(review)
     holds.notify(review_id)
-    return Decided(decision=decision, exchange=exchange, pair=pair)
+    return Decided(decision=decision, exchange=exchange, review=review, pair=pair)
+
+
+async def _escalate(
+    session: AsyncSession,
+    holds: HoldHub,
+    review: Review,
+    exchange: Exchange,
+    agent: Agent,
+    tiers: list[str],
+    reason: str,
+    tags: list[str],
+) -> Decided:
+    assert agent.id is not None
+    if not reason.strip():
+        raise InvalidRequest("An escalation needs a reason for the next tier.", param="comment")
+    source, target = review.tier, _next_tier(review, tiers)
+    now = utcnow()
+    done = await session.exec(
+        update(Review)
+        .where(col(Review.id) == review.id, col(Review.status) == "open", free_for(agent.id, now))
+        .where(col(Review.tier) == source)
+        .values(tier=target, claimed_by=None, claim_expires_at=None)
+    )
+    if done.rowcount != 1:
+        await session.rollback()
+        raise await why_not(session, review.id)
+    decision = Decision(
+        review_id=review.id,
+        agent_id=agent.id,
+        action=Action.ESCALATE,
+        comment=reason,
+        tags=tags,
+        from_tier=source,
+        to_tier=target,
+    )
+    session.add(decision)
+    detail = {"from": source, "to": target, "reason": reason, "tags": tags}
+    session.add(ReviewEvent(review_id=review.id, kind=EventKind.ESCALATED, agent_id=agent.id, detail=detail))
+    await session.commit()
+    await session.refresh(review)
+    return Decided(decision=decision, exchange=exchange, review=review, pair=None)
+
+
+def _diff(before: str, after: str) -> str:
+    """A unified diff for the audit trail: what the agent changed."""
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), "candidate", "sent", lineterm="", n=1)
+    return "\n".join(lines)

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway import completion
 from gateway.chat import ChatRequest
 from gateway.errors import NotFound
-from gateway.models import Exchange, ExchangeStatus, Review, ReviewKind, Route
+from gateway.models import EventKind, Exchange, ExchangeStatus, Review, ReviewEvent, ReviewKind, Route
 from gateway.policy import Routing
 from gateway.scoring.confidence import Score
 
@@ -114,6 +114,11 @@ async def record(
         if review is not None:
             await session.flush()  # the exchange row first: the review's foreign key points at it
             session.add(review)
+            await session.flush()
+            kind = EventKind.HELD if held else EventKind.AUDIT
+            session.add(
+                ReviewEvent(review_id=review.id, kind=kind, at=exchange.created_at, detail={"tier": review.tier})
+            )
         await session.commit()
     return exchange, review if held else None
 
@@ -163,3 +168,10 @@ def delivered(exchange: Exchange, chat: ChatRequest, hitl: dict[str, Any], place
         assert exchange.final_text is not None
         return completion.with_text(exchange.response, chat, exchange.id, exchange.final_text, hitl)
     return completion.with_text(exchange.response, chat, exchange.id, placeholder, hitl)
+
+
+async def record_delivery(sessions: Sessions, review_id: str, status: str) -> None:
+    """The audit trail's last word on a held review: what the waiting client was finally given."""
+    async with sessions() as session:
+        session.add(ReviewEvent(review_id=review_id, kind=EventKind.DELIVERED, detail={"status": status}))
+        await session.commit()

@@ -39,7 +39,9 @@ def _enum(**kwargs: Any) -> Any:
     return Field(sa_type=String(24), **kwargs)
 
 
-def _json(**kwargs: Any) -> Any:
+def _json(factory: Any = None, **kwargs: Any) -> Any:
+    if factory is not None:
+        return Field(default_factory=factory, sa_column=Column(JSON, **kwargs))
     return Field(sa_column=Column(JSON, **kwargs))
 
 
@@ -60,6 +62,7 @@ class Action(StrEnum):
     APPROVE = "approve"
     EDIT = "edit"
     OVERRIDE = "override"
+    ESCALATE = "escalate"  # to the next tier up, with a reason; the review stays open
 
 
 DECIDED_STATUS = {
@@ -149,6 +152,8 @@ class Review(SQLModel, table=True):
     created_at: datetime = _when(index=True)
     deadline_at: datetime = Field(sa_type=DateTime(timezone=True))
     decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    claimed_by: int | None = Field(default=None, foreign_key="agents.id")
+    claim_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class Decision(SQLModel, table=True):
@@ -162,6 +167,9 @@ class Decision(SQLModel, table=True):
     action: Action = _enum()
     text: str | None = None
     comment: str = ""
+    tags: list = _json(list, nullable=False)
+    from_tier: str | None = None
+    to_tier: str | None = Field(None, description="Where an escalation sent the review.")
     created_at: datetime = _when()
 
 
@@ -195,3 +203,37 @@ class Calibration(SQLModel, table=True):
     @property
     def version(self) -> str:
         return f"cal-{self.id}"
+
+
+class EventKind(StrEnum):
+    HELD = "held"
+    AUDIT = "audit"  # a released answer drawn for the audit queue
+    CLAIMED = "claimed"
+    UNCLAIMED = "unclaimed"
+    ESCALATED = "escalated"
+    DECIDED = "decided"
+    DELIVERED = "delivered"  # the waiting client got its answer (the decision's, or the placeholder)
+
+
+class ReviewEvent(SQLModel, table=True):
+    """A review's audit trail: what happened to it, by whom, when. Rows are never updated or deleted."""
+
+    __tablename__ = "review_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    review_id: str = Field(foreign_key="reviews.id", index=True)
+    kind: EventKind = _enum()
+    agent_id: int | None = Field(default=None, foreign_key="agents.id")
+    detail: dict = _json(dict, nullable=False)
+    at: datetime = _when(index=True)
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed console login, counted to throttle password guessing (per username and per address)."""
+
+    __tablename__ = "login_failures"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True, max_length=200)
+    address: str = Field(index=True, max_length=64)
+    at: datetime = _when(index=True)

@@ -124,7 +124,16 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None, description="Signs console sessions; set it when running more than one replica."
     )
-    session_max_age: int = Field(8 * 3600, gt=0, description="Seconds a console login lasts.")
+    session_max_age: int = Field(
+        8 * 3600, gt=0, description="Seconds a console login lasts, however active (then log in again)."
+    )
+    claim_lease: float = Field(
+        90.0, gt=0, description="Seconds a claim on a review lasts unless the open review page renews it."
+    )
+    login_max_failures: int = Field(
+        5, gt=0, description="Failed logins per username (x4 per address) before logins are refused for a while."
+    )
+    login_window: float = Field(900.0, gt=0, description="Seconds failed logins are counted over, and locked out.")
     host: str = Field("127.0.0.1", description="Address `hitl serve` binds.")
     port: int = Field(8000, description="Port `hitl serve` binds.")
 

@@ -37,3 +37,17 @@ class Prompts:
             raw = (files("gateway.prompts") / f"{name}.txt").read_text(encoding="utf-8")
             self._cache[name] = _parse(name, raw)
         return self._cache[name]
+
+
+@dataclass(frozen=True)
+class Canned:
+    title: str
+    text: str
+
+
+def canned_responses() -> tuple[str, list[Canned]]:
+    """The canned override answers kept in `prompts/canned_responses.yaml`, with their version."""
+    import yaml
+
+    data = yaml.safe_load((files("gateway.prompts") / "canned_responses.yaml").read_text(encoding="utf-8"))
+    return str(data["version"]), [Canned(str(item["title"]), str(item["text"])) for item in data["responses"]]

@@ -38,8 +38,15 @@ def test_every_template_compiles() -> None:
         "login.html",
         "queue.html",
         "review.html",
-        "partials/_queue_rows.html",
+        "history.html",
+        "partials/_queue.html",
         "partials/_signals.html",
+        "partials/_candidate.html",
+        "partials/_claim.html",
+        "partials/_decide.html",
+        "partials/_diff.html",
+        "partials/_trail.html",
+        "partials/_history_rows.html",
     } <= set(names)
     for name in names:
         env.get_template(name)

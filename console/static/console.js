@@ -1,0 +1,129 @@
+// hitl console: keyboard shortcuts, queue selection, canned responses, giving a claim back on leave.
+// Loaded from our own origin; the Content-Security-Policy allows no inline script.
+(function () {
+  "use strict";
+
+  function typing(target) {
+    if (!target) return false;
+    var tag = target.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || target.isContentEditable;
+  }
+
+  function rows() {
+    return Array.prototype.slice.call(document.querySelectorAll("#queue-rows tr[data-href]"));
+  }
+
+  var selected = null; // the review id picked with j/k; kept across live refreshes of the queue
+
+  function select(index) {
+    var all = rows();
+    if (!all.length) return;
+    index = Math.max(0, Math.min(index, all.length - 1));
+    all.forEach(function (row) { row.classList.remove("selected"); row.removeAttribute("aria-selected"); });
+    all[index].classList.add("selected");
+    all[index].setAttribute("aria-selected", "true");
+    all[index].scrollIntoView({ block: "nearest" });
+    selected = all[index].id;
+  }
+
+  function current() {
+    var all = rows();
+    for (var i = 0; i < all.length; i++) if (all[i].id === selected) return i;
+    return -1;
+  }
+
+  function press(key) {
+    var button = document.querySelector('#decide-form button[data-key="' + key + '"]');
+    if (button) button.click();
+  }
+
+  function focusAnswer(override) {
+    var answer = document.getElementById("answer");
+    if (!answer) return;
+    if (override) {
+      answer.value = "";
+      answer.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+    answer.focus();
+  }
+
+  function cheatsheet() {
+    var dialog = document.getElementById("cheatsheet");
+    if (dialog && !dialog.open) dialog.showModal();
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.key === "Escape" && typing(event.target)) { event.target.blur(); return; }
+    if (typing(event.target)) return; // never while typing
+    var page = document.body.dataset.page;
+    var handled = true;
+    switch (event.key) {
+      case "?": cheatsheet(); break;
+      case "j": if (page === "queue") select(current() + 1); else handled = false; break;
+      case "k": if (page === "queue") select(Math.max(0, current() - 1)); else handled = false; break;
+      case "Enter": {
+        var row = selected && document.getElementById(selected);
+        if (page === "queue" && row) window.location.href = row.dataset.href; else handled = false;
+        break;
+      }
+      case "n": {
+        var next = document.getElementById("next-form");
+        if (next) next.submit(); else handled = false;
+        break;
+      }
+      case "a": if (page === "review") press("a"); else handled = false; break;
+      case "e": if (page === "review") focusAnswer(false); else handled = false; break;
+      case "o": if (page === "review") focusAnswer(true); else handled = false; break;
+      case "s": {
+        var comment = document.getElementById("comment");
+        if (page === "review" && comment) { comment.placeholder = "Why escalate? Then press Escalate."; comment.focus(); }
+        else handled = false;
+        break;
+      }
+      default: handled = false;
+    }
+    if (handled) event.preventDefault();
+  });
+
+  // In a text field, Ctrl/Cmd+Enter sends: an edit from the answer box, an escalation from the reason box.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+    if (event.target.id === "answer") { event.preventDefault(); press("e"); }
+    if (event.target.id === "comment") { event.preventDefault(); press("s"); }
+  });
+
+  document.addEventListener("click", function (event) {
+    if (event.target.closest("[data-cheatsheet]")) { cheatsheet(); return; }
+    var row = event.target.closest("#queue-rows tr[data-href]");
+    if (row && !event.target.closest("a")) window.location.href = row.dataset.href;
+  });
+
+  // A canned response fills the answer box, so the agent sees (and the diff shows) what will be sent.
+  document.addEventListener("change", function (event) {
+    if (event.target.id !== "canned") return;
+    var option = event.target.selectedOptions[0];
+    var answer = document.getElementById("answer");
+    if (option && option.dataset.text && answer) {
+      answer.value = option.dataset.text;
+      answer.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+  });
+
+  // After a live refresh of the queue, keep the agent's place.
+  document.addEventListener("htmx:afterSwap", function () {
+    if (document.body.dataset.page !== "queue" || !selected) return;
+    var index = current();
+    if (index >= 0) select(index);
+  });
+
+  // Leaving a review gives its claim back at once instead of waiting for the lease to run out.
+  window.addEventListener("pagehide", function () {
+    var claim = document.querySelector("#claim[data-release]");
+    var token = document.querySelector('input[name="csrftoken"]');
+    if (!claim || !token || !navigator.sendBeacon) return;
+    var form = new FormData();
+    form.append("csrftoken", token.value);
+    navigator.sendBeacon(claim.dataset.release, form);
+  });
+})();
