@@ -4,7 +4,7 @@ and "next", which claims the oldest review nobody holds."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Query, Request
@@ -104,21 +104,23 @@ async def _latest_event(runtime: Runtime) -> int:
         return (await session.exec(select(func.max(ReviewEvent.id)))).one() or 0
 
 
-@router.get("/events")
-async def events(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -> EventSourceResponse:
-    """`queue` events whenever a review arrives, is claimed, escalated or decided, on any replica.
+async def queue_changes(
+    runtime: Runtime, disconnected: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[ServerSentEvent]:
+    """A `queue` event whenever a review arrives, is claimed, escalated or decided, on any replica.
 
     Every such change writes a review event, so the newest event id is the queue's version; it is
     checked every `HITL_HOLD__POLL_INTERVAL` seconds.
     """
+    seen = await _latest_event(runtime)
+    while not await disconnected():
+        await asyncio.sleep(runtime.settings.hold.poll_interval)
+        latest = await _latest_event(runtime)
+        if latest != seen:
+            seen = latest
+            yield ServerSentEvent(event="queue", data=str(latest))
 
-    async def changes() -> AsyncIterator[ServerSentEvent]:
-        seen = await _latest_event(runtime)
-        while not await request.is_disconnected():
-            await asyncio.sleep(runtime.settings.hold.poll_interval)
-            latest = await _latest_event(runtime)
-            if latest != seen:
-                seen = latest
-                yield ServerSentEvent(event="queue", data=str(latest))
 
-    return EventSourceResponse(changes(), ping=15)
+@router.get("/events")
+async def events(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -> EventSourceResponse:
+    return EventSourceResponse(queue_changes(runtime, request.is_disconnected), ping=15)

@@ -53,3 +53,11 @@ def render(
         response = templates.TemplateResponse(request, name, context, status_code=status_code)
     response.headers["Vary"] = HX_REQUEST
     return response
+
+
+def render_partial(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
+    """A partial on its own, for routes only htmx calls (the claim banner, the diff)."""
+    context = {"csrftoken": request.scope.get("csrftoken", lambda: "")(), **context}
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers["Vary"] = HX_REQUEST
+    return response

@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from console import heatmap
 from console.auth import CurrentAgent
 from console.queue import may_decide
-from console.rendering import render
+from console.rendering import render, render_partial
 from gateway import claims, decisions
 from gateway.deps import RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -115,7 +115,7 @@ async def renew_claim(request: Request, review_id: str, agent: CurrentAgent, run
     except Conflict as exc:
         claim_error = exc.message
     context = await _context(runtime, review_id, agent, claim_error)
-    return render(request, "review.html", context, block="claim")
+    return render_partial(request, "partials/_claim.html", context)
 
 
 @router.post("/{review_id}/release")
@@ -135,7 +135,7 @@ async def preview_diff(
 ) -> Response:
     context = await _context(runtime, review_id, agent)
     context["segments"] = diff_segments(context["exchange"].candidate_text, text)
-    return render(request, "review.html", context, block="diff")
+    return render_partial(request, "partials/_diff.html", context)
 
 
 @router.post("/{review_id}/decide")

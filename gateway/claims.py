@@ -57,6 +57,7 @@ async def claim(sessions: Sessions, review_id: str, agent: Agent, lease: float) 
         before = await session.get(Review, review_id)
         done = await session.exec(
             update(Review)
+            .execution_options(synchronize_session=False)
             .where(col(Review.id) == review_id, col(Review.status) == "open", free_for(agent.id, now))
             .values(claimed_by=agent.id, claim_expires_at=now + timedelta(seconds=lease))
         )
@@ -78,6 +79,7 @@ async def release(sessions: Sessions, review_id: str, agent: Agent) -> bool:
     async with sessions() as session:
         done = await session.exec(
             update(Review)
+            .execution_options(synchronize_session=False)
             .where(col(Review.id) == review_id, col(Review.claimed_by) == agent.id, col(Review.status) == "open")
             .values(claimed_by=None, claim_expires_at=None)
         )
@@ -89,7 +91,8 @@ async def release(sessions: Sessions, review_id: str, agent: Agent) -> bool:
 
 
 async def next_review(sessions: Sessions, agent: Agent, tier: str, lease: float) -> Review | None:
-    """Claim the oldest open review of `tier` that nobody holds; None when there is none."""
+    """Claim the oldest open review of `tier` that nobody holds (this agent's own claims count as held,
+    so "next" moves on); None when there is none."""
     assert agent.id is not None
     for _ in range(5):  # someone may take a candidate between the look and the claim: look again
         now = utcnow()
@@ -97,7 +100,9 @@ async def next_review(sessions: Sessions, agent: Agent, tier: str, lease: float)
             candidates = (
                 await session.exec(
                     select(Review.id)
-                    .where(col(Review.status) == "open", col(Review.tier) == tier, free_for(agent.id, now))
+                    .where(col(Review.status) == "open", col(Review.tier) == tier)
+                    # Nobody's, or a claim that ran out; not one this agent holds already (that is "next").
+                    .where(or_(col(Review.claimed_by).is_(None), col(Review.claim_expires_at) < now))
                     .order_by(col(Review.created_at))
                     .limit(10)
                 )

@@ -117,6 +117,7 @@ async def decide(
         now = utcnow()
         done = await session.exec(
             update(Review)
+            .execution_options(synchronize_session=False)
             .where(col(Review.id) == review_id, col(Review.status) == "open", free_for(agent.id, now))
             .values(status="decided", decided_at=now, claimed_by=None, claim_expires_at=None)
         )
@@ -180,6 +181,7 @@ async def _escalate(
     now = utcnow()
     done = await session.exec(
         update(Review)
+        .execution_options(synchronize_session=False)
         .where(col(Review.id) == review.id, col(Review.status) == "open", free_for(agent.id, now))
         .where(col(Review.tier) == source)
         .values(tier=target, claimed_by=None, claim_expires_at=None)

@@ -1,0 +1,379 @@
+"""Working the queue over the console's real routes: claims, next, escalation, tags, canned answers, the
+diff, history, the audit trail, live queue events, login throttling, session expiry, headers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from gateway.prompts import canned_responses
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from console import queue as console_queue
+from gateway import claims
+from gateway.app import create_app
+from gateway.cli import app as cli
+from gateway.models import Agent, Decision, Review
+from gateway.runtime import Runtime
+from tests import factories
+from tests.conftest import MODEL, console_login, csrf_token
+from tests.test_console import TEMPLATES, held
+
+AUTH = "Authorization"
+
+
+def login_as(app: FastAPI, username: str, password: str) -> tuple[TestClient, str]:
+    """A second browser: its own cookies, its own session."""
+    client = TestClient(app)
+    return client, console_login(client, username, password)
+
+
+def review_of(url: str, review_id: str) -> Review:
+    with factories.sync_session(url) as session:
+        review = session.get(Review, review_id)
+        assert review is not None
+        return review
+
+
+# --- claims -----------------------------------------------------------------------------------------
+
+
+def test_opening_a_review_claims_it_and_a_second_agent_is_told(
+    app: FastAPI, client: TestClient, api_key: str, upstream: respx.MockRouter, agent, senior, database_url: str
+) -> None:
+    hitl = held(client, upstream, api_key)
+    review_id = hitl["review_id"]
+    ada_token = console_login(client, *agent)
+    page = client.get(f"/console/reviews/{review_id}")
+    assert "You hold this review" in page.text
+    assert review_of(database_url, review_id).claimed_by is not None
+    assert "ada" in client.get("/console/?tier=agent").text  # the queue shows who holds it
+
+    with TestClient(app) as other:
+        grace_token = console_login(other, *senior)
+        seen = other.get(f"/console/reviews/{review_id}")
+        assert "ada is working on this review" in seen.text
+        refused = other.post(
+            f"/console/reviews/{review_id}/decide", data={"action": "approve", "csrftoken": grace_token}
+        )
+        assert refused.status_code == 409 and "ada is working on this review" in refused.text
+
+        # Ada leaves the page: the claim goes back at once, and Grace can take it.
+        assert client.post(f"/console/reviews/{review_id}/release", data={"csrftoken": ada_token}).status_code == 204
+        assert "You hold this review" in other.get(f"/console/reviews/{review_id}").text
+        decided = other.post(
+            f"/console/reviews/{review_id}/decide",
+            data={"action": "approve", "csrftoken": grace_token},
+            follow_redirects=False,
+        )
+        assert decided.status_code == 303
+
+
+def test_an_unrenewed_claim_runs_out(
+    make_settings, api_key: str, upstream: respx.MockRouter, agent, senior, database_url: str
+) -> None:
+    app = create_app(make_settings(claim_lease=0.5))
+    with TestClient(app) as client, TestClient(app) as other:
+        hitl = held(client, upstream, api_key)
+        console_login(client, *agent)
+        console_login(other, *senior)
+        client.get(f"/console/reviews/{hitl['review_id']}")
+        assert "ada is working" in other.get(f"/console/reviews/{hitl['review_id']}").text
+        time.sleep(0.6)
+        assert "You hold this review" in other.get(f"/console/reviews/{hitl['review_id']}").text
+
+
+def test_the_open_page_renews_its_claim(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, agent, database_url: str
+) -> None:
+    hitl = held(client, upstream, api_key)
+    token = console_login(client, *agent)
+    page = client.get(f"/console/reviews/{hitl['review_id']}")
+    assert 'hx-trigger="every 30s"' in page.text  # a third of the 90 s lease
+    first = review_of(database_url, hitl["review_id"]).claim_expires_at
+    time.sleep(0.05)
+    renewed = client.post(
+        f"/console/reviews/{hitl['review_id']}/claim", headers={"HX-Request": "true", "x-csrftoken": token}
+    )
+    assert renewed.status_code == 200 and renewed.text.lstrip().startswith('<div id="claim"')
+    assert review_of(database_url, hitl["review_id"]).claim_expires_at > first
+
+
+async def test_two_concurrent_claims_one_wins(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent, senior
+) -> None:
+    runtime: Runtime = app.state.runtime
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2))
+    )
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Q?"}], "hitl": {"wait": 0}}
+    review_id = (await aclient.post("/v1/chat/completions", json=body, headers={AUTH: f"Bearer {api_key}"})).json()[
+        "hitl"
+    ]["review_id"]
+    async with runtime.sessions() as session:
+        people = (await session.exec(select(Agent).order_by(Agent.username))).all()
+    results = await asyncio.gather(
+        *(claims.claim(runtime.sessions, review_id, person, 60) for person in people), return_exceptions=True
+    )
+    winners = [r for r in results if isinstance(r, Review)]
+    losers = [r for r in results if isinstance(r, claims.ClaimedByOther)]
+    assert len(winners) == 1 and len(losers) == 1
+
+
+def test_next_takes_the_oldest_unclaimed_review(
+    app: FastAPI, client: TestClient, api_key: str, upstream: respx.MockRouter, agent, senior
+) -> None:
+    first = held(client, upstream, api_key)["review_id"]
+    second = held(client, upstream, api_key, text="Marseille.")["review_id"]
+    token = console_login(client, *agent)
+    taken = client.post("/console/next", data={"tier": "agent", "csrftoken": token}, follow_redirects=False)
+    assert taken.headers["location"] == f"/console/reviews/{first}"
+    with TestClient(app) as other:
+        grace_token = console_login(other, *senior)
+        taken = other.post("/console/next", data={"tier": "agent", "csrftoken": grace_token}, follow_redirects=False)
+        assert taken.headers["location"] == f"/console/reviews/{second}"
+        empty = other.post("/console/next", data={"tier": "agent", "csrftoken": grace_token}, follow_redirects=False)
+        assert empty.headers["location"] == "/console/?tier=agent&empty=1"
+
+
+# --- decisions --------------------------------------------------------------------------------------
+
+
+def test_escalate_moves_the_review_up_with_its_reason(
+    app: FastAPI, client: TestClient, api_key: str, upstream: respx.MockRouter, agent, senior, database_url: str
+) -> None:
+    review_id = held(client, upstream, api_key)["review_id"]
+    token = console_login(client, *agent)
+    client.get(f"/console/reviews/{review_id}")
+    path = f"/console/reviews/{review_id}/decide"
+    no_reason = client.post(path, data={"action": "escalate", "csrftoken": token})
+    assert no_reason.status_code == 400 and "needs a reason" in no_reason.text
+    moved = client.post(
+        path,
+        data={"action": "escalate", "comment": "Refund policy question", "tags": ["policy"], "csrftoken": token},
+        follow_redirects=False,
+    )
+    assert moved.status_code == 303
+    review = review_of(database_url, review_id)
+    assert (review.tier, review.status, review.claimed_by) == ("senior", "open", None)
+    assert 'id="decide-form"' not in client.get(f"/console/reviews/{review_id}").text  # an agent cannot go on
+
+    with TestClient(app) as other:
+        grace_token = console_login(other, *senior)
+        page = other.get(f"/console/reviews/{review_id}")
+        assert "Refund policy question" in page.text and "from agent to senior" in page.text
+        top = other.post(path, data={"action": "escalate", "comment": "?", "csrftoken": grace_token})
+        assert top.status_code == 400 and "highest tier" in top.text
+        done = other.post(path, data={"action": "approve", "csrftoken": grace_token}, follow_redirects=False)
+        assert done.headers["location"] == f"/console/?tier=senior&decided={review_id}"
+    with factories.sync_session(database_url) as session:
+        actions = [(d.action, d.from_tier, d.to_tier, d.tags) for d in session.exec(select(Decision)).all()]
+    assert actions == [("escalate", "agent", "senior", ["policy"]), ("approve", "senior", None, [])]
+
+
+def test_override_with_a_canned_response_and_tags(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, agent, database_url: str
+) -> None:
+    review_id = held(client, upstream, api_key)["review_id"]
+    token = console_login(client, *agent)
+    page = client.get(f"/console/reviews/{review_id}")
+    version, responses = canned_responses()
+    assert version == "canned-v1" and all(item.title in page.text for item in responses)
+    path = f"/console/reviews/{review_id}/decide"
+    unknown = client.post(path, data={"action": "override", "text": "x", "tags": ["nonsense"], "csrftoken": token})
+    assert unknown.status_code == 400 and "Unknown reason tags" in unknown.text
+    done = client.post(
+        path,
+        data={"action": "override", "canned": "1", "tags": ["wrong-facts", "tone"], "comment": "c", "csrftoken": token},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    poll = client.get(f"/v1/reviews/{review_id}", headers={AUTH: f"Bearer {api_key}"}).json()
+    assert poll["completion"]["choices"][0]["message"]["content"] == responses[1].text
+    with factories.sync_session(database_url) as session:
+        decision = session.exec(select(Decision)).one()
+    assert decision.tags == ["wrong-facts", "tone"] and decision.comment == "c"
+
+
+def test_diff_preview_marks_what_the_edit_changes(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, agent
+) -> None:
+    review_id = held(client, upstream, api_key, text="The capital is Lyon.")["review_id"]
+    token = console_login(client, *agent)
+    fragment = client.post(
+        f"/console/reviews/{review_id}/diff",
+        data={"text": "The capital is <b>Paris</b>."},
+        headers={"HX-Request": "true", "x-csrftoken": token},
+    )
+    assert fragment.status_code == 200 and fragment.text.lstrip().startswith('<div id="diff"')
+    assert "<del>Lyon.</del>" in fragment.text and "<ins>&lt;b&gt;Paris&lt;/b&gt;.</ins>" in fragment.text
+    assert "<html" not in fragment.text
+
+
+def test_review_page_shows_heat_map_wait_and_audit_trail(
+    make_settings, api_key: str, upstream: respx.MockRouter, agent
+) -> None:
+    body = factories.completion_body("Lyon", logprob=-0.2)
+    body["choices"][0]["logprobs"]["content"][0]["top_logprobs"].append({"token": "Paris", "logprob": -1.9})
+    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=body))
+    with TestClient(create_app(make_settings())) as client:
+        request = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}], "hitl": {"wait": 0}}
+        review_id = client.post("/v1/chat/completions", json=request, headers={AUTH: f"Bearer {api_key}"}).json()[
+            "hitl"
+        ]["review_id"]
+        token = console_login(client, *agent)
+        page = client.get(f"/console/reviews/{review_id}").text
+        assert re.search(r'<span class="tok ok" title="p = 82%; alternatives: [^"]*&#39;Paris&#39; 15%', page)
+        assert "client no longer waiting" in page  # wait 0: it has the placeholder already
+        client.post(
+            f"/console/reviews/{review_id}/decide", data={"action": "edit", "text": "Paris", "csrftoken": token}
+        )
+        trail = client.get(f"/console/reviews/{review_id}").text.split('id="trail"')[1]
+    for step in ("held</strong>", "claimed</strong> by ada", "decided</strong> by ada", "-Lyon", "+Paris"):
+        assert step in trail, step
+
+
+def test_history_searches_decisions(client: TestClient, api_key: str, upstream: respx.MockRouter, agent) -> None:
+    first = held(client, upstream, api_key)["review_id"]
+    second = held(client, upstream, api_key, text="Nice.")["review_id"]
+    token = console_login(client, *agent)
+    client.post(f"/console/reviews/{first}/decide", data={"action": "edit", "text": "Paris.", "csrftoken": token})
+    client.post(f"/console/reviews/{second}/decide", data={"action": "approve", "csrftoken": token})
+    everything = client.get("/console/history").text
+    assert first in everything and second in everything
+    by_text = client.get("/console/history?q=paris").text
+    assert first in by_text and second not in by_text
+    approvals = client.get("/console/history?action=approve&by=ada&tier=agent", headers={"HX-Request": "true"})
+    assert second in approvals.text and first not in approvals.text and "<html" not in approvals.text
+    assert approvals.text.lstrip().startswith('<table class="history" id="history-rows">')
+    assert first not in client.get("/console/history?since=2001-01-01&until=2001-01-02").text
+
+
+def test_queue_sorts_and_filters(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, agent, database_url: str
+) -> None:
+    sure = held(client, upstream, api_key, text="Lyon.")["review_id"]  # logprob -0.2: more confident
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=factories.completion_body("Nice.", logprob=-0.22))
+    )
+    other_key = factories.make_api_key(database_url, "second")
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "Q?"}], "hitl": {"wait": 0}}
+    unsure = client.post("/v1/chat/completions", json=request, headers={AUTH: f"Bearer {other_key}"}).json()["hitl"][
+        "review_id"
+    ]
+    console_login(client, *agent)
+    oldest_first = client.get("/console/?tier=agent").text
+    assert oldest_first.index(sure) < oldest_first.index(unsure)
+    least_sure = client.get("/console/?tier=agent&sort=confidence").text
+    assert least_sure.index(unsure) < least_sure.index(sure)
+    assert 'data-tier="agent">agent <span class="count">2</span>' in oldest_first
+    with factories.sync_session(database_url) as session:
+        key_id = session.get(Review, unsure).api_key_id  # type: ignore[union-attr]
+    only_second = client.get(f"/console/?tier=agent&key={key_id}").text
+    assert unsure in only_second and sure not in only_second
+    assert "Nothing waiting" in client.get("/console/?tier=agent&model=other-model").text
+
+
+async def test_queue_events_follow_new_reviews(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter
+) -> None:
+    runtime: Runtime = app.state.runtime
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2))
+    )
+
+    async def never() -> bool:
+        return False
+
+    changes = console_queue.queue_changes(runtime, never)
+    first = asyncio.ensure_future(anext(changes))
+    await asyncio.sleep(0.05)  # the feed has read the current version
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Q?"}], "hitl": {"wait": 0}}
+    await aclient.post("/v1/chat/completions", json=body, headers={AUTH: f"Bearer {api_key}"})
+    event = await asyncio.wait_for(first, timeout=5)
+    assert event.event == "queue"
+    await changes.aclose()
+
+
+# --- accounts and safety ----------------------------------------------------------------------------
+
+
+def test_login_is_throttled_after_repeated_failures(client: TestClient, agent) -> None:
+    token = csrf_token(client.get("/console/login").text)
+    for _ in range(5):
+        wrong = client.post("/console/login", data={"username": "ada", "password": "nope", "csrftoken": token})
+        assert wrong.status_code == 401
+    locked = client.post(
+        "/console/login", data={"username": "ada", "password": agent[1], "csrftoken": token}, follow_redirects=False
+    )
+    assert locked.status_code == 429 and "Too many failed logins" in locked.text
+    assert locked.headers["retry-after"] == "900"
+
+
+def test_sessions_expire_however_active(make_settings, agent) -> None:
+    with TestClient(create_app(make_settings(session_max_age=1))) as client:
+        console_login(client, *agent)
+        assert client.get("/console/", follow_redirects=False).status_code == 200
+        time.sleep(1.1)
+        assert client.get("/console/", follow_redirects=False).status_code == 303
+
+
+def test_disabled_account_is_signed_out(
+    client: TestClient, agent, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    console_login(client, *agent)
+    monkeypatch.setenv("HITL_DATABASE_URL", database_url)
+    result = CliRunner().invoke(cli, ["users", "disable", "ada"])
+    assert result.exit_code == 0, result.output
+    assert client.get("/console/", follow_redirects=False).status_code == 303
+    assert "ada\tagent\tdisabled" in CliRunner().invoke(cli, ["users", "list"]).output
+
+
+def test_console_sends_a_strict_content_security_policy(client: TestClient, agent) -> None:
+    console_login(client, *agent)
+    headers = client.get("/console/").headers
+    policy = headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in client.get("/v1/models").headers  # the API is not a page
+
+
+def test_templates_have_no_inline_script_or_style() -> None:
+    for template in TEMPLATES.rglob("*.html"):
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), template.name
+        assert not re.search(r"\son[a-z]+\s*=", text), template.name
+        assert "style=" not in text and "<style" not in text, template.name
+
+
+def test_every_partial_route_renders_its_fragment(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, agent
+) -> None:
+    review_id = held(client, upstream, api_key)["review_id"]
+    token = console_login(client, *agent)
+    client.get(f"/console/reviews/{review_id}")
+    hx = {"HX-Request": "true", "x-csrftoken": token}
+    fragments = {
+        "queue-panel": client.get("/console/?tier=agent", headers=hx),
+        "history-rows": client.get("/console/history", headers=hx),
+        "claim": client.post(f"/console/reviews/{review_id}/claim", headers=hx),
+        "diff": client.post(f"/console/reviews/{review_id}/diff", data={"text": "x"}, headers=hx),
+    }
+    for root, response in fragments.items():
+        assert response.status_code == 200, root
+        assert f'id="{root}"' in response.text.split(">")[0], root
+        assert "<html" not in response.text and "{#" not in response.text, root
+
+
+def test_partials_are_included_by_their_pages() -> None:
+    pages = "".join(page.read_text() for page in TEMPLATES.glob("*.html"))
+    partials = "".join(p.read_text() for p in (TEMPLATES / "partials").glob("*.html"))
+    for partial in (TEMPLATES / "partials").glob("_*.html"):
+        assert f'"partials/{partial.name}"' in pages + partials, partial.name
