@@ -15,7 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import Scope
 
 from console import auth, history, queue, review, routes
-from console.headers import SecurityHeaders
+from console.guard import ConsoleGuard
 from gateway.settings import Settings
 
 PREFIX = "/console"
@@ -47,4 +47,4 @@ def install(app: FastAPI, settings: Settings) -> None:
     )
     # Added after the session middleware, so it wraps it: a forged POST is refused before anything runs.
     app.add_middleware(asgi_csrf, signing_secret=secret, skip_if_scope=_not_console, cookie_path=PREFIX)
-    app.add_middleware(SecurityHeaders, prefix=PREFIX)
+    app.add_middleware(ConsoleGuard, prefix=PREFIX)

@@ -377,3 +377,10 @@ def test_partials_are_included_by_their_pages() -> None:
     partials = "".join(p.read_text() for p in (TEMPLATES / "partials").glob("*.html"))
     for partial in (TEMPLATES / "partials").glob("_*.html"):
         assert f'"partials/{partial.name}"' in pages + partials, partial.name
+
+
+def test_multipart_posts_are_refused_not_crashed(client: TestClient, agent) -> None:
+    token = console_login(client, *agent)
+    response = client.post("/console/logout", files={"csrftoken": (None, token)})
+    assert response.status_code == 415 and "content-security-policy" in response.headers
+    assert client.get("/console/", follow_redirects=False).status_code == 200  # still logged in

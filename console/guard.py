@@ -1,9 +1,13 @@
-"""Security headers on every console response. The Content-Security-Policy allows scripts from our own
-origin only: no inline script, no eval, so markup that slips into a page cannot run."""
+"""The console's outer guard: security headers on every response, and no multipart bodies.
+
+The Content-Security-Policy allows scripts from our own origin only: no inline script, no eval, so
+markup that slips into a page cannot run. The console takes no file uploads, and asgi-csrf 0.11's
+multipart parser fails on python-multipart 0.0.34 (a 500), so multipart requests get a 415 first."""
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSP = "; ".join(
@@ -27,7 +31,7 @@ HEADERS = {
 }
 
 
-class SecurityHeaders:
+class ConsoleGuard:
     def __init__(self, app: ASGIApp, prefix: str) -> None:
         self.app = app
         self.prefix = prefix
@@ -36,7 +40,14 @@ class SecurityHeaders:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefix):
             await self.app(scope, receive, send)
             return
+        if Headers(scope=scope).get("content-type", "").startswith("multipart/"):
+            refusal = PlainTextResponse("The console takes form posts, not multipart bodies.", status_code=415)
+            await refusal(scope, receive, self._with_headers(scope, send))
+            return
+        await self.app(scope, receive, self._with_headers(scope, send))
 
+    @staticmethod
+    def _with_headers(scope: Scope, send: Send) -> Send:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
@@ -44,4 +55,4 @@ class SecurityHeaders:
                     headers.setdefault(name, value)
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        return with_headers

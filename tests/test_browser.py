@@ -1,0 +1,206 @@
+"""The console in a real browser: Debian's chromium driven by the playwright package (never a downloaded
+browser). An agent logs in, works the live queue with the keyboard, edits an answer and the waiting
+client (the real OpenAI SDK) receives the edit; a corpus of hostile model outputs runs through the
+queue and review pages without executing or breaking the layout. Screenshots go to `artifacts/`.
+
+Marked slow; CI installs chromium and runs them. Without chromium they skip, unless
+HITL_REQUIRE_BROWSER=1 (set by .ci/run), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import respx
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import HoldSettings
+from tests import factories
+from tests.conftest import MODEL
+
+pytestmark = pytest.mark.slow
+CHROMIUM = os.environ.get("HITL_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parents[1] / "artifacts" / "screenshots"
+HOSTILE = json.loads((Path(__file__).with_name("data") / "hostile_outputs.json").read_text())
+HOSTILE.append("B" * 20_000)  # one very long line with nowhere to break
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("HITL_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"HITL_REQUIRE_BROWSER=1 but {CHROMIUM} is missing: apt-get install chromium")
+    pytest.skip(f"no chromium at {CHROMIUM}", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def live(make_settings, upstream: respx.MockRouter) -> Iterator[str]:
+    """The gateway on a real port, in this process, so the respx-mocked upstream serves it."""
+    upstream.route(host="127.0.0.1").pass_through()  # the SDK's calls to the gateway itself are real
+    settings = make_settings(hold=HoldSettings(default_wait=30, max_wait=60, poll_interval=0.2, keepalive=1))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page() -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        tab = context.new_page()
+        tab.on("dialog", lambda dialog: pytest.fail(f"a dialog opened: {dialog.message}"))
+        yield tab
+        context.close()
+        browser.close()
+
+
+def log_in(page, live: str, username: str, password: str) -> None:
+    page.goto(f"{live}/console/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(f"{live}/console/**")
+
+
+def mock_answer(upstream: respx.MockRouter, text: str, logprob: float = -0.2) -> None:
+    body = factories.completion_body(text, logprob=logprob)
+    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=body))
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_agent_works_the_queue_with_the_keyboard_and_the_client_gets_the_edit(
+    live: str, page, api_key: str, upstream: respx.MockRouter, agent
+) -> None:
+    log_in(page, live, *agent)
+    page.goto(f"{live}/console/?tier=agent")
+    page.wait_for_selector("text=Nothing waiting in this tier.")
+
+    # A client asks through the real OpenAI SDK and waits; the queue shows its review without a reload.
+    mock_answer(upstream, "The capital of France is Lyon.")
+    sdk = openai.OpenAI(base_url=f"{live}/v1", api_key=api_key, max_retries=0, timeout=60)
+    received: dict[str, object] = {}
+
+    def ask() -> None:
+        completion = sdk.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            extra_body={"hitl": {"wait": 45}},
+        )
+        received["text"] = completion.choices[0].message.content
+        received["hitl"] = completion.model_extra.get("hitl") if completion.model_extra else None
+
+    client = threading.Thread(target=ask)
+    client.start()
+    row = page.wait_for_selector("#queue-rows tr[data-href]", timeout=15_000)
+    assert "Lyon" in row.inner_text()
+    assert page.inner_text('a[data-tier="agent"] .count') == "1"
+    screenshot(page, "queue")
+
+    page.keyboard.press("?")
+    assert page.is_visible("#cheatsheet")
+    page.keyboard.press("Escape")
+    page.keyboard.press("j")
+    assert "selected" in (row.get_attribute("class") or "")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live}/console/reviews/**")
+    assert page.is_visible("text=You hold this review")
+    assert page.locator("#candidate .tok").count() >= 6  # the heat map, one span per token
+    assert "alternatives" in (page.locator("#candidate .tok").first.get_attribute("title") or "")
+    assert page.is_visible("strong.waiting")  # the client is still waiting
+    screenshot(page, "review")
+
+    page.keyboard.press("e")
+    assert page.evaluate("document.activeElement.id") == "answer"
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("The capital of France is Paris.")  # typing "a", "e", "o", "s" must not trigger anything
+    page.wait_for_selector("#diff pre ins")
+    assert "Paris." in page.inner_text("#diff pre ins") and "Lyon." in page.inner_text("#diff pre del")
+    page.keyboard.press("ControlOrMeta+Enter")
+    page.wait_for_url(f"{live}/console/?tier=agent&decided=**")
+
+    client.join(30)
+    assert received["text"] == "The capital of France is Paris."
+    assert isinstance(received["hitl"], dict) and received["hitl"]["status"] == "edited"
+    page.wait_for_selector("text=Nothing waiting in this tier.")
+
+
+def test_hostile_model_output_never_runs_and_the_layout_holds(
+    live: str, page, api_key: str, upstream: respx.MockRouter, agent
+) -> None:
+    review_ids = []
+    with httpx.Client(base_url=live, headers={"Authorization": f"Bearer {api_key}"}) as http:
+        for payload in HOSTILE:
+            mock_answer(upstream, payload)
+            body = {"model": MODEL, "messages": [{"role": "user", "content": payload}], "hitl": {"wait": 0}}
+            review_ids.append(http.post("/v1/chat/completions", json=body).json()["hitl"]["review_id"])
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text) if "Content Security" in message.text else None)
+    log_in(page, live, *agent)
+
+    def assert_safe(where: str) -> None:
+        assert page.evaluate("window.__pwned === undefined"), f"{where}: a payload ran"
+        assert page.locator("main script, main img, main iframe, main svg, main meta, main style").count() == 0, where
+        assert page.locator("#evil-link").count() == 0, where
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1280, f"{where}: the page is {width}px wide; a long line broke the layout"
+        assert page.is_visible("header.top") and page.is_visible("main"), where
+
+    page.goto(f"{live}/console/?tier=agent")
+    assert page.locator("#queue-rows tr[data-href]").count() == len(HOSTILE)
+    page.wait_for_timeout(300)  # give any payload (or hx-trigger="load") the chance to run
+    assert_safe("queue")
+    assert page.url.startswith(f"{live}/console/")  # no meta refresh, no htmx logout
+    screenshot(page, "queue-hostile")
+
+    for index, review_id in enumerate(review_ids):
+        page.goto(f"{live}/console/reviews/{review_id}")
+        page.wait_for_timeout(100)
+        assert_safe(f"review {index}")
+        assert page.is_visible("#decide-form button[value=approve]"), f"review {index}: the form is hidden"
+        box = page.locator("#decide-form button[value=approve]").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1280, f"review {index}: the form was pushed aside"
+        if index == 0:
+            screenshot(page, "review-hostile")
+    # The text is shown, as text.
+    page.goto(f"{live}/console/reviews/{review_ids[0]}")
+    assert "<script>window.__pwned = 'script'</script>" in page.inner_text("#conversation")
+    assert page.url.startswith(f"{live}/console/reviews/")  # still logged in: nothing posted a logout
+    del violations  # a CSP report means a payload reached the DOM as markup, which the checks above catch first
+
+
+def test_chromium_is_the_debian_one() -> None:
+    assert shutil.which("chromium") or Path(CHROMIUM).exists()
