@@ -157,6 +157,19 @@ def test_agent_works_the_queue_with_the_keyboard_and_the_client_gets_the_edit(
     assert isinstance(received["hitl"], dict) and received["hitl"]["status"] == "edited"
     page.wait_for_selector("text=Nothing waiting in this tier.")
 
+    # The next one: "n" takes it from the queue, "a" approves it, and that client has its answer too.
+    mock_answer(upstream, "Paris is the capital of France.")
+    client = threading.Thread(target=ask)
+    client.start()
+    page.wait_for_selector("#queue-rows tr[data-href]", timeout=15_000)
+    page.keyboard.press("n")
+    page.wait_for_url(f"{live}/console/reviews/**")
+    page.keyboard.press("a")
+    page.wait_for_url(f"{live}/console/?tier=agent&decided=**")
+    client.join(30)
+    assert received["text"] == "Paris is the capital of France."
+    assert isinstance(received["hitl"], dict) and received["hitl"]["status"] == "approved"
+
 
 def test_hostile_model_output_never_runs_and_the_layout_holds(
     live: str, page, api_key: str, upstream: respx.MockRouter, agent
@@ -199,7 +212,7 @@ def test_hostile_model_output_never_runs_and_the_layout_holds(
     page.goto(f"{live}/console/reviews/{review_ids[0]}")
     assert "<script>window.__pwned = 'script'</script>" in page.inner_text("#conversation")
     assert page.url.startswith(f"{live}/console/reviews/")  # still logged in: nothing posted a logout
-    del violations  # a CSP report means a payload reached the DOM as markup, which the checks above catch first
+    assert violations == []  # the policy never had to stop anything: nothing reached the page as markup
 
 
 def test_chromium_is_the_debian_one() -> None:

@@ -384,3 +384,39 @@ def test_multipart_posts_are_refused_not_crashed(client: TestClient, agent) -> N
     response = client.post("/console/logout", files={"csrftoken": (None, token)})
     assert response.status_code == 415 and "content-security-policy" in response.headers
     assert client.get("/console/", follow_redirects=False).status_code == 200  # still logged in
+
+
+def test_review_page_shows_every_kind_of_message(
+    client: TestClient, api_key: str, upstream: respx.MockRouter, agent
+) -> None:
+    messages = [
+        {"role": "system", "content": "You are the billing bot."},
+        {"role": "user", "content": [{"type": "text", "text": "Refund order 42?"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped"}'},
+    ]
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=factories.completion_body("It shipped.", logprob=-0.2))
+    )
+    body = {"model": MODEL, "messages": messages, "hitl": {"wait": 0}}
+    review_id = client.post("/v1/chat/completions", json=body, headers={AUTH: f"Bearer {api_key}"}).json()["hitl"][
+        "review_id"
+    ]
+    console_login(client, *agent)
+    conversation = client.get(f"/console/reviews/{review_id}").text.split('id="conversation"')[1].split("</section>")[0]
+    for needle in (
+        "role-system",
+        "You are the billing bot.",
+        "role-user",
+        "Refund order 42?",
+        "role-assistant",
+        "lookup",
+        "role-tool",
+        "result of call_1",
+        "shipped",
+    ):
+        assert needle in conversation, needle
