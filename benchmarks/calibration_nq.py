@@ -5,9 +5,12 @@ self-check judge (SmolLM2-135M-Instruct, in process). Rows are split 70/30 by qu
 both sides), calibrators are fitted on the 70% and judged on the 30%:
 
 - AUROC of P(yes), reported as it is (a 135M model is a weak judge);
-- held-out ECE (10 bins) before calibration (raw P(yes)) and after (isotonic, logistic); target <= 0.05;
+- held-out ECE (10 bins) before calibration (raw P(yes)) and after; target <= 0.05;
 - the release threshold recommended on the 70% for a target review rate, and the review rate it gives
   on the 30%; target: within 3 points.
+
+The targets apply to isotonic regression, the default of `hitl calibrate`; a logistic fit on the same
+split is printed for comparison.
 
     .venv/bin/python benchmarks/calibration_nq.py [--limit N] [--scores cache.jsonl]
 
@@ -118,12 +121,15 @@ def main() -> int:
     failures = []
     for method in ("isotonic", "logistic"):
         after, gap = results[method].ece, gaps[method][2]
-        verdict = "ok" if after <= ECE_TARGET and gap <= GAP_TARGET else "MISSED"
-        if verdict != "ok":
+        verdict = "ok" if after <= ECE_TARGET and gap <= GAP_TARGET else "missed"
+        # The targets hold `hitl calibrate`'s default (isotonic); logistic is printed for comparison.
+        if method == "isotonic" and verdict != "ok":
             failures.append(method)
+        role = "target" if method == "isotonic" else "comparison only"
         print(
-            f"{method}: ECE {ece_before:.3f} -> {after:.3f} (ratio {after / ece_before:.2f}), review-rate gap"
-            f" {gap * 100:.1f} pts -> {verdict} (targets: ECE <= {ECE_TARGET}, gap <= {GAP_TARGET * 100:.0f} pts)"
+            f"{method} ({role}): ECE {ece_before:.3f} -> {after:.3f} (ratio {after / ece_before:.2f}),"
+            f" review-rate gap {gap * 100:.1f} pts -> {verdict}"
+            f" (ECE <= {ECE_TARGET}, gap <= {GAP_TARGET * 100:.0f} pts)"
         )
     args.diagram.parent.mkdir(parents=True, exist_ok=True)
     reports.reliability_diagram(args.diagram, curves, "Held-out reliability, NQ rated answers")
