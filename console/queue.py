@@ -41,7 +41,7 @@ async def queue(
     sort: Sort = "age",
     desc: bool = False,
     model: Annotated[str | None, Query(max_length=200)] = None,
-    key: int | None = None,
+    key: Annotated[str, Query(max_length=20, pattern=r"^\d*$")] = "",  # "" from the "All keys" option
 ) -> Response:
     tiers = queue_tiers(runtime)
     current = tier if tier in tiers else next((t for t in tiers if may_decide(runtime, agent, t)), tiers[0])
@@ -57,8 +57,9 @@ async def queue(
     )
     if model:
         query = query.where(col(Exchange.model) == model)
-    if key is not None:
-        query = query.where(col(Review.api_key_id) == key)
+    key_id = int(key) if key else None
+    if key_id is not None:
+        query = query.where(col(Review.api_key_id) == key_id)
     async with runtime.sessions() as session:
         counts = dict(
             (
@@ -80,7 +81,7 @@ async def queue(
         "sort": sort,
         "desc": desc,
         "model": model or "",
-        "key": key,
+        "key": key_id,
         "models": models,
         "keys": keys,
         "can_decide": may_decide(runtime, agent, current),

@@ -254,6 +254,10 @@ def test_history_searches_decisions(client: TestClient, api_key: str, upstream: 
     assert second in approvals.text and first not in approvals.text and "<html" not in approvals.text
     assert approvals.text.lstrip().startswith('<table class="history" id="history-rows">')
     assert first not in client.get("/console/history?since=2001-01-01&until=2001-01-02").text
+    # The search form sends empty fields as "": no filter, not an error.
+    blank = client.get("/console/history?q=&by=&action=&tier=&since=&until=")
+    assert blank.status_code == 200 and first in blank.text and second in blank.text
+    assert client.get("/console/history?since=yesterday").status_code == 400
 
 
 def test_queue_sorts_and_filters(
@@ -279,6 +283,9 @@ def test_queue_sorts_and_filters(
     only_second = client.get(f"/console/?tier=agent&key={key_id}").text
     assert unsure in only_second and sure not in only_second
     assert "Nothing waiting" in client.get("/console/?tier=agent&model=other-model").text
+    # The filter form as a browser submits it, with "All models" and "All keys" chosen.
+    everything = client.get("/console/?tier=agent&sort=age&model=&key=")
+    assert everything.status_code == 200 and sure in everything.text and unsure in everything.text
 
 
 async def test_queue_events_follow_new_reviews(
