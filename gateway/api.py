@@ -79,10 +79,10 @@ async def create_chat_completion(
     wait = _wait_seconds(runtime, chat)
 
     started = time.perf_counter()
-    body = chat_request.upstream_body(raw, chat, upstream.logprobs)
-    response = await upstream.complete(body)
+    asked = chat_request.upstream_body(raw, chat, upstream.logprobs)
+    response = await upstream.complete(asked)
     upstream_ms = (time.perf_counter() - started) * 1000
-    score = await runtime.scorer.score(upstream, chat.model, body, response, exchanges.candidate_text(response))
+    score = await runtime.scorer.score(upstream, chat.model, asked, response, exchanges.candidate_text(response))
     routing = runtime.policy.route(score.confidence, raw, score.signals["missing"])
     candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
     audit = runtime.settings.audit
