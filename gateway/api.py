@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 
 from gateway import chat as chat_request
 from gateway import completion, exchanges
@@ -62,12 +63,11 @@ class _Reply:
         await self.runtime.holds.wait(review_id, wait, lambda: exchanges.is_decided(sessions, review_id))
         return await exchanges.load(sessions, exchange_id)
 
-    async def delivered(self, exchange: Exchange) -> dict[str, Any]:
-        """The body for a client that waited, with the delivery written to the review's audit trail."""
-        body = self.body(exchange)
+    def delivery(self, body: dict[str, Any]) -> BackgroundTask:
+        """Writes what the waiting client got to the review's audit trail, once it has it: the write
+        must not stand between a decision and the client."""
         assert self.review is not None
-        await exchanges.record_delivery(self.runtime.sessions, self.review.id, body["hitl"]["status"])
-        return body
+        return BackgroundTask(exchanges.record_delivery, self.runtime.sessions, self.review.id, body["hitl"]["status"])
 
 
 @router.post("/chat/completions")
@@ -109,17 +109,19 @@ async def create_chat_completion(
         return JSONResponse(body)
 
     if not chat.stream:
-        return JSONResponse(await reply.delivered(await reply.wait_and_load(exchange.id, wait)))
+        body = reply.body(await reply.wait_and_load(exchange.id, wait))
+        return JSONResponse(body, background=reply.delivery(body))
 
     async def held_stream() -> AsyncIterator[ServerSentEvent]:
         # The 200 is already out: a failure from here on can only travel as an SSE error event.
         try:
-            body = await reply.delivered(await reply.wait_and_load(exchange.id, wait))
+            body = reply.body(await reply.wait_and_load(exchange.id, wait))
         except GatewayError as exc:
             yield ServerSentEvent(data=json.dumps(exc.body()))
             return
         for event in reply.events(body):
             yield event
+        await reply.delivery(body)()
 
     return EventSourceResponse(held_stream(), ping=runtime.settings.hold.keepalive)
 
