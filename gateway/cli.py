@@ -268,7 +268,10 @@ def calibrate(
             f"Calibrator {stored.version} ({method}, {len(labels)} labels); release at the {apply} threshold:"
             f" review rate {chosen.review_rate:.1%}, escaped-error rate {chosen.escaped_error_rate:.1%}."
         )
-        text = policy.recalibrated(current, source.read_text(encoding="utf-8"), stored.id, chosen.threshold, note)
+        try:
+            text = policy.recalibrated(current, source.read_text(encoding="utf-8"), stored.id, chosen.threshold, note)
+        except PolicyError as exc:
+            raise _fail(f"calibrator {stored.version} is stored, but the new policy would not load: {exc}") from None
         write_policy.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {write_policy}: point HITL_POLICY_PATH at it to route with {stored.version}")
 

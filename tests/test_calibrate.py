@@ -250,3 +250,17 @@ def test_recalibrated_policy_drops_hold_bands_above_the_new_release() -> None:
     data = yaml.safe_load(text)
     assert [band["min"] for band in data["bands"]] == [0.65, 0.0]
     assert data["calibrator"] == 4 and data["version"] == "default-1+cal-4"
+
+
+def test_recalibrated_policy_that_would_not_load_is_refused() -> None:
+    text = """\
+version: odd
+tiers: [agent, senior]
+bands:
+  - {min: 0.95, route: hold, tier: senior}
+  - {min: 0.8, route: release}
+  - {min: 0.0, route: hold, tier: agent}
+unscored: {route: hold, tier: agent}
+"""
+    with pytest.raises(policy.PolicyError, match="bands must be listed from the highest"):
+        policy.recalibrated(policy.parse(text), text, 5, 0.97, "note")
