@@ -14,8 +14,10 @@ split is printed for comparison.
 
     .venv/bin/python benchmarks/calibration_nq.py [--limit N] [--scores cache.jsonl]
 
-`--scores` caches the judge's verdicts (the slow part, ~0.2 s per row on 2 cores); a second run with the
-same file only refits. Exits 1 when a target is missed.
+`--scores FILE` caches the judge's verdicts (the slow part: ~0.65 s per row, 25 to 40 min for the set
+on 2 cores); a run with an existing file only refits, and refuses a file made with another version of
+the self-check template. `benchmarks/results/nq_judge_smollm2.jsonl` holds the verdicts behind the
+README's figures; CI refits from it. Exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -56,14 +58,29 @@ async def judge_all(rows: list[evaluation.Row]) -> list[dict]:
         finally:
             upstreams.close()
     return [
-        {"question": row.question, "label": row.label, "p_yes": check.p_yes, "latency_ms": check.latency_ms}
+        {
+            "question": row.question,
+            "label": row.label,
+            "p_yes": check.p_yes,
+            "latency_ms": round(check.latency_ms, 1),
+            "template": check.template,
+        }
         for row, check in zip(rows, checks, strict=True)
     ]
 
 
 def load_or_judge(args: argparse.Namespace) -> list[dict]:
     if args.scores and args.scores.exists():
-        return [json.loads(line) for line in args.scores.read_text().splitlines()]
+        cached = [json.loads(line) for line in args.scores.read_text().splitlines()]
+        current = Prompts().get("selfcheck").version
+        stale = {row.get("template") for row in cached} - {current}
+        if stale:
+            sys.exit(
+                f"{args.scores} holds verdicts made with {sorted(map(str, stale))}, but prompts/selfcheck.txt is"
+                f" {current}: judge again (leave out --scores, or delete the file) and commit the new verdicts"
+            )
+        print(f"verdicts from {args.scores} ({current}); refitting only")
+        return cached
     rows = evaluation.read_rows(args.data, args.limit, args.seed)
     started = time.perf_counter()
     scored = asyncio.run(judge_all(rows))
