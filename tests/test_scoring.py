@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -96,3 +97,21 @@ def test_unscored_answers_record_why(choice: dict, why: str) -> None:
 
 def test_one_unscored_choice_makes_the_answer_unscored() -> None:
     assert score_choices([_choice([tok(-0.01)]), _choice(None)]).confidence is None
+
+
+def test_vectorized_signals_match_the_per_token_reference() -> None:
+    rng = random.Random(11)
+    content = []
+    for index in range(300):
+        k = rng.choice([0, 1, 3, 5, 20])
+        alternatives = [{"token": f"t{j}", "logprob": math.log(rng.uniform(0.001, 0.3))} for j in range(k)]
+        if index % 50 == 0 and alternatives:
+            alternatives[0]["logprob"] = -9999.0
+        logprob = rng.choice([math.log(rng.uniform(0.01, 1.0)), -9999.0, float("-inf"), float("nan")])
+        content.append({"token": f"w{index}", "logprob": logprob, "top_logprobs": alternatives})
+    found = signals(content)
+    floored = [max(LOGPROB_FLOOR, t["logprob"]) if not math.isnan(t["logprob"]) else LOGPROB_FLOOR for t in content]
+    entropies = [e for t in content if (e := top_k_entropy(t["top_logprobs"])) is not None]
+    assert found.mean_logprob == pytest.approx(sum(floored) / len(floored))
+    assert found.min_prob == pytest.approx(math.exp(min(floored)))
+    assert found.mean_entropy == pytest.approx(sum(entropies) / len(entropies))

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 LOGPROB_FLOOR = -20.0
 
 
@@ -59,24 +61,39 @@ def top_k_entropy(top: Sequence[dict[str, Any]]) -> float | None:
 
 
 def signals(content: Sequence[dict[str, Any]] | None) -> LogprobSignals:
-    """All logprob signals of one answer; `NO_SIGNALS` when it has no scored tokens."""
+    """All logprob signals of one answer; `NO_SIGNALS` when it has no scored tokens.
+
+    Vectorized with numpy (the request path scores every answer): the same arithmetic as
+    `top_k_entropy` per token, on a tokens x k array padded where a token has fewer alternatives.
+    """
     if not content:
         return NO_SIGNALS
-    total = 0.0
-    lowest = 0.0
-    entropy_sum = 0.0
-    entropy_count = 0
-    for token in content:
-        logprob = _floored(token["logprob"])
-        total += logprob
-        lowest = min(lowest, logprob)
-        entropy = top_k_entropy(token.get("top_logprobs") or ())
-        if entropy is not None:
-            entropy_sum += entropy
-            entropy_count += 1
+    n = len(content)
+    chosen = _floor_array(np.fromiter((token["logprob"] for token in content), dtype=float, count=n))
+    tops = [token.get("top_logprobs") or () for token in content]
+    k = np.fromiter((len(top) for top in tops), dtype=int, count=n)
+    mean_entropy = None
+    if k.any():
+        raw = np.full((n, int(k.max())), LOGPROB_FLOOR)
+        for row, top in enumerate(tops):
+            if top:
+                raw[row, : len(top)] = [alternative["logprob"] for alternative in top]
+        present = np.arange(raw.shape[1]) < k[:, None]
+        probs = np.where(present, np.exp(_floor_array(raw)), 0.0)
+        rest = 1.0 - probs.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(probs > 0.0, probs * np.log(probs), 0.0).sum(axis=1)
+            terms += np.where(rest > 1e-12, rest * np.log(np.where(rest > 1e-12, rest, 1.0)), 0.0)
+        scored = k > 0
+        normalized = np.clip(-terms[scored] / np.log(k[scored] + 1), 0.0, 1.0)
+        mean_entropy = float(normalized.mean())
     return LogprobSignals(
-        tokens=len(content),
-        mean_logprob=total / len(content),
-        min_prob=math.exp(lowest),
-        mean_entropy=entropy_sum / entropy_count if entropy_count else None,
+        tokens=n,
+        mean_logprob=float(chosen.mean()),
+        min_prob=float(np.exp(min(chosen.min(), 0.0))),
+        mean_entropy=mean_entropy,
     )
+
+
+def _floor_array(values: np.ndarray) -> np.ndarray:
+    return np.maximum(np.nan_to_num(values, nan=LOGPROB_FLOOR, neginf=LOGPROB_FLOOR), LOGPROB_FLOOR)
