@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
 
 from gateway import chat as chat_request
 from gateway import completion, exchanges
@@ -60,14 +59,17 @@ class _Reply:
         assert self.review is not None
         review_id = self.review.id
         sessions = self.runtime.sessions
-        await self.runtime.holds.wait(review_id, wait, lambda: exchanges.is_decided(sessions, review_id))
+        _, outcome = await self.runtime.holds.wait(review_id, wait, lambda: exchanges.is_decided(sessions, review_id))
+        if isinstance(outcome, Exchange) and outcome.id == exchange_id:
+            return outcome  # decided in this process: the decision handed over the exchange it wrote
         return await exchanges.load(sessions, exchange_id)
 
-    def delivery(self, body: dict[str, Any]) -> BackgroundTask:
-        """Writes what the waiting client got to the review's audit trail, once it has it: the write
-        must not stand between a decision and the client."""
+    def record_delivery(self, body: dict[str, Any]) -> None:
+        """Write what the waiting client got to the review's audit trail, off the request path: the
+        write must not stand between a decision and the client."""
         assert self.review is not None
-        return BackgroundTask(exchanges.record_delivery, self.runtime.sessions, self.review.id, body["hitl"]["status"])
+        status = body["hitl"]["status"]
+        self.runtime.later(exchanges.record_delivery(self.runtime.sessions, self.review.id, status))
 
 
 @router.post("/chat/completions")
@@ -110,7 +112,8 @@ async def create_chat_completion(
 
     if not chat.stream:
         body = reply.body(await reply.wait_and_load(exchange.id, wait))
-        return JSONResponse(body, background=reply.delivery(body))
+        reply.record_delivery(body)
+        return JSONResponse(body)
 
     async def held_stream() -> AsyncIterator[ServerSentEvent]:
         # The 200 is already out: a failure from here on can only travel as an SSE error event.
@@ -119,9 +122,9 @@ async def create_chat_completion(
         except GatewayError as exc:
             yield ServerSentEvent(data=json.dumps(exc.body()))
             return
+        reply.record_delivery(body)
         for event in reply.events(body):
             yield event
-        await reply.delivery(body)()
 
     return EventSourceResponse(held_stream(), ping=runtime.settings.hold.keepalive)
 

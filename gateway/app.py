@@ -58,7 +58,7 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
             )
             if calibrator is not None:
                 scorer.calibrator, scorer.calibrator_version = calibrator.calibrator, calibrator.version
-            app.state.runtime = Runtime(
+            app.state.runtime = runtime = Runtime(
                 settings=settings,
                 engine=engine,
                 sessions=sessions,
@@ -68,6 +68,7 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
                 prompts=prompts,
                 scorer=scorer,
             )
+            stack.push_async_callback(runtime.drain)
             yield
 
     app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

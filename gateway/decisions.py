@@ -159,8 +159,8 @@ async def decide(
             detail["diff"] = _diff(exchange.candidate_text, final)
         session.add(ReviewEvent(review_id=review_id, kind=EventKind.DECIDED, agent_id=agent.id, detail=detail))
         await session.commit()
+        holds.notify(review_id, exchange)  # the waiting client first; the agent's page can wait a round trip
         await session.refresh(review)
-    holds.notify(review_id)
     return Decided(decision=decision, exchange=exchange, review=review, pair=pair)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -13,6 +17,8 @@ from gateway.prompts import Prompts
 from gateway.scoring.scorer import Scorer
 from gateway.settings import Settings
 from gateway.upstream import Upstreams
+
+log = logging.getLogger("hitl.runtime")
 
 
 @dataclass
@@ -25,3 +31,19 @@ class Runtime:
     holds: HoldHub
     prompts: Prompts
     scorer: Scorer
+    pending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run bookkeeping off the request path (e.g. an audit-trail write after the client has its
+        answer); the lifespan waits for whatever is still running when the app stops."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.pending.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self.pending, return_exceptions=True)
