@@ -11,6 +11,7 @@ from jinja2_fragments.fastapi import Jinja2Blocks
 from starlette.responses import Response
 
 from gateway.chat import question_of
+from gateway.models import aware
 
 HX_REQUEST = "HX-Request"
 
@@ -18,9 +19,7 @@ templates = Jinja2Blocks(directory=str(Path(__file__).with_name("templates")))
 
 
 def _age(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    seconds = int((datetime.now(UTC) - aware(moment)).total_seconds())
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -32,12 +31,8 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.0f}%"
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 templates.env.filters["age"] = _age
-templates.env.filters["aware"] = _aware
+templates.env.filters["aware"] = aware
 templates.env.filters["question"] = question_of
 templates.env.filters["percent"] = _percent
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -20,7 +19,7 @@ from console.rendering import render, render_partial
 from gateway import claims, decisions
 from gateway.deps import RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from gateway.models import Action, Agent, Decision, Exchange, Review, ReviewEvent, utcnow
+from gateway.models import Action, Agent, Decision, Exchange, Review, ReviewEvent, aware, utcnow
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/console/reviews", include_in_schema=False)
@@ -59,10 +58,8 @@ async def _context(runtime: Runtime, review_id: str, agent: Agent, claim_error: 
             await session.exec(select(Decision).where(col(Decision.review_id) == review_id).order_by(col(Decision.id)))
         ).all()
     now = utcnow()
-    deadline = review.deadline_at if review.deadline_at.tzinfo else review.deadline_at.replace(tzinfo=UTC)
-    expires = review.claim_expires_at
-    if expires is not None and expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
+    deadline = aware(review.deadline_at)
+    expires = aware(review.claim_expires_at) if review.claim_expires_at is not None else None
     held_by_me = review.claimed_by == agent.id and expires is not None and expires > now
     held_by_other = review.claimed_by not in (None, agent.id) and expires is not None and expires > now
     canned_version, canned = canned_responses()

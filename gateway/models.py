@@ -19,11 +19,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were stored as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def epoch(moment: datetime) -> int:
-    """Unix seconds; SQLite hands timestamps back without their zone, and they were stored as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
+    """Unix seconds."""
+    return int(aware(moment).timestamp())
 
 
 def _new_id(prefix: str) -> str:

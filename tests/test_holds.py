@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from gateway import db
-from gateway.models import Action, Exchange, ExchangeStatus, Review
+from gateway.models import Action, Exchange, ExchangeStatus, Review, aware
 from gateway.runtime import Runtime
 from tests import factories
 from tests.conftest import MODEL, aconsole_login
@@ -92,7 +92,7 @@ async def test_edit_releases_waiting_client_within_100ms(
     async with runtime.sessions() as session:
         stamped = (await session.get(Review, review.id, populate_existing=True)).decided_at  # type: ignore[union-attr]
     assert stamped is not None
-    whole = (received_at - (stamped if stamped.tzinfo else stamped.replace(tzinfo=UTC))).total_seconds()
+    whole = (received_at - aware(stamped)).total_seconds()
     assert 0 <= whole < 0.5, f"{whole * 1000:.0f} ms from the decision's timestamp, its commit included"
     body = response.json()
     assert body["choices"][0]["message"]["content"] == "Paris is the capital of France."
