@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.errors import GatewayError
-from gateway.scoring.selfcheck import Judge, SelfCheck
+from gateway.scoring.selfcheck import Judge, SelfCheck, elapsed_ms, tokens_used
 from gateway.settings import ConsistencySettings
 from gateway.upstream import Upstream
 
@@ -61,7 +61,7 @@ class ConsistencyChecker:
         tokens = sum(used for _, used in replies)
         texts = [text for text, _ in replies if text is not None]
         if not texts:
-            return Consistency(None, 0, tokens=tokens, latency_ms=_since(started), missing="consistency:no_samples")
+            return Consistency(None, 0, tokens=tokens, latency_ms=elapsed_ms(started), missing="consistency:no_samples")
         verdicts: list[SelfCheck] = await asyncio.gather(
             *(
                 self.judge.verdict(
@@ -80,7 +80,7 @@ class ConsistencyChecker:
             samples=len(texts),
             agreements=agreements,
             template=template,
-            latency_ms=_since(started),
+            latency_ms=elapsed_ms(started),
             tokens=tokens,
             missing=None if read else "consistency:no_verdict",
         )
@@ -92,9 +92,4 @@ class ConsistencyChecker:
         except GatewayError:
             return None, 0  # a lost sample makes the signal noisier, never the request fail
         message = reply["choices"][0].get("message") or {}
-        used = int((reply.get("usage") or {}).get("total_tokens") or 0)
-        return (str(message.get("content") or ""), used)
-
-
-def _since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
+        return str(message.get("content") or ""), tokens_used(reply)

@@ -90,7 +90,7 @@ class Judge:
             if judge.logprobs:
                 template = self.prompts.get(templates[0])
                 reply = await judge.complete(_body(template.render(**values), 1, True))
-                tokens += _tokens(reply)
+                tokens += tokens_used(reply)
                 choice = reply["choices"][0]
                 content = (choice.get("logprobs") or {}).get("content") or []
                 if content:
@@ -98,12 +98,12 @@ class Judge:
                     return _result(value, "logprobs", "no_yes_no_token", template.version, started, tokens)
             template = self.prompts.get(templates[1])
             reply = await judge.complete(_body(template.render(**values), 8, False))
-            tokens += _tokens(reply)
+            tokens += tokens_used(reply)
             value = parse_verbalized((reply["choices"][0].get("message") or {}).get("content"))
             return _result(value, "verbalized", "unparseable", template.version, started, tokens)
         except GatewayError as exc:
             # A failed judge must not fail the client's request: the answer is routed without it.
-            return SelfCheck(None, "none", None, _since(started), tokens, f"error:{exc.code or exc.type}")
+            return SelfCheck(None, "none", None, elapsed_ms(started), tokens, f"error:{exc.code or exc.type}")
 
 
 class SelfChecker:
@@ -142,13 +142,15 @@ def _result(
 ) -> SelfCheck:
     """A found value with its method, or the reason it is missing: never a made-up number."""
     if value is None:
-        return SelfCheck(None, "none", template, _since(started), tokens, why_missing)
-    return SelfCheck(value, method, template, _since(started), tokens)
+        return SelfCheck(None, "none", template, elapsed_ms(started), tokens, why_missing)
+    return SelfCheck(value, method, template, elapsed_ms(started), tokens)
 
 
-def _tokens(reply: dict[str, Any]) -> int:
+def tokens_used(reply: dict[str, Any]) -> int:
+    """Total tokens a chat.completion says it used (0 when it does not say)."""
     return int((reply.get("usage") or {}).get("total_tokens") or 0)
 
 
-def _since(started: float) -> float:
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since `started` (a `time.perf_counter()` reading)."""
     return (time.perf_counter() - started) * 1000
