@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,6 @@ import httpx
 import openai
 import pytest
 import respx
-import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import HoldSettings
@@ -42,28 +39,13 @@ if not Path(CHROMIUM).exists():
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def live(make_settings, upstream: respx.MockRouter) -> Iterator[str]:
     """The gateway on a real port, in this process, so the respx-mocked upstream serves it."""
     upstream.route(host="127.0.0.1").pass_through()  # the SDK's calls to the gateway itself are real
     settings = make_settings(hold=HoldSettings(default_wait=30, max_wait=60, poll_interval=0.2, keepalive=1))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with factories.serving(create_app(settings)) as url:
+        yield url
 
 
 @pytest.fixture

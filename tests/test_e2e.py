@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from gateway.app import create_app
@@ -48,12 +46,6 @@ unscored: {route: hold, tier: agent}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(make_settings, tmp_path: Path) -> Iterator[str]:
     policy = tmp_path / "policy.yaml"
@@ -65,17 +57,8 @@ def server(make_settings, tmp_path: Path) -> Iterator[str]:
         hold=HoldSettings(default_wait=20, max_wait=120, poll_interval=0.5, keepalive=2),
         selfcheck=SelfCheckSettings(mode="always"),  # the bundled model judges its own answer
     )
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with factories.serving(create_app(settings)) as url:
+        yield url
 
 
 def test_real_model_held_edited_released_and_exported(
