@@ -73,6 +73,15 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
 
 
 @pytest.fixture
+def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The environment the `hitl` command reads: the test's database, no config file, the bundled policy."""
+    monkeypatch.setenv("HITL_DATABASE_URL", database_url)
+    monkeypatch.delenv("HITL_CONFIG", raising=False)
+    monkeypatch.delenv("HITL_POLICY_PATH", raising=False)
+    return database_url
+
+
+@pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 

@@ -156,14 +156,6 @@ def test_too_few_labels_are_refused(database_url: str) -> None:
 # --- hitl calibrate ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("HITL_DATABASE_URL", database_url)
-    monkeypatch.delenv("HITL_CONFIG", raising=False)
-    monkeypatch.delenv("HITL_POLICY_PATH", raising=False)
-    return database_url
-
-
 def test_calibrate_refuses_below_the_minimum(env: str) -> None:
     seed_labels(env, 20)
     result = runner.invoke(cli, ["calibrate"])

@@ -22,13 +22,6 @@ from tests.conftest import MODEL, console_login
 runner = CliRunner()
 
 
-@pytest.fixture
-def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("HITL_DATABASE_URL", database_url)
-    monkeypatch.delenv("HITL_CONFIG", raising=False)
-    return database_url
-
-
 def rows(url: str, model: type) -> list:
     with factories.sync_session(url) as session:
         return list(session.exec(select(model)).all())
