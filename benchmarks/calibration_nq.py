@@ -30,15 +30,12 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 from gateway.prompts import Prompts
 from sklearn.model_selection import GroupShuffleSplit
-from tqdm import tqdm
 
-from gateway import evaluation, reports, upstream
+from gateway import evaluation, reports
 from gateway.scoring import calibration
-from gateway.scoring.selfcheck import Judge, SelfChecker
 from gateway.settings import SelfCheckSettings, Settings
 
 HERE = Path(__file__).parent
@@ -48,15 +45,7 @@ GAP_TARGET = 0.03
 
 async def judge_all(rows: list[evaluation.Row]) -> list[dict]:
     settings = Settings(upstreams=[], selfcheck=SelfCheckSettings(mode="always"))
-    model = settings.local_model.name
-    async with httpx.AsyncClient() as client:
-        upstreams = upstream.build(settings, client)
-        try:
-            checker = SelfChecker(settings.selfcheck, Judge(Prompts(), upstreams))
-            with tqdm(total=len(rows), desc="judging", unit="row", file=sys.stderr) as bar:
-                checks = await evaluation.judge_rows(checker, model, rows, 1, lambda: bar.update())
-        finally:
-            upstreams.close()
+    checks = await evaluation.judge_with(settings, settings.local_model.name, rows, concurrency=1)
     return [
         {
             "question": row.question,

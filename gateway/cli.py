@@ -10,20 +10,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-import httpx
 import typer
 from pydantic import ValidationError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from tqdm import tqdm
 
-from gateway import agents, apikeys, calibrators, db, evaluation, exports, policy, reports, upstream
+from gateway import agents, apikeys, calibrators, db, evaluation, exports, policy, reports
 from gateway.errors import GatewayError
 from gateway.models import ApiKey, Role
 from gateway.policy import PolicyError
-from gateway.prompts import Prompts
 from gateway.scoring.calibration import Method
-from gateway.scoring.selfcheck import Judge, SelfCheck, SelfChecker
 from gateway.settings import Settings
 
 Target = Literal["escaped-error", "review-rate"]
@@ -297,7 +293,7 @@ def evaluate(
     model = judge or settings.selfcheck.judge or settings.offered()[0]
     if model not in settings.offered():
         raise _fail(f"judge {model!r} is not one of the models offered: {settings.offered()}")
-    checks = asyncio.run(_judge(settings, model, rows, concurrency))
+    checks = asyncio.run(evaluation.judge_with(settings, model, rows, concurrency))
     read = [(check.p_yes, row.label) for check, row in zip(checks, rows, strict=True) if check.p_yes is not None]
     typer.echo(f"{len(rows)} rows judged by {model}; {len(rows) - len(read)} verdicts missing (left out)")
     if scores is not None:
@@ -327,17 +323,6 @@ def evaluate(
     except ImportError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"wrote {diagram}")
-
-
-async def _judge(settings: Settings, model: str, rows: list[evaluation.Row], concurrency: int) -> list[SelfCheck]:
-    async with httpx.AsyncClient() as client:
-        upstreams = upstream.build(settings, client)
-        try:
-            checker = SelfChecker(settings.selfcheck, Judge(Prompts(), upstreams))
-            with tqdm(total=len(rows), desc="judging", unit="row") as bar:
-                return await evaluation.judge_rows(checker, model, rows, concurrency, lambda: bar.update())
-        finally:
-            upstreams.close()
 
 
 @app.command("migrate")

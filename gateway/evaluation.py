@@ -12,8 +12,15 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from gateway.scoring.selfcheck import SelfCheck, SelfChecker
+import httpx
+from tqdm import tqdm
+
+from gateway import upstream
+from gateway.prompts import Prompts
+from gateway.scoring.selfcheck import Judge, SelfCheck, SelfChecker
+from gateway.settings import Settings
 
 
 class EvalFileError(ValueError):
@@ -74,3 +81,18 @@ async def judge_rows(
         return found
 
     return list(await asyncio.gather(*(one(row) for row in rows)))
+
+
+async def judge_with(
+    settings: Settings, model: str, rows: Sequence[Row], concurrency: int = 4, progress: TextIO | None = None
+) -> list[SelfCheck]:
+    """Every row through `model` as the self-check judge, with the upstreams `settings` declare and a
+    progress bar (on `progress`, standard error by default)."""
+    async with httpx.AsyncClient() as client:
+        upstreams = upstream.build(settings, client)
+        try:
+            checker = SelfChecker(settings.selfcheck, Judge(Prompts(), upstreams))
+            with tqdm(total=len(rows), desc="judging", unit="row", file=progress) as bar:
+                return await judge_rows(checker, model, rows, concurrency, lambda: bar.update())
+        finally:
+            upstreams.close()
