@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from gateway.prompts import Prompts
 from sklearn.model_selection import GroupShuffleSplit
 
-from gateway import evaluation, reports
-from gateway.scoring import calibration
+from gateway.learning import evaluation, reports
+from gateway.learning import metrics as calibration
+from gateway.prompt_templates import Prompts
 from gateway.settings import SelfCheckSettings, Settings
 
 HERE = Path(__file__).parent

@@ -13,9 +13,9 @@ from sqlalchemy import delete, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.agents import hasher
 from gateway.deps import RuntimeDep
 from gateway.models import Agent, LoginFailure, utcnow
+from gateway.review.agents import hasher
 from gateway.settings import Settings
 
 # Verified against when the username is unknown, so a wrong name costs as long as a wrong password.

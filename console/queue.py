@@ -15,9 +15,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from console.auth import CurrentAgent
 from console.rendering import render
-from gateway import claims, decisions
 from gateway.deps import RuntimeDep
 from gateway.models import Agent, ApiKey, Exchange, Review, ReviewEvent, utcnow
+from gateway.review import claims, decisions
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/console", include_in_schema=False)

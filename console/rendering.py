@@ -10,8 +10,8 @@ from fastapi import Request
 from jinja2_fragments.fastapi import Jinja2Blocks
 from starlette.responses import Response
 
-from gateway.chat import question_of
 from gateway.models import aware
+from gateway.proxy.chat import question_of
 
 HX_REQUEST = "HX-Request"
 

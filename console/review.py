@@ -9,17 +9,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from gateway.prompts import canned_responses
 from sqlmodel import col, select
 
 from console import heatmap
 from console.auth import CurrentAgent
 from console.queue import may_decide
 from console.rendering import render, render_partial
-from gateway import claims, decisions
 from gateway.deps import RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from gateway.models import Action, Agent, Decision, Exchange, Review, ReviewEvent, aware, utcnow
+from gateway.prompt_templates import canned_responses
+from gateway.review import claims, decisions
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/console/reviews", include_in_schema=False)

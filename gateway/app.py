@@ -16,9 +16,11 @@ from importlib.metadata import entry_points
 import httpx
 from fastapi import FastAPI
 
-from gateway import api, calibrators, db, errors, policy, upstream
-from gateway.holds import HoldHub
-from gateway.prompts import Prompts
+from gateway import db, errors
+from gateway.learning import labels as calibrators
+from gateway.prompt_templates import Prompts
+from gateway.proxy import api, policy, upstream
+from gateway.proxy.holds import HoldHub
 from gateway.requestid import RequestIdMiddleware
 from gateway.runtime import Runtime
 from gateway.scoring.consistency import ConsistencyChecker

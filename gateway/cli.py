@@ -15,11 +15,15 @@ from pydantic import ValidationError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import agents, apikeys, calibrators, db, evaluation, exports, policy, reports
+from gateway import db
 from gateway.errors import GatewayError
+from gateway.learning import evaluation, exports, reports
+from gateway.learning import labels as calibrators
+from gateway.learning.metrics import Method
 from gateway.models import ApiKey, Role
-from gateway.policy import PolicyError
-from gateway.scoring.calibration import Method
+from gateway.proxy import apikeys, policy
+from gateway.proxy.policy import PolicyError
+from gateway.review import agents
 from gateway.settings import Settings
 
 Target = Literal["escaped-error", "review-rate"]
@@ -85,7 +89,7 @@ def serve(
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.upstream import local_model_available
+    from gateway.proxy.upstream import local_model_available
 
     settings = _settings()
     host = host or settings.host

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway import apikeys
 from gateway.models import ApiKey
+from gateway.proxy import apikeys
 from gateway.runtime import Runtime
 
 

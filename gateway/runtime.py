@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.holds import HoldHub
-from gateway.policy import Policy
-from gateway.prompts import Prompts
+from gateway.prompt_templates import Prompts
+from gateway.proxy.holds import HoldHub
+from gateway.proxy.policy import Policy
+from gateway.proxy.upstream import Upstreams
 from gateway.scoring.scorer import Scorer
 from gateway.settings import Settings
-from gateway.upstream import Upstreams
 
 log = logging.getLogger("hitl.runtime")
 

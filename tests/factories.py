@@ -18,8 +18,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Session, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import apikeys, db, decisions
-from gateway.holds import HoldHub
+from gateway import db
 from gateway.models import (
     Action,
     Agent,
@@ -32,6 +31,9 @@ from gateway.models import (
     Role,
     Route,
 )
+from gateway.proxy import apikeys
+from gateway.proxy.holds import HoldHub
+from gateway.review import decisions
 from gateway.runtime import Runtime
 
 _hasher = PasswordHash.recommended()

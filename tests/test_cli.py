@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from gateway import apikeys
 from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.models import Agent, ApiKey
+from gateway.proxy import apikeys
 from tests import factories
 from tests.conftest import MODEL, console_login
 

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.proxy.upstream import Upstream
 from gateway.scoring.selfcheck import Judge, SelfCheck, elapsed_ms, tokens_used
 from gateway.settings import ConsistencySettings
-from gateway.upstream import Upstream
 
 TEMPLATES = ("consistency", "consistency_verbal")
 

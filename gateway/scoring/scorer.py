@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.chat import question_of
-from gateway.scoring.calibration import Calibrator
+from gateway.learning.metrics import Calibrator
+from gateway.proxy.chat import question_of
+from gateway.proxy.upstream import Upstream
 from gateway.scoring.confidence import Score, calibrated, score_choices, with_consistency, with_selfcheck
 from gateway.scoring.consistency import ConsistencyChecker
 from gateway.scoring.selfcheck import SelfChecker
 from gateway.settings import Settings
-from gateway.upstream import Upstream
 
 DEFAULT_CALIBRATOR = "default"
 

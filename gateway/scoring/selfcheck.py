@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gateway.errors import GatewayError
-from gateway.prompts import Prompts
+from gateway.prompt_templates import Prompts
+from gateway.proxy.upstream import Upstreams
 from gateway.settings import SelfCheckSettings
-from gateway.upstream import Upstreams
 
 JUDGE_TOP_LOGPROBS = 10
 _WORD = re.compile(r"[^a-z]")

@@ -27,8 +27,8 @@ from tests.conftest import MODEL
 
 pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("HITL_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parents[1] / "artifacts" / "screenshots"
-HOSTILE = json.loads((Path(__file__).with_name("data") / "hostile_outputs.json").read_text())
+ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "screenshots"
+HOSTILE = json.loads((Path(__file__).parents[1] / "data" / "hostile_outputs.json").read_text())
 HOSTILE.append("B" * 20_000)  # one very long line with nowhere to break
 
 if not Path(CHROMIUM).exists():

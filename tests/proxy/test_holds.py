@@ -175,7 +175,7 @@ async def test_decision_from_another_process_is_seen_by_polling(
     waiting = asyncio.create_task(aclient.post("/v1/chat/completions", json=chat(wait=10), headers=auth(api_key)))
     review = await open_review(runtime)
     # A second engine and hub stand in for another replica: this process's hub is never notified.
-    from gateway.holds import HoldHub
+    from gateway.proxy.holds import HoldHub
 
     engine = db.create_engine(database_url)
     try:

@@ -13,7 +13,7 @@ from console.rendering import templates
 from tests import factories
 from tests.conftest import MODEL, console_login, csrf_token
 
-TEMPLATES = Path(__file__).parents[1] / "console" / "templates"
+TEMPLATES = Path(__file__).parents[2] / "console" / "templates"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.scoring import calibration
-from gateway.scoring.calibration import Threshold
+from gateway.learning import metrics as calibration
+from gateway.learning.metrics import Threshold
 
 REVIEW_RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

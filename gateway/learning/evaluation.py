@@ -17,8 +17,8 @@ from typing import TextIO
 import httpx
 from tqdm import tqdm
 
-from gateway import upstream
-from gateway.prompts import Prompts
+from gateway.prompt_templates import Prompts
+from gateway.proxy import upstream
 from gateway.scoring.selfcheck import Judge, SelfCheck, SelfChecker
 from gateway.settings import Settings
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from gateway.chat import ChatRequest
+from gateway.proxy.chat import ChatRequest
 
 
 def _client_logprobs(logprobs: Any, request: ChatRequest) -> Any:

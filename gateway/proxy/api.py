@@ -12,12 +12,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from gateway import chat as chat_request
-from gateway import completion, exchanges
-from gateway.chat import ChatRequest
 from gateway.deps import CurrentKey, RequestId, RuntimeDep
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.models import Exchange, Review, epoch
+from gateway.proxy import chat as chat_request
+from gateway.proxy import completion, exchanges
+from gateway.proxy.chat import ChatRequest
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/v1")

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from gateway.scoring import calibration as cal
+from gateway.learning import metrics as cal
 
 
 def test_ece_hand_computed() -> None:

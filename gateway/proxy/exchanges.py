@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import completion
-from gateway.chat import ChatRequest
 from gateway.errors import NotFound
 from gateway.models import EventKind, Exchange, ExchangeStatus, Review, ReviewEvent, ReviewKind, Route
-from gateway.policy import Routing
+from gateway.proxy import completion
+from gateway.proxy.chat import ChatRequest
+from gateway.proxy.policy import Routing
 from gateway.scoring.confidence import Score
 
 Sessions = async_sessionmaker[AsyncSession]

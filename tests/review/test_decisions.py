@@ -10,9 +10,9 @@ import respx
 from fastapi import FastAPI
 from sqlmodel import select
 
-from gateway import decisions
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.models import Action, Decision, Exchange, ExchangeStatus, PreferencePair, Review, Role
+from gateway.review import decisions
 from gateway.runtime import Runtime
 from tests import factories
 from tests.conftest import MODEL

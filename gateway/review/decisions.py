@@ -20,9 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.claims import ClaimedByOther, ReviewAlreadyDecided, free_for, why_not
 from gateway.errors import Forbidden, InvalidRequest, NotFound
-from gateway.holds import HoldHub
 from gateway.models import (
     DECIDED_STATUS,
     Action,
@@ -37,6 +35,8 @@ from gateway.models import (
     Role,
     utcnow,
 )
+from gateway.proxy.holds import HoldHub
+from gateway.review.claims import ClaimedByOther, ReviewAlreadyDecided, free_for, why_not
 
 __all__ = ["REASON_TAGS", "ClaimedByOther", "Decided", "ReviewAlreadyDecided", "can_decide", "decide"]
 

@@ -10,8 +10,8 @@ import pytest
 import respx
 
 from gateway.errors import InvalidRequest, RateLimited, UpstreamError
+from gateway.proxy.upstream import LiteLLM, LocalLlama, OpenAICompatible, build
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
-from gateway.upstream import LiteLLM, LocalLlama, OpenAICompatible, build
 from tests import factories
 from tests.conftest import UPSTREAM
 

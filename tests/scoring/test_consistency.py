@@ -17,7 +17,7 @@ from gateway.scoring.consistency import Consistency
 from gateway.settings import ConsistencySettings
 from tests import factories
 from tests.conftest import MODEL
-from tests.test_selfcheck import judge_reply
+from tests.scoring.test_selfcheck import judge_reply
 
 QUESTION = {"model": MODEL, "messages": [{"role": "user", "content": "Capital of France?"}], "hitl": {"wait": 0}}
 

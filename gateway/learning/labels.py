@@ -14,10 +14,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import reports
-from gateway.models import Action, Calibration, Decision, Exchange, Review, ReviewKind
-from gateway.policy import Policy, PolicyError
-from gateway.scoring.calibration import (
+from gateway.learning import reports
+from gateway.learning.metrics import (
     Calibrator,
     Method,
     Threshold,
@@ -28,6 +26,8 @@ from gateway.scoring.calibration import (
     threshold_for_escaped_error,
     threshold_for_review_rate,
 )
+from gateway.models import Action, Calibration, Decision, Exchange, Review, ReviewKind
+from gateway.proxy.policy import Policy, PolicyError
 
 LABEL_OF = {Action.APPROVE: 1, Action.EDIT: 0, Action.OVERRIDE: 0}
 

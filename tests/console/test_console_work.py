@@ -12,19 +12,19 @@ import pytest
 import respx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from gateway.prompts import canned_responses
 from sqlmodel import select
 from typer.testing import CliRunner
 
 from console import queue as console_queue
-from gateway import claims
 from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.models import Agent, Decision, Review
+from gateway.prompt_templates import canned_responses
+from gateway.review import claims
 from gateway.runtime import Runtime
 from tests import factories
 from tests.conftest import MODEL, console_login, csrf_token
-from tests.test_console import TEMPLATES, held
+from tests.console.test_console import TEMPLATES, held
 
 AUTH = "Authorization"
 

@@ -9,15 +9,15 @@ import httpx
 import pytest
 import respx
 from fastapi.testclient import TestClient
-from gateway.prompts import Prompts
 from sqlmodel import select
 
-from gateway.chat import question_of
 from gateway.models import Exchange
+from gateway.prompt_templates import Prompts
+from gateway.proxy.chat import question_of
+from gateway.proxy.upstream import OpenAICompatible, Upstreams
 from gateway.scoring.confidence import Score, with_selfcheck
 from gateway.scoring.selfcheck import Judge, SelfCheck, SelfChecker, p_yes_from_logprobs, parse_verbalized
 from gateway.settings import SelfCheckSettings, UpstreamSettings
-from gateway.upstream import OpenAICompatible, Upstreams
 from tests import factories
 from tests.conftest import MODEL, UPSTREAM
 

@@ -11,13 +11,13 @@ import pytest
 import respx
 from typer.testing import CliRunner
 
-from gateway import evaluation
 from gateway.cli import app as cli
+from gateway.learning import evaluation
 from tests.conftest import UPSTREAM
-from tests.test_selfcheck import judge_reply
+from tests.scoring.test_selfcheck import judge_reply
 
 runner = CliRunner()
-DATA = Path(__file__).parents[1] / "benchmarks" / "data" / "nq_rated.jsonl"
+DATA = Path(__file__).parents[2] / "benchmarks" / "data" / "nq_rated.jsonl"
 
 
 @pytest.mark.parametrize(

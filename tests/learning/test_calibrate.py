@@ -15,10 +15,11 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from gateway import calibrators, db, decisions, policy
+from gateway import db
 from gateway.app import create_app
 from gateway.cli import app as cli
-from gateway.holds import HoldHub
+from gateway.learning import labels as calibrators
+from gateway.learning.metrics import Calibrator
 from gateway.models import (
     Action,
     Agent,
@@ -32,7 +33,9 @@ from gateway.models import (
     ReviewKind,
     Role,
 )
-from gateway.scoring.calibration import Calibrator
+from gateway.proxy import policy
+from gateway.proxy.holds import HoldHub
+from gateway.review import decisions
 from gateway.settings import AuditSettings
 from tests import factories
 from tests.conftest import MODEL

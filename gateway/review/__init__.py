@@ -1,0 +1,1 @@
+"""The review workflow: agents, claims and decisions."""
