@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
 
-from gateway.learning import evaluation, reports
-from gateway.learning import metrics as calibration
+from gateway.learning import evaluation, fitting, metrics, reports
 from gateway.prompt_templates import Prompts
+from gateway.scoring.calibrator import features
 from gateway.settings import SelfCheckSettings, Settings
 
 HERE = Path(__file__).parent
@@ -105,13 +105,13 @@ def main() -> int:
     curves = {"raw P(yes)": (p[test].tolist(), y[test].tolist())}
     gaps: dict[str, tuple[float, float, float]] = {}
     for method in ("isotonic", "logistic"):
-        inputs_train = p[train] if method == "isotonic" else [calibration.features({"p_yes": v}) for v in p[train]]
-        inputs_test = p[test] if method == "isotonic" else [calibration.features({"p_yes": v}) for v in p[test]]
-        fitted = calibration.fit(inputs_train, y[train].tolist(), method=method)
+        inputs_train = p[train] if method == "isotonic" else [features({"p_yes": v}) for v in p[train]]
+        inputs_test = p[test] if method == "isotonic" else [features({"p_yes": v}) for v in p[test]]
+        fitted = fitting.fit(inputs_train, y[train].tolist(), method=method)
         on_train, on_test = fitted.predict(inputs_train), fitted.predict(inputs_test)
         results[method] = reports.figures(on_test, y[test])
         curves[method] = (on_test.tolist(), y[test].tolist())
-        chosen = calibration.threshold_for_review_rate(on_train, y[train], args.target_review_rate)
+        chosen = metrics.threshold_for_review_rate(on_train, y[train], args.target_review_rate)
         review_test = float((on_test < chosen.threshold).mean())
         gaps[method] = (chosen.threshold, review_test, abs(review_test - args.target_review_rate))
 

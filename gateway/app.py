@@ -17,7 +17,7 @@ import httpx
 from fastapi import FastAPI
 
 from gateway import db, errors
-from gateway.learning import labels as calibrators
+from gateway.learning import store
 from gateway.prompt_templates import Prompts
 from gateway.proxy import api, policy, upstream
 from gateway.proxy.holds import HoldHub
@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)
             sessions = db.session_factory(engine)
-            calibrator = await calibrators.for_policy(sessions, routing)
+            calibrator = await store.for_policy(sessions, routing)
             client = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
             upstreams = upstream.build(settings, client)
             stack.callback(upstreams.close)

@@ -17,13 +17,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import db
 from gateway.errors import GatewayError
-from gateway.learning import evaluation, exports, reports
-from gateway.learning import labels as calibrators
-from gateway.learning.metrics import Method
+from gateway.learning import evaluation, exports, fitting, labels, reports, store
 from gateway.models import ApiKey, Role
 from gateway.proxy import apikeys, policy
 from gateway.proxy.policy import PolicyError
 from gateway.review import agents
+from gateway.scoring.calibrator import Method
 from gateway.settings import Settings
 
 Target = Literal["escaped-error", "review-rate"]
@@ -233,16 +232,16 @@ def calibrate(
         current = policy.load(settings.policy_path)
     except PolicyError as exc:
         raise _fail(str(exc)) from None
-    found = _run(settings, calibrators.load_labels)
+    found = _run(settings, labels.load_labels)
     try:
-        fitted = calibrators.fit_labels(found, method, min_labels, target_review_rate, target_escaped_error)
-    except calibrators.NotEnoughLabels as exc:
+        fitted = fitting.fit_labels(found, method, min_labels, target_review_rate, target_escaped_error)
+    except fitting.NotEnoughLabels as exc:
         raise _fail(str(exc)) from None
-    labels = fitted.labels
-    approved = sum(labels.labels)
-    audited = sum(labels.audited)
+    used = fitted.labels
+    approved = sum(used.labels)
+    audited = sum(used.audited)
     typer.echo(
-        f"labels: {len(labels)} ({approved} approved, {len(labels) - approved} edited or overridden;"
+        f"labels: {len(used)} ({approved} approved, {len(used) - approved} edited or overridden;"
         f" {audited} from audits, weighted by 1 / their sampling rate)"
     )
     typer.echo(reports.figures_table({"uncalibrated": fitted.before, f"{method} (5-fold held-out)": fitted.after}))
@@ -257,7 +256,7 @@ def calibrate(
     )
     if dry_run:
         return
-    stored = _run(settings, lambda session: calibrators.save(session, fitted.calibrator, fitted.metrics(), len(labels)))
+    stored = _run(settings, lambda session: store.save(session, fitted.calibrator, fitted.metrics(), len(used)))
     typer.echo(f"stored calibrator {stored.version} ({method})")
     if write_policy is not None:
         chosen = escaped if apply == "escaped-error" else review
@@ -265,7 +264,7 @@ def calibrate(
         assert stored.id is not None
         note = (
             f"Written by `hitl calibrate` from {source} ({current.version}).\n"
-            f"Calibrator {stored.version} ({method}, {len(labels)} labels); release at the {apply} threshold:"
+            f"Calibrator {stored.version} ({method}, {len(used)} labels); release at the {apply} threshold:"
             f" review rate {chosen.review_rate:.1%}, escaped-error rate {chosen.escaped_error_rate:.1%}."
         )
         try:

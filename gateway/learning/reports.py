@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.learning import metrics as calibration
+from gateway.learning import metrics
 from gateway.learning.metrics import Threshold
 
 REVIEW_RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -32,10 +32,10 @@ def figures(scores: Sequence[float], labels: Sequence[int], weights: Sequence[fl
     return Figures(
         count=len(labels),
         positives=int(sum(labels)),
-        auroc=calibration.auroc(scores, labels, weights),
-        ece=calibration.ece(scores, labels, weights),
-        brier=calibration.brier(scores, labels, weights),
-        prr=calibration.prediction_rejection_ratio(scores, labels),
+        auroc=metrics.auroc(scores, labels, weights),
+        ece=metrics.ece(scores, labels, weights),
+        brier=metrics.brier(scores, labels, weights),
+        prr=metrics.prediction_rejection_ratio(scores, labels),
     )
 
 
@@ -60,7 +60,7 @@ def tradeoff(
 ) -> list[Threshold]:
     """For each target review rate, the threshold that comes closest and the escaped-error rate it gives
     (once per threshold: with few distinct scores, several targets land on the same one)."""
-    found = [calibration.threshold_for_review_rate(scores, labels, rate, weights) for rate in review_rates]
+    found = [metrics.threshold_for_review_rate(scores, labels, rate, weights) for rate in review_rates]
     return list({row.threshold: row for row in found}.values())
 
 
@@ -84,7 +84,7 @@ def reliability_diagram(
     figure, axes = plt.subplots(figsize=(5.5, 5.5), dpi=100)
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     for name, (scores, labels) in curves.items():
-        points = calibration.reliability(scores, labels, bins)
+        points = metrics.reliability(scores, labels, bins)
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="share labelled correct", title=title)
     axes.legend(loc="upper left")

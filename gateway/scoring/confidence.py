@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.learning.metrics import Calibrator, features, signal_values
+from gateway.scoring.calibrator import Calibrator, features, signal_values
 from gateway.scoring.consistency import Consistency
 from gateway.scoring.logprobs import LogprobSignals, signals
 from gateway.scoring.selfcheck import SelfCheck

@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 from gateway import db
 from gateway.app import create_app
 from gateway.cli import app as cli
-from gateway.learning import labels as calibrators
-from gateway.learning.metrics import Calibrator
+from gateway.learning import fitting, labels
 from gateway.models import (
     Action,
     Agent,
@@ -36,6 +35,7 @@ from gateway.models import (
 from gateway.proxy import policy
 from gateway.proxy.holds import HoldHub
 from gateway.review import decisions
+from gateway.scoring.calibrator import Calibrator
 from gateway.settings import AuditSettings
 from tests import factories
 from tests.conftest import MODEL
@@ -124,11 +124,11 @@ def test_audit_default_rate_is_two_percent() -> None:
 # --- labels -----------------------------------------------------------------------------------------
 
 
-async def load(url: str) -> calibrators.Labels:
+async def load(url: str) -> labels.Labels:
     engine = db.create_engine(url)
     try:
         async with db.session_factory(engine)() as session:
-            return await calibrators.load_labels(session)
+            return await labels.load_labels(session)
     finally:
         await engine.dispose()
 
@@ -152,8 +152,8 @@ def test_labels_and_audit_weights(database_url: str) -> None:
 def test_too_few_labels_are_refused(database_url: str) -> None:
     seed_labels(database_url, 30)
     found = asyncio.run(load(database_url))
-    with pytest.raises(calibrators.NotEnoughLabels, match="only 30 labelled exchanges .* at least 100"):
-        calibrators.fit_labels(found, "isotonic", 100, 0.2, 0.02)
+    with pytest.raises(fitting.NotEnoughLabels, match="only 30 labelled exchanges .* at least 100"):
+        fitting.fit_labels(found, "isotonic", 100, 0.2, 0.02)
 
 
 # --- hitl calibrate ---------------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""Fitting calibrators: scikit-learn's isotonic or logistic regression on labelled exchanges, held-out
+figures by cross-validation, and the fit `hitl calibrate` runs (with its recommended thresholds)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway.learning import reports
+from gateway.learning.labels import Labels
+from gateway.learning.metrics import Threshold, threshold_for_escaped_error, threshold_for_review_rate
+from gateway.scoring.calibrator import SIGNALS, Calibrator, FloatArray, Method
+
+
+def fit(
+    inputs: Sequence[float] | Sequence[Sequence[float]],
+    labels: Sequence[int],
+    weights: Sequence[float] | None = None,
+    method: Method = "isotonic",
+) -> Calibrator:
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(labels, dtype=int)
+    if len(set(y.tolist())) < 2:
+        raise ValueError("calibration needs labels of both classes")
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    if method == "isotonic":
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        model.fit(np.asarray(inputs, dtype=float), y, sample_weight=w)
+        params = {"x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
+        return Calibrator("isotonic", params)
+    logistic = LogisticRegression(max_iter=1000)
+    logistic.fit(np.asarray(inputs, dtype=float), y, sample_weight=w)
+    params = {"coef": logistic.coef_[0].tolist(), "intercept": float(logistic.intercept_[0]), "features": list(SIGNALS)}
+    return Calibrator("logistic", params)
+
+
+def cross_validated(
+    inputs: Sequence[float] | Sequence[Sequence[float]],
+    labels: Sequence[int],
+    weights: Sequence[float] | None = None,
+    method: Method = "isotonic",
+    folds: int = 5,
+    seed: int = 0,
+) -> FloatArray:
+    """Held-out calibrated confidences: each label's prediction comes from a fit that did not see it."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x = np.asarray(inputs, dtype=float)
+    y = np.asarray(labels, dtype=int)
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    folds = max(2, min(folds, int(np.bincount(y, minlength=2).min())))
+    found = np.zeros(len(y), dtype=float)
+    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y):
+        model = fit(x[train], y[train], None if w is None else w[train], method)
+        found[test] = model.predict(x[test])
+    return found
+
+
+class NotEnoughLabels(ValueError):
+    """Too few labels to fit a calibrator that means anything."""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A calibrator fitted on every label, with the figures that judge it and where thresholds would go."""
+
+    calibrator: Calibrator
+    labels: Labels
+    before: reports.Figures  # the uncalibrated confidence (isotonic) or the default formula's
+    after: reports.Figures  # held-out: each label scored by a fit that did not see it
+    by_review_rate: Threshold
+    by_escaped_error: Threshold
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "labels": len(self.labels),
+            "approved": sum(self.labels.labels),
+            "changed": len(self.labels) - sum(self.labels.labels),
+            "audited": sum(self.labels.audited),
+            "before": asdict(self.before),
+            "after_cross_validated": asdict(self.after),
+            "by_review_rate": asdict(self.by_review_rate),
+            "by_escaped_error": asdict(self.by_escaped_error),
+        }
+
+
+def fit_labels(
+    found: Labels, method: Method, min_labels: int, target_review_rate: float, target_escaped_error: float
+) -> Fitted:
+    usable = found.usable(method)
+    approved = sum(usable.labels)
+    changed = len(usable) - approved
+    if len(usable) < min_labels or min(approved, changed) < 2:
+        raise NotEnoughLabels(
+            f"only {len(usable)} labelled exchanges ({approved} approved, {changed} edited or overridden);"
+            f" calibration needs at least {min_labels} with at least 2 of each kind."
+            " Decide more reviews (the audit queue labels released answers), or lower --min-labels."
+        )
+    inputs = usable.inputs(method)
+    calibrator = fit(inputs, usable.labels, usable.weights, method)
+    held_out = cross_validated(inputs, usable.labels, usable.weights, method).tolist()
+    scored = [i for i, raw in enumerate(usable.raw) if raw is not None]
+    before = reports.figures(
+        [float(usable.raw[i]) for i in scored],  # type: ignore[arg-type]
+        [usable.labels[i] for i in scored],
+        [usable.weights[i] for i in scored],
+    )
+    calibrated = calibrator.predict(inputs).tolist()
+    return Fitted(
+        calibrator=calibrator,
+        labels=usable,
+        before=before,
+        after=reports.figures(held_out, usable.labels, usable.weights),
+        by_review_rate=threshold_for_review_rate(calibrated, usable.labels, target_review_rate, usable.weights),
+        by_escaped_error=threshold_for_escaped_error(calibrated, usable.labels, target_escaped_error, usable.weights),
+    )
