@@ -14,8 +14,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import Scope
 
-from console import auth, history, queue, review, routes
+from console import auth, error_pages, history, queue, review, routes
 from console.guard import ConsoleGuard
+from console.rendering import make_templates
 from gateway.settings import Settings
 
 PREFIX = "/console"
@@ -28,6 +29,7 @@ def _not_console(scope: Scope) -> bool:
 
 def install(app: FastAPI, settings: Settings) -> None:
     secret = app.state.secret_key
+    app.state.console_templates = make_templates()
     for module in (routes, queue, review, history):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
@@ -36,6 +38,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         return RedirectResponse(f"{PREFIX}/login?next={request.url.path}", status_code=303)
 
     app.add_exception_handler(auth.LoginRequired, login_required)
+    error_pages.install(app, PREFIX)
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret,

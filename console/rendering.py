@@ -1,4 +1,8 @@
-"""One place decides between a whole page and an htmx fragment, and knows the `HX-*` header names."""
+"""One place decides between a whole page and an htmx fragment, and knows the `HX-*` header names.
+
+The Jinja environment is made by `make_templates()` when the console is installed on an app, never at
+import time, and handed to `render()` through the app's state.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,19 @@ from fastapi import Request
 from jinja2_fragments.fastapi import Jinja2Blocks
 from starlette.responses import Response
 
-from gateway.models import aware
+from gateway.models import EventKind, ReviewKind, ReviewStatus
 from gateway.proxy.chat import question_of
+from gateway.proxy.exchanges import HitlStatus
 
 HX_REQUEST = "HX-Request"
-
-templates = Jinja2Blocks(directory=str(Path(__file__).with_name("templates")))
+HX_HISTORY_RESTORE = "HX-History-Restore-Request"  # htmx lost its history cache: it needs the whole page
+HX_RETARGET = "HX-Retarget"
+HX_RESWAP = "HX-Reswap"
+TEMPLATES = Path(__file__).with_name("templates")
 
 
 def _age(moment: datetime) -> str:
-    seconds = int((datetime.now(UTC) - aware(moment)).total_seconds())
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -31,28 +38,38 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.0f}%"
 
 
-templates.env.filters["age"] = _age
-templates.env.filters["aware"] = aware
-templates.env.filters["question"] = question_of
-templates.env.filters["percent"] = _percent
+def make_templates() -> Jinja2Blocks:
+    """The console's Jinja environment, with its filters and the state enums templates compare against."""
+    templates = Jinja2Blocks(directory=str(TEMPLATES))
+    templates.env.filters.update(age=_age, question=question_of, percent=_percent)
+    templates.env.globals.update(
+        ReviewStatus=ReviewStatus, ReviewKind=ReviewKind, EventKind=EventKind, HitlStatus=HitlStatus
+    )
+    return templates
+
+
+def wants_fragment(request: Request) -> bool:
+    """An htmx request for part of a page (not a history restore, which needs the whole page)."""
+    return request.headers.get(HX_REQUEST) == "true" and request.headers.get(HX_HISTORY_RESTORE) != "true"
 
 
 def render(
-    request: Request, name: str, context: dict[str, Any], *, block: str | None = None, status_code: int = 200
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    block: str | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> Response:
-    """The page `name`, or only its `block` when htmx asks for a fragment."""
+    """The template `name` (a page, or a partial that stands alone), or only its `block` when htmx asks
+    for a fragment of the page."""
+    templates: Jinja2Blocks = request.app.state.console_templates
     context = {"csrftoken": request.scope.get("csrftoken", lambda: "")(), **context}
-    if block and request.headers.get(HX_REQUEST) == "true":
+    if block is not None and wants_fragment(request):
         response = templates.TemplateResponse(request, name, context, block_name=block, status_code=status_code)
     else:
         response = templates.TemplateResponse(request, name, context, status_code=status_code)
-    response.headers["Vary"] = HX_REQUEST
-    return response
-
-
-def render_partial(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
-    """A partial on its own, for routes only htmx calls (the claim banner, the diff)."""
-    context = {"csrftoken": request.scope.get("csrftoken", lambda: "")(), **context}
-    response = templates.TemplateResponse(request, name, context, status_code=status_code)
-    response.headers["Vary"] = HX_REQUEST
+    response.headers.update(headers or {})
+    response.headers["Vary"] = f"{HX_REQUEST}, {HX_HISTORY_RESTORE}"
     return response

@@ -9,7 +9,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from console import auth
 from console.rendering import render
-from gateway.deps import RuntimeDep
+from gateway.deps import DeskDep, RuntimeDep
+from gateway.review.logins import TooManyFailures
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -30,28 +31,22 @@ async def login_page(request: Request, next: str | None = None) -> Response:
 async def login(
     request: Request,
     runtime: RuntimeDep,
+    desk: DeskDep,
     username: Annotated[str, Form(max_length=200)],
     password: Annotated[str, Form(max_length=1000)],
     next: Annotated[str, Form()] = "/console/",
 ) -> Response:
-    username = username.strip()
     address = request.client.host if request.client else "unknown"
-    async with runtime.sessions() as session:
-        try:
-            await auth.check_throttle(session, runtime.settings, username, address)
-        except auth.TooManyFailures as exc:
-            minutes = max(1, exc.retry_after // 60)
-            context = {"next": _safe_next(next), "error": f"Too many failed logins. Try again in {minutes} minutes."}
-            response = render(request, "login.html", context, status_code=429)
-            response.headers["Retry-After"] = str(exc.retry_after)
-            return response
-        agent = await auth.verify(session, username, password)
-        if agent is None:
-            await auth.record_failure(session, username, address)
-            context = {"next": _safe_next(next), "error": "Unknown username or wrong password."}
-            return render(request, "login.html", context, status_code=401)
-        await auth.clear_failures(session, username)
-    auth.start_session(request, agent)
+    try:
+        agent = await desk.sign_in(username.strip(), password, address)
+    except TooManyFailures as exc:
+        minutes = max(1, exc.retry_after // 60)
+        context = {"next": _safe_next(next), "error": f"Too many failed logins. Try again in {minutes} minutes."}
+        return render(request, "login.html", context, status_code=429, headers={"Retry-After": str(exc.retry_after)})
+    if agent is None:
+        context = {"next": _safe_next(next), "error": "Unknown username or wrong password."}
+        return render(request, "login.html", context, status_code=401)
+    auth.start_session(request, agent, runtime.clock.now().timestamp())
     return RedirectResponse(_safe_next(next), status_code=303)
 
 

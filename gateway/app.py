@@ -17,11 +17,15 @@ import httpx
 from fastapi import FastAPI
 
 from gateway import db, errors
+from gateway.clock import Clock, SystemClock
 from gateway.learning import store
 from gateway.prompt_templates import Prompts
 from gateway.proxy import api, policy, upstream
 from gateway.proxy.holds import HoldHub
 from gateway.requestid import RequestIdMiddleware
+from gateway.review.desk import ReviewDesk
+from gateway.review.logins import LoginLimits
+from gateway.review.tiers import Tiers
 from gateway.runtime import Runtime
 from gateway.scoring.consistency import ConsistencyChecker
 from gateway.scoring.scorer import Scorer
@@ -32,12 +36,15 @@ log = logging.getLogger("hitl.app")
 PLUGIN_GROUP = "hitl_gateway.plugins"
 
 
-def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
-    """Build the gateway. Raises `PolicyError` for a policy file that cannot be used."""
+def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None = None) -> FastAPI:
+    """Build the gateway. Raises `PolicyError` for a policy file that cannot be used. `clock` is what
+    claims and logins read the time from (tests move it; the default is the system's)."""
     routing = policy.load(settings.policy_path)
     prompts = Prompts()
     for name in ("placeholder", "selfcheck", "selfcheck_verbal", "consistency", "consistency_verbal"):
         prompts.get(name)  # a missing template should stop start-up, not a held request
+    clock = clock or SystemClock()
+    tiers = Tiers(held=tuple(routing.tiers), audit=settings.audit.tier)
     if settings.secret_key is None:
         log.warning("HITL_SECRET_KEY is not set: console logins end when this process stops")
 
@@ -60,15 +67,26 @@ def create_app(settings: Settings, *, plugins: bool = True) -> FastAPI:
             )
             if calibrator is not None:
                 scorer.calibrator, scorer.calibrator_version = calibrator.calibrator, calibrator.version
+            holds = HoldHub(settings.hold.poll_interval)
+            desk = ReviewDesk(
+                sessions=sessions,
+                holds=holds,
+                tiers=tiers,
+                lease=settings.claim_lease,
+                clock=clock,
+                logins=LoginLimits(settings.login_max_failures, settings.login_window),
+            )
             app.state.runtime = runtime = Runtime(
                 settings=settings,
                 engine=engine,
                 sessions=sessions,
                 upstreams=upstreams,
                 policy=routing,
-                holds=HoldHub(settings.hold.poll_interval),
+                holds=holds,
                 prompts=prompts,
                 scorer=scorer,
+                desk=desk,
+                clock=clock,
             )
             stack.push_async_callback(runtime.drain)
             yield

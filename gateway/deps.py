@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from gateway.models import ApiKey
 from gateway.proxy import apikeys
+from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime
 
 
@@ -17,6 +18,14 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_desk(request: Request) -> ReviewDesk:
+    desk: ReviewDesk = request.app.state.runtime.desk
+    return desk
+
+
+DeskDep = Annotated[ReviewDesk, Depends(get_desk)]
 
 
 async def current_key(request: Request, runtime: RuntimeDep) -> ApiKey:

@@ -11,22 +11,36 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, String
-from sqlmodel import Field, SQLModel
+from sqlalchemy import JSON, Column, DateTime, Dialect, String
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import AutoString, Field, SQLModel
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without their zone; they were stored as UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def epoch(moment: datetime) -> int:
     """Unix seconds."""
-    return int(aware(moment).timestamp())
+    return int(moment.timestamp())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware in Python: stored with its zone, and given its UTC zone
+    back when the database drops it (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: store timestamps in UTC with their zone")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
 
 
 def _new_id(prefix: str) -> str:
@@ -34,7 +48,11 @@ def _new_id(prefix: str) -> str:
 
 
 def _when(**kwargs: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, **kwargs)
+
+
+def _maybe_when(**kwargs: Any) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, **kwargs)
 
 
 def _enum(**kwargs: Any) -> Any:
@@ -130,12 +148,17 @@ class Exchange(SQLModel, table=True):
     )
     upstream_ms: float = 0.0
     created_at: datetime = _when(index=True)
-    decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    decided_at: datetime | None = _maybe_when()
 
 
 class ReviewKind(StrEnum):
     HOLD = "hold"  # the client waits for the decision
     AUDIT = "audit"  # released already; the decision is a label and a lesson, not a delivery
+
+
+class ReviewStatus(StrEnum):
+    OPEN = "open"  # waiting in its tier's queue
+    DECIDED = "decided"  # approved, edited or overridden; an escalation keeps a review open
 
 
 class Review(SQLModel, table=True):
@@ -151,12 +174,13 @@ class Review(SQLModel, table=True):
     audit_rate: float | None = Field(
         None, description="The sampling rate an audit review was drawn at; its label weighs 1 / rate."
     )
-    status: str = Field("open", index=True, description="`open` until decided, then `decided`.")
+    # The column stays an unbounded string as migration 0001 made it; only its Python side is typed.
+    status: ReviewStatus = Field(ReviewStatus.OPEN, sa_type=AutoString, index=True)
     created_at: datetime = _when(index=True)
-    deadline_at: datetime = Field(sa_type=DateTime(timezone=True))
-    decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    deadline_at: datetime = Field(sa_type=UTCDateTime)
+    decided_at: datetime | None = _maybe_when()
     claimed_by: int | None = Field(default=None, foreign_key="agents.id")
-    claim_expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    claim_expires_at: datetime | None = _maybe_when()
 
 
 class Decision(SQLModel, table=True):

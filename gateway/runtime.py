@@ -11,10 +11,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.clock import Clock
 from gateway.prompt_templates import Prompts
 from gateway.proxy.holds import HoldHub
 from gateway.proxy.policy import Policy
 from gateway.proxy.upstream import Upstreams
+from gateway.review.desk import ReviewDesk
 from gateway.scoring.scorer import Scorer
 from gateway.settings import Settings
 
@@ -31,6 +33,8 @@ class Runtime:
     holds: HoldHub
     prompts: Prompts
     scorer: Scorer
+    desk: ReviewDesk
+    clock: Clock
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:

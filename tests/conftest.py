@@ -87,8 +87,14 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings) -> FastAPI:
-    return create_app(settings)
+def clock() -> factories.ManualClock:
+    """The time claims and logins see; a test moves it with `clock.advance(seconds)`."""
+    return factories.ManualClock()
+
+
+@pytest.fixture
+def app(settings: Settings, clock: factories.ManualClock) -> FastAPI:
+    return create_app(settings, clock=clock)
 
 
 @pytest.fixture

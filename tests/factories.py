@@ -8,15 +8,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from pwdlib import PasswordHash
 from sqlalchemy import create_engine
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Session, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import db
 from gateway.models import (
@@ -32,11 +31,24 @@ from gateway.models import (
     Route,
 )
 from gateway.proxy import apikeys
-from gateway.proxy.holds import HoldHub
-from gateway.review import decisions
+from gateway.review.decisions import Decided
+from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime
 
 _hasher = PasswordHash.recommended()
+
+
+class ManualClock:
+    """A clock that moves only when a test says so: claims run out and logins expire without sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.moment = start or datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=seconds)
 
 
 @contextmanager
@@ -139,22 +151,12 @@ async def decide_as(
     text: str | None = None,
     comment: str = "",
     *,
-    sessions: async_sessionmaker[AsyncSession] | None = None,
-    holds: HoldHub | None = None,
-) -> decisions.Decided:
-    """Decide a review as the named agent, through the decision service (by default the app's own)."""
+    desk: ReviewDesk | None = None,
+) -> Decided:
+    """Decide a review as the named agent, through a review desk (by default the app's own)."""
     async with runtime.sessions() as session:
         agent = (await session.exec(select(Agent).where(Agent.username == username))).one()
-    return await decisions.decide(
-        sessions or runtime.sessions,
-        holds or runtime.holds,
-        review_id=review_id,
-        agent=agent,
-        action=action,
-        text=text,
-        comment=comment,
-        tiers=runtime.policy.tiers,
-    )
+    return await (desk or runtime.desk).decide(review_id, agent, action, text=text, comment=comment)
 
 
 def make_labelled(

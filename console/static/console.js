@@ -117,6 +117,12 @@
     if (index >= 0) select(index);
   });
 
+  // An error toast goes away when clicked.
+  document.addEventListener("click", function (event) {
+    var toast = event.target.closest && event.target.closest("#toast");
+    if (toast) toast.hidden = true;
+  });
+
   // Leaving a review gives its claim back at once instead of waiting for the lease to run out.
   window.addEventListener("pagehide", function () {
     var claim = document.querySelector("#claim[data-release]");

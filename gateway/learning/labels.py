@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.models import Action, Decision, Exchange, Review, ReviewKind
+from gateway.models import Action, Decision, Exchange, Review, ReviewKind, ReviewStatus
 from gateway.scoring.calibrator import features, signal_values
 
 LABEL_OF = {Action.APPROVE: 1, Action.EDIT: 0, Action.OVERRIDE: 0}
@@ -60,7 +60,7 @@ async def load_labels(session: AsyncSession) -> Labels:
         select(Review, Exchange, Decision)
         .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
         .join(Decision, col(Decision.review_id) == col(Review.id))
-        .where(Review.status == "decided", col(Decision.action).in_(list(LABEL_OF)))
+        .where(col(Review.status) == ReviewStatus.DECIDED, col(Decision.action).in_(list(LABEL_OF)))
         .order_by(col(Review.created_at), col(Decision.id))
     )
     final: dict[str, tuple[Review, Exchange, Decision]] = {}

@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.deps import CurrentKey, RequestId, RuntimeDep
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.models import Exchange, Review, epoch
+from gateway.models import Exchange, Review, ReviewStatus, epoch
 from gateway.proxy import chat as chat_request
 from gateway.proxy import completion, exchanges
 from gateway.proxy.chat import ChatRequest
@@ -143,10 +143,10 @@ async def get_review(
         raise InvalidRequest(f"wait may be at most {runtime.settings.hold.max_wait:g} seconds.", param="wait")
     chat = ChatRequest.model_validate(exchange.request)
     reply = _Reply(runtime, request, chat, review)
-    if review.status == "open" and wait > 0:
+    if review.status == ReviewStatus.OPEN and wait > 0:
         exchange = await reply.wait_and_load(exchange.id, wait)
     body = reply.body(exchange)
-    decided = body["hitl"]["status"] != "pending"
+    decided = exchanges.hitl_status(exchange) != exchanges.HitlStatus.PENDING
     return {
         "id": review.id,
         "object": "hitl.review",

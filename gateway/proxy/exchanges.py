@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -13,7 +14,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.errors import NotFound
-from gateway.models import EventKind, Exchange, ExchangeStatus, Review, ReviewEvent, ReviewKind, Route
+from gateway.models import EventKind, Exchange, ExchangeStatus, Review, ReviewEvent, ReviewKind, ReviewStatus, Route
 from gateway.proxy import completion
 from gateway.proxy.chat import ChatRequest
 from gateway.proxy.policy import Routing
@@ -126,7 +127,7 @@ async def record(
 async def is_decided(sessions: Sessions, review_id: str) -> bool:
     async with sessions() as session:
         status = (await session.exec(select(Review.status).where(Review.id == review_id))).first()
-    return status == "decided"
+    return status == ReviewStatus.DECIDED
 
 
 async def load_review(sessions: Sessions, review_id: str, api_key_id: int) -> tuple[Review, Exchange]:
@@ -148,13 +149,27 @@ async def load(sessions: Sessions, exchange_id: str) -> Exchange:
     return exchange
 
 
+class HitlStatus(StrEnum):
+    """What the client is told in `hitl.status`: the exchange's status, but `pending` while it is held."""
+
+    RELEASED = "released"
+    APPROVED = "approved"
+    EDITED = "edited"
+    OVERRIDDEN = "overridden"
+    PENDING = "pending"
+
+
+def hitl_status(exchange: Exchange) -> HitlStatus:
+    return HitlStatus.PENDING if exchange.status == ExchangeStatus.HELD else HitlStatus(exchange.status)
+
+
 def hitl_block(exchange: Exchange, review: Review | None, poll_url: str | None) -> dict[str, Any]:
-    status = "pending" if exchange.status == ExchangeStatus.HELD else str(exchange.status)
+    status = hitl_status(exchange)
     block: dict[str, Any] = {"status": status, "confidence": exchange.confidence, "exchange_id": exchange.id}
     if review is not None:
         block["review_id"] = review.id
         block["tier"] = review.tier
-    if status == "pending":
+    if status == HitlStatus.PENDING:
         block["poll_url"] = poll_url
     return block
 

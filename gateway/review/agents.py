@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from pwdlib import PasswordHash
 from sqlalchemy import func
 from sqlmodel import select
@@ -10,8 +12,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.models import Agent, Role
 
-hasher = PasswordHash.recommended()
 MIN_PASSWORD = 8
+
+
+@cache
+def password_hasher() -> PasswordHash:
+    """argon2 with pwdlib's recommended parameters, made on first use."""
+    return PasswordHash.recommended()
 
 
 def _checked(password: str) -> str:
@@ -26,7 +33,7 @@ async def create(session: AsyncSession, username: str, password: str, role: Role
         raise InvalidRequest("A username cannot be empty.", param="username")
     if (await session.exec(select(Agent).where(Agent.username == username))).first():
         raise Conflict(f"There is already an agent called {username!r}.")
-    agent = Agent(username=username, password_hash=hasher.hash(_checked(password)), role=role)
+    agent = Agent(username=username, password_hash=password_hasher().hash(_checked(password)), role=role)
     session.add(agent)
     await session.commit()
     await session.refresh(agent)
@@ -42,7 +49,7 @@ async def _named(session: AsyncSession, username: str) -> Agent:
 
 async def set_password(session: AsyncSession, username: str, password: str) -> Agent:
     agent = await _named(session, username)
-    agent.password_hash = hasher.hash(_checked(password))
+    agent.password_hash = password_hasher().hash(_checked(password))
     session.add(agent)
     await session.commit()
     return agent

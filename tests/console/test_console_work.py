@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.models import Agent, Decision, Review
 from gateway.prompt_templates import canned_responses
-from gateway.review import claims
+from gateway.review.guard import ClaimedByOther
 from gateway.runtime import Runtime
 from tests import factories
 from tests.conftest import MODEL, console_login, csrf_token
@@ -77,33 +77,35 @@ def test_opening_a_review_claims_it_and_a_second_agent_is_told(
 
 
 def test_an_unrenewed_claim_runs_out(
-    make_settings, api_key: str, upstream: respx.MockRouter, agent, senior, database_url: str
+    make_settings, clock: factories.ManualClock, api_key: str, upstream: respx.MockRouter, agent, senior
 ) -> None:
-    app = create_app(make_settings(claim_lease=0.5))
+    app = create_app(make_settings(claim_lease=30), clock=clock)
     with TestClient(app) as client, TestClient(app) as other:
         hitl = held(client, upstream, api_key)
         console_login(client, *agent)
         console_login(other, *senior)
         client.get(f"/console/reviews/{hitl['review_id']}")
         assert "ada is working" in other.get(f"/console/reviews/{hitl['review_id']}").text
-        time.sleep(0.6)
+        clock.advance(29)
+        assert "ada is working" in other.get(f"/console/reviews/{hitl['review_id']}").text
+        clock.advance(2)
         assert "You hold this review" in other.get(f"/console/reviews/{hitl['review_id']}").text
 
 
 def test_the_open_page_renews_its_claim(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent, database_url: str
+    client: TestClient, clock: factories.ManualClock, api_key: str, upstream: respx.MockRouter, agent, database_url: str
 ) -> None:
     hitl = held(client, upstream, api_key)
     token = console_login(client, *agent)
     page = client.get(f"/console/reviews/{hitl['review_id']}")
     assert 'hx-trigger="every 30s"' in page.text  # a third of the 90 s lease
     first = review_of(database_url, hitl["review_id"]).claim_expires_at
-    time.sleep(0.05)
+    clock.advance(10)
     renewed = client.post(
         f"/console/reviews/{hitl['review_id']}/claim", headers={"HX-Request": "true", "x-csrftoken": token}
     )
     assert renewed.status_code == 200 and renewed.text.lstrip().startswith('<div id="claim"')
-    assert review_of(database_url, hitl["review_id"]).claim_expires_at > first
+    assert review_of(database_url, hitl["review_id"]).claim_expires_at == first + timedelta(seconds=10)
 
 
 async def test_two_concurrent_claims_one_wins(
@@ -120,10 +122,10 @@ async def test_two_concurrent_claims_one_wins(
     async with runtime.sessions() as session:
         people = (await session.exec(select(Agent).order_by(Agent.username))).all()
     results = await asyncio.gather(
-        *(claims.claim(runtime.sessions, review_id, person, 60) for person in people), return_exceptions=True
+        *(runtime.desk.claim(review_id, person) for person in people), return_exceptions=True
     )
     winners = [r for r in results if isinstance(r, Review)]
-    losers = [r for r in results if isinstance(r, claims.ClaimedByOther)]
+    losers = [r for r in results if isinstance(r, ClaimedByOther)]
     assert len(winners) == 1 and len(losers) == 1
 
 
@@ -300,7 +302,7 @@ async def test_queue_events_follow_new_reviews(
     async def never() -> bool:
         return False
 
-    changes = console_queue.queue_changes(runtime, never)
+    changes = console_queue.queue_changes(runtime.desk, runtime.settings.hold.poll_interval, never)
     first = asyncio.ensure_future(anext(changes))
     await asyncio.sleep(0.05)  # the feed has read the current version
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Q?"}], "hitl": {"wait": 0}}
@@ -325,11 +327,12 @@ def test_login_is_throttled_after_repeated_failures(client: TestClient, agent) -
     assert locked.headers["retry-after"] == "900"
 
 
-def test_sessions_expire_however_active(make_settings, agent) -> None:
-    with TestClient(create_app(make_settings(session_max_age=1))) as client:
+def test_sessions_expire_however_active(make_settings, clock: factories.ManualClock, agent) -> None:
+    with TestClient(create_app(make_settings(session_max_age=3600), clock=clock)) as client:
         console_login(client, *agent)
+        clock.advance(3599)
         assert client.get("/console/", follow_redirects=False).status_code == 200
-        time.sleep(1.1)
+        clock.advance(2)
         assert client.get("/console/", follow_redirects=False).status_code == 303
 
 

@@ -31,10 +31,11 @@ from gateway.models import (
     Review,
     ReviewKind,
     Role,
+    utcnow,
 )
 from gateway.proxy import policy
-from gateway.proxy.holds import HoldHub
 from gateway.review import decisions
+from gateway.review.tiers import Tiers
 from gateway.scoring.calibrator import Calibrator
 from gateway.settings import AuditSettings
 from tests import factories
@@ -67,6 +68,9 @@ def seed_labels(url: str, count: int, audited_every: int = 0, seed: int = 1) -> 
         )
 
 
+TIERS = Tiers(held=("agent", "senior"), audit="audit")
+
+
 async def decide(url: str, review_id: str, action: Action, text: str | None) -> decisions.Decided:
     """Decide as agent ada through the decision service, on an engine of this test's own loop."""
     engine = db.create_engine(url)
@@ -74,9 +78,10 @@ async def decide(url: str, review_id: str, action: Action, text: str | None) -> 
         sessions = db.session_factory(engine)
         async with sessions() as session:
             ada = (await session.exec(select(Agent).where(Agent.username == "ada"))).one()
-        return await decisions.decide(
-            sessions, HoldHub(1.0), review_id=review_id, agent=ada, action=action, tiers=["agent", "senior"], text=text
-        )
+        async with sessions() as session:
+            return await decisions.decide(
+                session, TIERS, utcnow(), review_id=review_id, agent=ada, action=action, text=text
+            )
     finally:
         await engine.dispose()
 

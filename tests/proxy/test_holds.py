@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
@@ -16,7 +17,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from gateway import db
-from gateway.models import Action, Exchange, ExchangeStatus, Review, aware
+from gateway.models import Action, Exchange, ExchangeStatus, Review
+from gateway.proxy.holds import HoldHub
 from gateway.runtime import Runtime
 from tests import factories
 from tests.conftest import MODEL, aconsole_login
@@ -92,7 +94,7 @@ async def test_edit_releases_waiting_client_within_100ms(
     async with runtime.sessions() as session:
         stamped = (await session.get(Review, review.id, populate_existing=True)).decided_at  # type: ignore[union-attr]
     assert stamped is not None
-    whole = (received_at - aware(stamped)).total_seconds()
+    whole = (received_at - stamped).total_seconds()
     assert 0 <= whole < 0.5, f"{whole * 1000:.0f} ms from the decision's timestamp, its commit included"
     body = response.json()
     assert body["choices"][0]["message"]["content"] == "Paris is the capital of France."
@@ -175,19 +177,10 @@ async def test_decision_from_another_process_is_seen_by_polling(
     waiting = asyncio.create_task(aclient.post("/v1/chat/completions", json=chat(wait=10), headers=auth(api_key)))
     review = await open_review(runtime)
     # A second engine and hub stand in for another replica: this process's hub is never notified.
-    from gateway.proxy.holds import HoldHub
-
     engine = db.create_engine(database_url)
     try:
-        await factories.decide_as(
-            runtime,
-            senior[0],
-            review.id,
-            Action.OVERRIDE,
-            "Elsewhere.",
-            sessions=db.session_factory(engine),
-            holds=HoldHub(1.0),
-        )
+        elsewhere = replace(runtime.desk, sessions=db.session_factory(engine), holds=HoldHub(1.0))
+        await factories.decide_as(runtime, senior[0], review.id, Action.OVERRIDE, "Elsewhere.", desk=elsewhere)
     finally:
         await engine.dispose()
     body = (await asyncio.wait_for(waiting, 2)).json()  # poll_interval is 0.2 s in the test settings

@@ -13,6 +13,8 @@ from sqlmodel import select
 from gateway.errors import Forbidden, InvalidRequest
 from gateway.models import Action, Decision, Exchange, ExchangeStatus, PreferencePair, Review, Role
 from gateway.review import decisions
+from gateway.review.guard import ReviewAlreadyDecided
+from gateway.review.tiers import Tiers
 from gateway.runtime import Runtime
 from tests import factories
 from tests.conftest import MODEL
@@ -73,7 +75,7 @@ async def test_two_concurrent_decisions_one_wins(
         factories.decide_as(runtime, senior[0], review_id, Action.OVERRIDE, text="Call us."),
         return_exceptions=True,
     )
-    losers = [r for r in results if isinstance(r, decisions.ReviewAlreadyDecided)]
+    losers = [r for r in results if isinstance(r, ReviewAlreadyDecided)]
     winners = [r for r in results if isinstance(r, decisions.Decided)]
     assert len(winners) == 1 and len(losers) == 1, results
     async with runtime.sessions() as session:
@@ -130,4 +132,4 @@ async def test_edit_needs_a_changed_text(
     ],
 )
 def test_can_decide(role: Role, tier: str, allowed: bool) -> None:
-    assert decisions.can_decide(role, tier, ["agent", "senior", "legal"]) is allowed
+    assert Tiers(held=("agent", "senior", "legal"), audit="audit").may_decide(role, tier) is allowed

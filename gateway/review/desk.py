@@ -1,0 +1,140 @@
+"""The review desk: the one service the console (and anything else that reviews) calls.
+
+Made once in the app's lifespan with everything it needs (sessions, the hold hub that wakes waiting
+clients, the tier rules, the claim lease, the clock), so callers pass only what the agent did:
+`desk.decide(review_id, agent, Action.EDIT, text=...)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.clock import Clock
+from gateway.models import Action, Agent, Review
+from gateway.proxy.holds import HoldHub
+from gateway.review import claims, decisions, history, logins, queue, record
+from gateway.review.decisions import Decided
+from gateway.review.history import HistoryFilter, HistoryRow
+from gateway.review.logins import LoginLimits
+from gateway.review.queue import QueueFilter, QueueView
+from gateway.review.record import ReviewRecord
+from gateway.review.tiers import Tiers
+
+
+@dataclass(frozen=True)
+class ReviewDesk:
+    sessions: async_sessionmaker[AsyncSession]
+    holds: HoldHub
+    tiers: Tiers
+    lease: float  # seconds a claim lasts unless renewed
+    clock: Clock
+    logins: LoginLimits
+
+    # -- who may do what ---------------------------------------------------------------------------------
+
+    def may_decide(self, agent: Agent, tier: str) -> bool:
+        return self.tiers.may_decide(agent.role, tier)
+
+    def first_queue(self, agent: Agent) -> str:
+        """The tab the queue opens on: the first tier this agent may decide."""
+        queues = self.tiers.queues
+        return next((tier for tier in queues if self.may_decide(agent, tier)), queues[0])
+
+    # -- claims ------------------------------------------------------------------------------------------
+
+    async def claim(self, review_id: str, agent: Agent) -> Review:
+        """Claim the review, or renew this agent's claim; `Conflict` when someone else holds it."""
+        return await claims.claim(self.sessions, review_id, agent, self.lease, self.clock)
+
+    async def release(self, review_id: str, agent: Agent) -> bool:
+        return await claims.release(self.sessions, review_id, agent, self.clock)
+
+    async def next(self, agent: Agent, tier: str) -> Review | None:
+        """Claim the oldest review of `tier` nobody holds; None when there is none or the agent may not
+        decide that tier."""
+        if tier not in self.tiers.queues or not self.may_decide(agent, tier):
+            return None
+        return await claims.next_review(self.sessions, agent, tier, self.lease, self.clock)
+
+    # -- decisions ---------------------------------------------------------------------------------------
+
+    async def decide(
+        self,
+        review_id: str,
+        agent: Agent,
+        action: Action,
+        *,
+        text: str | None = None,
+        comment: str = "",
+        tags: list[str] | None = None,
+    ) -> Decided:
+        """Approve, edit, override (or, with `Action.ESCALATE`, escalate with `comment` as the reason)."""
+        if action == Action.ESCALATE:
+            return await self.escalate(review_id, agent, comment, tags=tags)
+        async with self.sessions() as session:
+            decided = await decisions.decide(
+                session,
+                self.tiers,
+                self.clock.now(),
+                review_id=review_id,
+                agent=agent,
+                action=action,
+                text=text,
+                comment=comment,
+                tags=tags,
+            )
+            # The waiting client first; the agent's page can wait a round trip.
+            self.holds.notify(review_id, decided.exchange)
+            await session.refresh(decided.review)
+        return decided
+
+    async def escalate(self, review_id: str, agent: Agent, reason: str, *, tags: list[str] | None = None) -> Decided:
+        async with self.sessions() as session:
+            return await decisions.escalate(
+                session, self.tiers, self.clock.now(), review_id=review_id, agent=agent, reason=reason, tags=tags
+            )
+
+    # -- what the console shows ---------------------------------------------------------------------------
+
+    async def queue(self, wanted: QueueFilter) -> QueueView:
+        async with self.sessions() as session:
+            return await queue.view(session, wanted)
+
+    async def queue_version(self) -> int:
+        async with self.sessions() as session:
+            return await queue.version(session)
+
+    async def record(self, review_id: str) -> ReviewRecord:
+        async with self.sessions() as session:
+            return await record.load(session, review_id)
+
+    async def review(self, review_id: str) -> Review | None:
+        async with self.sessions() as session:
+            return await session.get(Review, review_id)
+
+    def waiting(self, review_id: str) -> int:
+        """How many clients wait on the review in this process."""
+        return self.holds.waiting(review_id)
+
+    async def history(self, wanted: HistoryFilter) -> list[HistoryRow]:
+        async with self.sessions() as session:
+            return await history.search(session, wanted)
+
+    async def agent_names(self) -> list[str]:
+        async with self.sessions() as session:
+            return await history.agent_names(session)
+
+    # -- agents -------------------------------------------------------------------------------------------
+
+    async def agent(self, agent_id: int) -> Agent | None:
+        """The signed-in agent, if the account still exists and is active."""
+        async with self.sessions() as session:
+            found = await session.get(Agent, agent_id)
+        return found if found is not None and found.active else None
+
+    async def sign_in(self, username: str, password: str, address: str) -> Agent | None:
+        async with self.sessions() as session:
+            return await logins.sign_in(session, self.logins, username, password, address, self.clock.now())

@@ -1,0 +1,66 @@
+"""The queue as agents see it: the open reviews of a tier with their exchanges and holders, sorted and
+filtered, the count per tier, and the version number live updates watch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.models import Agent, ApiKey, Exchange, Review, ReviewEvent, ReviewStatus
+
+Sort = Literal["age", "confidence"]
+LIMIT = 200
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    tier: str
+    sort: Sort = "age"  # oldest first; by confidence, least sure first
+    desc: bool = False  # flips either
+    model: str | None = None
+    api_key_id: int | None = None
+
+
+class QueueRow(NamedTuple):
+    review: Review
+    exchange: Exchange
+    holder: str | None  # who holds a claim on it (the claim may have run out)
+
+
+@dataclass(frozen=True)
+class QueueView:
+    rows: list[QueueRow]
+    counts: dict[str, int]  # open reviews per tier
+    models: list[str]  # every model name seen, for the filter
+    keys: list[tuple[int, str]]  # every API key (id, name), for the filter
+
+
+async def view(session: AsyncSession, wanted: QueueFilter) -> QueueView:
+    order = col(Review.created_at) if wanted.sort == "age" else col(Exchange.confidence)
+    query = (
+        select(Review, Exchange, Agent.username)
+        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
+        .outerjoin(Agent, col(Agent.id) == col(Review.claimed_by))
+        .where(col(Review.status) == ReviewStatus.OPEN, col(Review.tier) == wanted.tier)
+        .order_by(order.desc() if wanted.desc else order.asc(), col(Review.created_at))
+        .limit(LIMIT)
+    )
+    if wanted.model:
+        query = query.where(col(Exchange.model) == wanted.model)
+    if wanted.api_key_id is not None:
+        query = query.where(col(Review.api_key_id) == wanted.api_key_id)
+    per_tier = select(Review.tier, func.count()).where(col(Review.status) == ReviewStatus.OPEN).group_by(Review.tier)
+    counts = {tier: int(count) for tier, count in (await session.exec(per_tier)).all()}
+    rows = [QueueRow(review, exchange, holder) for review, exchange, holder in (await session.exec(query)).all()]
+    models = list((await session.exec(select(Exchange.model).distinct().order_by(Exchange.model))).all())
+    keys = [(int(key_id), name) for key_id, name in (await session.exec(select(ApiKey.id, ApiKey.name))).all()]
+    return QueueView(rows=rows, counts=counts, models=models, keys=sorted(keys))
+
+
+async def version(session: AsyncSession) -> int:
+    """The newest review event's id: it moves whenever a review arrives, is claimed, escalated or decided."""
+    return (await session.exec(select(func.max(ReviewEvent.id)))).one() or 0
