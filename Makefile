@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # some CPUs, so build for a common x86-64 baseline.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
 
-.PHONY: serve test install
+.PHONY: serve test install check
 
 $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,9 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Lint, formatting and strict types: what CI checks besides the tests.
+check: install
+	$(BIN)/ruff check gateway console prompts tests benchmarks
+	$(BIN)/ruff format --check gateway console prompts tests benchmarks
+	$(BIN)/mypy

@@ -5,17 +5,19 @@ OpenAI-shaped errors: each handler here hands them to the one it replaces."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import HTTPExceptionHandler
 
 from console.rendering import HX_RESWAP, HX_RETARGET, render, wants_fragment
 from gateway.errors import GatewayError
 
 log = logging.getLogger("hitl.console")
+Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def _described(exc: Exception) -> tuple[int, str]:
@@ -48,11 +50,12 @@ def error_response(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI, prefix: str) -> None:
     for kind in (GatewayError, RequestValidationError, HTTPException, Exception):
-        fallback: HTTPExceptionHandler = app.exception_handlers[kind]  # type: ignore[assignment]
+        # The gateway's handlers (errors.install) are all coroutines.
+        fallback = cast(Handler, app.exception_handlers[kind])
 
-        async def handle(request: Request, exc: Exception, fallback: HTTPExceptionHandler = fallback) -> Response:
+        async def handle(request: Request, exc: Exception, fallback: Handler = fallback) -> Response:
             if not request.url.path.startswith(prefix):
-                return await fallback(request, exc)  # type: ignore[arg-type, no-any-return]
+                return await fallback(request, exc)
             return error_response(request, exc)
 
         app.add_exception_handler(kind, handle)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import db
@@ -131,7 +131,7 @@ def keys_list() -> None:
     """List API keys (their prefixes, never the keys)."""
 
     async def listing(session: AsyncSession) -> list[ApiKey]:
-        return list((await session.exec(select(ApiKey).order_by(ApiKey.id))).all())
+        return list((await session.exec(select(ApiKey).order_by(col(ApiKey.id)))).all())
 
     for key in _run(_settings(), listing):
         state = "disabled" if key.disabled else "active"

@@ -17,6 +17,7 @@ Every /v1 response that is not a success is `{"error": {"message", "type", "para
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,7 +41,7 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 

@@ -132,10 +132,10 @@ class Exchange(SQLModel, table=True):
     model: str = Field(index=True, description="The model name the client asked for.")
     upstream_model: str
     stream: bool = False
-    request: dict = _json(nullable=False)
-    response: dict = _json(nullable=False, comment="The upstream's candidate chat.completion as received.")
+    request: dict[str, Any] = _json(nullable=False)
+    response: dict[str, Any] = _json(nullable=False, comment="The upstream's candidate chat.completion as received.")
     candidate_text: str = ""
-    signals: dict = _json(nullable=False)
+    signals: dict[str, Any] = _json(nullable=False)
     confidence: float | None = None
     policy_version: str
     route: Route = _enum()
@@ -172,10 +172,10 @@ class Review(SQLModel, table=True):
     tier: str = Field(index=True)
     kind: ReviewKind = _enum(default=ReviewKind.HOLD)
     audit_rate: float | None = Field(
-        None, description="The sampling rate an audit review was drawn at; its label weighs 1 / rate."
+        default=None, description="The sampling rate an audit review was drawn at; its label weighs 1 / rate."
     )
     # The column stays an unbounded string as migration 0001 made it; only its Python side is typed.
-    status: ReviewStatus = Field(ReviewStatus.OPEN, sa_type=AutoString, index=True)
+    status: ReviewStatus = Field(default=ReviewStatus.OPEN, sa_type=AutoString, index=True)
     created_at: datetime = _when(index=True)
     deadline_at: datetime = Field(sa_type=UTCDateTime)
     decided_at: datetime | None = _maybe_when()
@@ -194,9 +194,9 @@ class Decision(SQLModel, table=True):
     action: Action = _enum()
     text: str | None = None
     comment: str = ""
-    tags: list = _json(list, nullable=False)
+    tags: list[Any] = _json(list, nullable=False)
     from_tier: str | None = None
-    to_tier: str | None = Field(None, description="Where an escalation sent the review.")
+    to_tier: str | None = Field(default=None, description="Where an escalation sent the review.")
     created_at: datetime = _when()
 
 
@@ -208,7 +208,7 @@ class PreferencePair(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     exchange_id: str = Field(foreign_key="exchanges.id", index=True)
     decision_id: int = Field(foreign_key="decisions.id", unique=True)
-    prompt: list = _json(nullable=False)
+    prompt: list[Any] = _json(nullable=False)
     chosen: str
     rejected: str
     action: Action = _enum()
@@ -222,8 +222,8 @@ class Calibration(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     method: str = Field(max_length=24)
-    params: dict = _json(nullable=False)
-    metrics: dict = _json(nullable=False, comment="Figures `hitl calibrate` printed when it fitted this one.")
+    params: dict[str, Any] = _json(nullable=False)
+    metrics: dict[str, Any] = _json(nullable=False, comment="Figures `hitl calibrate` printed when it fitted this one.")
     labels: int = 0
     created_at: datetime = _when()
 
@@ -251,7 +251,7 @@ class ReviewEvent(SQLModel, table=True):
     review_id: str = Field(foreign_key="reviews.id", index=True)
     kind: EventKind = _enum()
     agent_id: int | None = Field(default=None, foreign_key="agents.id")
-    detail: dict = _json(dict, nullable=False)
+    detail: dict[str, Any] = _json(dict, nullable=False)
     at: datetime = _when(index=True)
 
 

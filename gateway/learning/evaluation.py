@@ -93,6 +93,10 @@ async def judge_with(
         try:
             checker = SelfChecker(settings.selfcheck, Judge(Prompts(), upstreams))
             with tqdm(total=len(rows), desc="judging", unit="row", file=progress) as bar:
-                return await judge_rows(checker, model, rows, concurrency, lambda: bar.update())
+
+                def step() -> None:
+                    bar.update()
+
+                return await judge_rows(checker, model, rows, concurrency, step)
         finally:
             upstreams.close()

@@ -51,7 +51,8 @@ class Labels:
 def raw_confidence(exchange: Exchange) -> float | None:
     """The confidence before calibration (exchanges scored by the default formula have no other)."""
     if "raw_confidence" in exchange.signals:
-        return exchange.signals["raw_confidence"]
+        raw = exchange.signals["raw_confidence"]
+        return None if raw is None else float(raw)
     return exchange.confidence if exchange.calibrator == "default" else None
 
 

@@ -107,7 +107,7 @@ async def create_chat_completion(
     if review is None:
         body = reply.body(exchange)
         if chat.stream:
-            return EventSourceResponse(reply.events(body), ping=runtime.settings.hold.keepalive)
+            return EventSourceResponse(iter(reply.events(body)), ping=runtime.settings.hold.keepalive)
         return JSONResponse(body)
 
     if not chat.stream:

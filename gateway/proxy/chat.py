@@ -10,6 +10,7 @@ import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from gateway.errors import InvalidRequest
 
@@ -55,7 +56,7 @@ class ChatRequest(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
+def _describe(error: ErrorDetails) -> tuple[str, str | None]:
     loc = [str(part) for part in error.get("loc", ())]
     # A union reports one error per branch; its first branch name ("str") in the path helps no one.
     loc = [part for part in loc if part not in ("str", "list[dict[str,any]]", "function-after")]

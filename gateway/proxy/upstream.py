@@ -110,6 +110,7 @@ class LiteLLM:
         # litellm downloads a model cost map when imported unless told not to; a gateway must not.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm  # imported on first use: it takes seconds to import
+        from litellm import exceptions
 
         payload = {k: v for k, v in body.items() if k not in (*_GATEWAY_ONLY, "model")}
         key = self._config.api_key.get_secret_value() if self._config.api_key else None
@@ -122,11 +123,11 @@ class LiteLLM:
                 drop_params=True,
                 **payload,
             )
-        except litellm.Timeout:
+        except exceptions.Timeout:
             raise UpstreamTimeout(f"Upstream {self.name!r} did not answer within {self._config.timeout:g} s.") from None
-        except (litellm.BadRequestError, litellm.NotFoundError, litellm.UnprocessableEntityError) as exc:
+        except (exceptions.BadRequestError, exceptions.NotFoundError, exceptions.UnprocessableEntityError) as exc:
             raise InvalidRequest(f"Upstream {self.name!r} rejected the request: {exc.message}") from None
-        except litellm.RateLimitError as exc:
+        except exceptions.RateLimitError as exc:
             raise RateLimited(f"Upstream {self.name!r} is rate limiting: {exc.message}") from None
         except openai.APIError as exc:  # every other litellm exception derives from openai's
             raise UpstreamError(f"Upstream {self.name!r} failed: {exc.message}") from None

@@ -64,6 +64,6 @@ async def guarded_update(
         .where(col(Review.id) == review_id, col(Review.status) == ReviewStatus.OPEN, free_for(agent_id, now), *also)
         .values(**values)
     )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    if done.rowcount != 1:
         await session.rollback()
         raise await why_not(session, review_id)

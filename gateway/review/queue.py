@@ -57,7 +57,11 @@ async def view(session: AsyncSession, wanted: QueueFilter) -> QueueView:
     counts = {tier: int(count) for tier, count in (await session.exec(per_tier)).all()}
     rows = [QueueRow(review, exchange, holder) for review, exchange, holder in (await session.exec(query)).all()]
     models = list((await session.exec(select(Exchange.model).distinct().order_by(Exchange.model))).all())
-    keys = [(int(key_id), name) for key_id, name in (await session.exec(select(ApiKey.id, ApiKey.name))).all()]
+    keys = [
+        (key_id, name)
+        for key_id, name in (await session.exec(select(ApiKey.id, ApiKey.name))).all()
+        if key_id is not None
+    ]
     return QueueView(rows=rows, counts=counts, models=models, keys=sorted(keys))
 
 

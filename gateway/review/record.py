@@ -29,7 +29,9 @@ async def load(session: AsyncSession, review_id: str) -> ReviewRecord:
         raise NotFound(f"No review with id {review_id!r}.")
     exchange = await session.get(Exchange, review.exchange_id)
     assert exchange is not None
-    names = {int(agent_id): name for agent_id, name in (await session.exec(select(Agent.id, Agent.username))).all()}
+    names = {
+        agent_id: name for agent_id, name in (await session.exec(select(Agent.id, Agent.username))).all() if agent_id
+    }
     by_review = col(ReviewEvent.review_id) == review_id
     trail = list((await session.exec(select(ReviewEvent).where(by_review).order_by(col(ReviewEvent.id)))).all())
     decided = col(Decision.review_id) == review_id

@@ -54,10 +54,10 @@ class Calibrator:
             x = np.asarray(inputs, dtype=float)
             # Isotonic regression is flat in places; without a tie-break a threshold could only release a
             # whole plateau or none of it. A slope far below any ECE bin orders a plateau by the raw score.
-            return np.clip(np.interp(x, xs, ys) + TIE_BREAK * (x - 0.5), 0.0, 1.0)
+            return np.asarray(np.clip(np.interp(x, xs, ys) + TIE_BREAK * (x - 0.5), 0.0, 1.0), dtype=float)
         rows = np.atleast_2d(np.asarray(inputs, dtype=float))
         logits = rows @ np.asarray(self.params["coef"]) + self.params["intercept"]
-        return 1.0 / (1.0 + np.exp(-logits))
+        return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=float)
 
     def as_dict(self) -> dict[str, Any]:
         return {"method": self.method, "params": self.params}

@@ -96,4 +96,5 @@ def signals(content: Sequence[dict[str, Any]] | None) -> LogprobSignals:
 
 
 def _floor_array(values: np.ndarray) -> np.ndarray:
-    return np.maximum(np.nan_to_num(values, nan=LOGPROB_FLOOR, neginf=LOGPROB_FLOOR), LOGPROB_FLOOR)
+    floored = np.maximum(np.nan_to_num(values, nan=LOGPROB_FLOOR, neginf=LOGPROB_FLOOR), LOGPROB_FLOOR)
+    return np.asarray(floored, dtype=float)
