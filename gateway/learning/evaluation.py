@@ -7,14 +7,14 @@ like the rated Natural Questions answers in `benchmarks/data/nq_rated.jsonl`.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 from tqdm import tqdm
 
 from gateway.prompt_templates import Prompts
@@ -27,11 +27,24 @@ class EvalFileError(ValueError):
     """A rows file that cannot be read; the message names the line."""
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(BaseModel):
+    """One labelled answer; other fields (such as `gold`) are ignored."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
     question: str
     candidate: str
-    label: int
+    label: int = Field(ge=0, le=1)  # 1 = correct; strict, so `true` is not a label
+
+
+def _problem(error: ErrorDetails) -> str:
+    """What is wrong with a row, in words that name the field."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if error["type"] in ("json_invalid", "model_type"):
+        return "not a JSON object"
+    if field == "label":
+        return "`label` must be 0 or 1"
+    return f"`{field}` must be a string"
 
 
 def read_rows(path: Path, limit: int | None = None, seed: int = 0) -> list[Row]:
@@ -45,17 +58,9 @@ def read_rows(path: Path, limit: int | None = None, seed: int = 0) -> list[Row]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-        except ValueError:
-            raise EvalFileError(f"{path} line {number}: not a JSON object") from None
-        if not isinstance(data, dict):
-            raise EvalFileError(f"{path} line {number}: not a JSON object")
-        for name in ("question", "candidate"):
-            if not isinstance(data.get(name), str):
-                raise EvalFileError(f"{path} line {number}: `{name}` must be a string")
-        if data.get("label") not in (0, 1) or isinstance(data.get("label"), bool):
-            raise EvalFileError(f"{path} line {number}: `label` must be 0 or 1")
-        rows.append(Row(data["question"], data["candidate"], int(data["label"])))
+            rows.append(Row.model_validate_json(line))
+        except ValidationError as exc:
+            raise EvalFileError(f"{path} line {number}: {_problem(exc.errors()[0])}") from None
     if not rows:
         raise EvalFileError(f"{path}: no rows")
     if limit is not None and limit < len(rows):
