@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -24,9 +23,7 @@ from gateway.settings import (
     UpstreamSettings,
 )
 from tests import factories
-
-UPSTREAM = "http://upstream.test/v1"
-MODEL = "support-bot"
+from tests.factories import MODEL, UPSTREAM
 
 
 def _reset_postgres(url: str) -> None:
@@ -109,9 +106,10 @@ def api_key(database_url: str) -> str:
 
 
 @pytest.fixture
-def upstream() -> Iterator[respx.MockRouter]:
+def upstream() -> Iterator[factories.UpstreamMock]:
+    """The mocked upstream every test's gateway talks to; its routes are named (`upstream.chat`)."""
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as mock:
-        yield mock
+        yield factories.UpstreamMock(mock)
 
 
 @pytest.fixture
@@ -121,33 +119,6 @@ async def aclient(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as async_client:
             yield async_client
-
-
-def csrf_token(html: str) -> str:
-    found = re.search(r'name="csrftoken" value="([^"]+)"', html)
-    assert found, "page has no CSRF token"
-    return found.group(1)
-
-
-def console_login(client: TestClient, username: str, password: str) -> str:
-    """Log in through the console's own form; returns the CSRF token for later posts."""
-    token = csrf_token(client.get("/console/login").text)
-    response = client.post(
-        "/console/login",
-        data={"username": username, "password": password, "csrftoken": token, "next": "/console/"},
-        follow_redirects=False,
-    )
-    assert response.status_code == 303, response.text
-    return token
-
-
-async def aconsole_login(client: httpx.AsyncClient, username: str, password: str) -> str:
-    token = csrf_token((await client.get("/console/login")).text)
-    response = await client.post(
-        "/console/login", data={"username": username, "password": password, "csrftoken": token, "next": "/console/"}
-    )
-    assert response.status_code == 303, response.text
-    return token
 
 
 @pytest.fixture

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
+import respx
 import uvicorn
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from pwdlib import PasswordHash
 from sqlalchemy import create_engine
 from sqlmodel import Session, select
@@ -34,6 +40,10 @@ from gateway.proxy import apikeys
 from gateway.review.decisions import Decided
 from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime
+
+UPSTREAM = "http://upstream.test/v1"
+MODEL = "support-bot"
+TEMPLATES = Path(__file__).parents[1] / "console" / "templates"
 
 _hasher = PasswordHash.recommended()
 
@@ -214,3 +224,83 @@ def make_labelled(
         session.add(Decision(review_id=review.id, agent_id=agent_id, action=action, text=text))
         session.commit()
         return review.id
+
+
+# --- the mocked upstream --------------------------------------------------------------------------------
+
+
+class UpstreamMock:
+    """The respx-mocked OpenAI-compatible upstream at `UPSTREAM`, with named routes: `chat` is
+    POST /chat/completions. `answer()` gives it one reply, `respond()` a function of the request."""
+
+    def __init__(self, router: respx.MockRouter) -> None:
+        self.router = router
+        self.chat = router.post("/chat/completions", name="chat")
+
+    def answer(self, body: dict[str, Any] | None = None, status: int = 200) -> respx.Route:
+        return self.chat.mock(return_value=httpx.Response(status, json=completion_body() if body is None else body))
+
+    def respond(self, side_effect: Any) -> respx.Route:
+        return self.chat.mock(side_effect=side_effect)
+
+    def sent(self) -> dict[str, Any]:
+        """The body of the last request the gateway sent upstream."""
+        body: dict[str, Any] = json.loads(self.chat.calls.last.request.content)
+        return body
+
+
+def first_token(*alternatives: tuple[str, float]) -> dict:
+    top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in alternatives]
+    return {"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}
+
+
+def judge_reply(*, yes: float | None = None, text: str = "", tokens: int = 60) -> dict:
+    body = completion_body(text or "x", logprob=None)
+    if yes is not None:
+        body["choices"][0]["logprobs"] = {"content": [first_token(("Yes", yes), ("No", 1 - yes))]}
+    body["usage"] = {"prompt_tokens": tokens - 1, "completion_tokens": 1, "total_tokens": tokens}
+    return body
+
+
+# --- the console ------------------------------------------------------------------------------------------
+
+
+def csrf_token(html: str) -> str:
+    found = re.search(r'name="csrftoken" value="([^"]+)"', html)
+    assert found, "page has no CSRF token"
+    return found.group(1)
+
+
+def console_login(client: TestClient, username: str, password: str) -> str:
+    """Log in through the console's own form; returns the CSRF token for later posts."""
+    token = csrf_token(client.get("/console/login").text)
+    response = client.post(
+        "/console/login",
+        data={"username": username, "password": password, "csrftoken": token, "next": "/console/"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    return token
+
+
+async def aconsole_login(client: httpx.AsyncClient, username: str, password: str) -> str:
+    token = csrf_token((await client.get("/console/login")).text)
+    response = await client.post(
+        "/console/login", data={"username": username, "password": password, "csrftoken": token, "next": "/console/"}
+    )
+    assert response.status_code == 303, response.text
+    return token
+
+
+def held(client: TestClient, upstream: UpstreamMock, key: str, text: str = "Lyon.", **extra: object) -> dict[str, Any]:
+    """Send a question whose answer (`text`, confidence about 0.8) is held for the agent tier; its `hitl` block."""
+    upstream.answer(completion_body(text, logprob=-0.2))
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Capital of France?"}],
+        "hitl": {"wait": 0},
+        **extra,
+    }
+    response = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    hitl: dict[str, Any] = response.json()["hitl"]
+    return hitl

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
-import respx
 from fastapi.testclient import TestClient
 from sqlmodel import select
 from typer.testing import CliRunner
@@ -17,7 +15,7 @@ from gateway.cli import app as cli
 from gateway.models import Agent, ApiKey
 from gateway.proxy import apikeys
 from tests import factories
-from tests.conftest import MODEL, console_login
+from tests.factories import MODEL, console_login
 
 runner = CliRunner()
 
@@ -66,12 +64,12 @@ def test_bad_configuration_is_a_clear_error(env: str, monkeypatch: pytest.Monkey
     assert result.exit_code == 1 and "needs api_base" in result.output
 
 
-def test_export_dpo_is_trl_conversational(env: str, make_settings, upstream: respx.MockRouter, tmp_path: Path) -> None:
+def test_export_dpo_is_trl_conversational(
+    env: str, make_settings, upstream: factories.UpstreamMock, tmp_path: Path
+) -> None:
     key = factories.make_api_key(env)
     factories.make_agent(env, "ada", "correct horse")
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2))
-    )
+    upstream.answer(factories.completion_body("Lyon.", logprob=-0.2))
     prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
     with TestClient(create_app(make_settings())) as client:
         token = console_login(client, "ada", "correct horse")

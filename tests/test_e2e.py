@@ -26,7 +26,7 @@ from gateway.models import Role
 from gateway.proxy.upstream import local_model_available
 from gateway.settings import HoldSettings, LocalModelSettings, SelfCheckSettings
 from tests import factories
-from tests.conftest import csrf_token
+from tests.factories import csrf_token
 
 pytestmark = pytest.mark.slow
 

@@ -18,12 +18,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import respx
 
 from gateway.app import create_app
 from gateway.settings import HoldSettings
 from tests import factories
-from tests.conftest import MODEL
+from tests.factories import MODEL
 
 pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("HITL_CHROMIUM", "/usr/bin/chromium")
@@ -40,7 +39,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture
-def live(make_settings, upstream: respx.MockRouter) -> Iterator[str]:
+def live(make_settings, upstream: factories.UpstreamMock) -> Iterator[str]:
     """The gateway on a real port, in this process, so the respx-mocked upstream serves it."""
     upstream.route(host="127.0.0.1").pass_through()  # the SDK's calls to the gateway itself are real
     settings = make_settings(hold=HoldSettings(default_wait=30, max_wait=60, poll_interval=0.2, keepalive=1))
@@ -71,9 +70,9 @@ def log_in(page, live: str, username: str, password: str) -> None:
     page.wait_for_url(f"{live}/console/**")
 
 
-def mock_answer(upstream: respx.MockRouter, text: str, logprob: float = -0.2) -> None:
+def mock_answer(upstream: factories.UpstreamMock, text: str, logprob: float = -0.2) -> None:
     body = factories.completion_body(text, logprob=logprob)
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=body))
+    upstream.answer(body)
 
 
 def screenshot(page, name: str) -> Path:
@@ -84,7 +83,7 @@ def screenshot(page, name: str) -> Path:
 
 
 def test_agent_works_the_queue_with_the_keyboard_and_the_client_gets_the_edit(
-    live: str, page, api_key: str, upstream: respx.MockRouter, agent
+    live: str, page, api_key: str, upstream: factories.UpstreamMock, agent
 ) -> None:
     log_in(page, live, *agent)
     page.goto(f"{live}/console/?tier=agent")
@@ -153,7 +152,7 @@ def test_agent_works_the_queue_with_the_keyboard_and_the_client_gets_the_edit(
 
 
 def test_hostile_model_output_never_runs_and_the_layout_holds(
-    live: str, page, api_key: str, upstream: respx.MockRouter, agent
+    live: str, page, api_key: str, upstream: factories.UpstreamMock, agent
 ) -> None:
     review_ids = []
     with httpx.Client(base_url=live, headers={"Authorization": f"Bearer {api_key}"}) as http:

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import httpx
 import pytest
-import respx
 from fastapi.testclient import TestClient
 
 from console.rendering import make_templates
 from tests import factories
-from tests.conftest import MODEL, console_login, csrf_token
+from tests.factories import MODEL, TEMPLATES, console_login, csrf_token
 
-TEMPLATES = Path(__file__).parents[2] / "console" / "templates"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-def held(client: TestClient, upstream: respx.MockRouter, key: str, text: str = "Lyon.", **extra: object) -> dict:
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body(text, logprob=-0.2))
-    )
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Capital of France?"}],
-        "hitl": {"wait": 0},
-        **extra,
-    }
-    return client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}).json()["hitl"]
 
 
 def test_every_template_compiles() -> None:
@@ -86,9 +68,9 @@ def test_next_parameter_cannot_leave_the_console(client: TestClient, agent: tupl
 
 
 def test_queue_review_page_and_edit(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
 ) -> None:
-    hitl = held(client, upstream, api_key)
+    hitl = factories.held(client, upstream, api_key)
     token = console_login(client, *agent)
     queue = client.get("/console/?tier=agent")
     assert queue.status_code == 200 and hitl["review_id"] in queue.text and "Lyon." in queue.text
@@ -128,9 +110,9 @@ def test_queue_review_page_and_edit(
 
 
 def test_decision_without_csrf_is_refused(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
 ) -> None:
-    hitl = held(client, upstream, api_key)
+    hitl = factories.held(client, upstream, api_key)
     console_login(client, *agent)
     response = client.post(f"/console/reviews/{hitl['review_id']}/decide", data={"action": "approve"})
     assert response.status_code == 403
@@ -139,9 +121,9 @@ def test_decision_without_csrf_is_refused(
 
 
 def test_agent_cannot_decide_senior_review_by_crafting_the_request(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
 ) -> None:
-    hitl = held(client, upstream, api_key, metadata={"stakes": "high"})
+    hitl = factories.held(client, upstream, api_key, metadata={"stakes": "high"})
     token = console_login(client, *agent)
     page = client.get(f"/console/reviews/{hitl['review_id']}")
     assert 'id="decide-form"' not in page.text
@@ -153,13 +135,9 @@ def test_agent_cannot_decide_senior_review_by_crafting_the_request(
 
 @pytest.mark.parametrize("where", ["question", "answer"])
 def test_model_and_user_text_are_escaped(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str], where: str
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str], where: str
 ) -> None:
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(
-            200, json=factories.completion_body(HOSTILE if where == "answer" else "ok", logprob=-0.2)
-        )
-    )
+    upstream.answer(factories.completion_body(HOSTILE if where == "answer" else "ok", logprob=-0.2))
     question = HOSTILE if where == "question" else "hello"
     hitl = client.post(
         "/v1/chat/completions",

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import httpx
 import pytest
-import respx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import select
@@ -23,8 +22,7 @@ from gateway.prompt_templates import canned_responses
 from gateway.review.guard import ClaimedByOther
 from gateway.runtime import Runtime
 from tests import factories
-from tests.conftest import MODEL, console_login, csrf_token
-from tests.console.test_console import TEMPLATES, held
+from tests.factories import MODEL, TEMPLATES, console_login, csrf_token, held
 
 AUTH = "Authorization"
 
@@ -46,7 +44,7 @@ def review_of(url: str, review_id: str) -> Review:
 
 
 def test_opening_a_review_claims_it_and_a_second_agent_is_told(
-    app: FastAPI, client: TestClient, api_key: str, upstream: respx.MockRouter, agent, senior, database_url: str
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, senior, database_url: str
 ) -> None:
     hitl = held(client, upstream, api_key)
     review_id = hitl["review_id"]
@@ -77,7 +75,7 @@ def test_opening_a_review_claims_it_and_a_second_agent_is_told(
 
 
 def test_an_unrenewed_claim_runs_out(
-    make_settings, clock: factories.ManualClock, api_key: str, upstream: respx.MockRouter, agent, senior
+    make_settings, clock: factories.ManualClock, api_key: str, upstream: factories.UpstreamMock, agent, senior
 ) -> None:
     app = create_app(make_settings(claim_lease=30), clock=clock)
     with TestClient(app) as client, TestClient(app) as other:
@@ -93,7 +91,12 @@ def test_an_unrenewed_claim_runs_out(
 
 
 def test_the_open_page_renews_its_claim(
-    client: TestClient, clock: factories.ManualClock, api_key: str, upstream: respx.MockRouter, agent, database_url: str
+    client: TestClient,
+    clock: factories.ManualClock,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    agent,
+    database_url: str,
 ) -> None:
     hitl = held(client, upstream, api_key)
     token = console_login(client, *agent)
@@ -109,12 +112,10 @@ def test_the_open_page_renews_its_claim(
 
 
 async def test_two_concurrent_claims_one_wins(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent, senior
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, agent, senior
 ) -> None:
     runtime: Runtime = app.state.runtime
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2))
-    )
+    upstream.answer(factories.completion_body("Lyon.", logprob=-0.2))
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Q?"}], "hitl": {"wait": 0}}
     review_id = (await aclient.post("/v1/chat/completions", json=body, headers={AUTH: f"Bearer {api_key}"})).json()[
         "hitl"
@@ -130,7 +131,7 @@ async def test_two_concurrent_claims_one_wins(
 
 
 def test_next_takes_the_oldest_unclaimed_review(
-    app: FastAPI, client: TestClient, api_key: str, upstream: respx.MockRouter, agent, senior
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, senior
 ) -> None:
     first = held(client, upstream, api_key)["review_id"]
     second = held(client, upstream, api_key, text="Marseille.")["review_id"]
@@ -149,7 +150,7 @@ def test_next_takes_the_oldest_unclaimed_review(
 
 
 def test_escalate_moves_the_review_up_with_its_reason(
-    app: FastAPI, client: TestClient, api_key: str, upstream: respx.MockRouter, agent, senior, database_url: str
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, senior, database_url: str
 ) -> None:
     review_id = held(client, upstream, api_key)["review_id"]
     token = console_login(client, *agent)
@@ -181,7 +182,7 @@ def test_escalate_moves_the_review_up_with_its_reason(
 
 
 def test_override_with_a_canned_response_and_tags(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent, database_url: str
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, database_url: str
 ) -> None:
     review_id = held(client, upstream, api_key)["review_id"]
     token = console_login(client, *agent)
@@ -205,7 +206,7 @@ def test_override_with_a_canned_response_and_tags(
 
 
 def test_diff_preview_marks_what_the_edit_changes(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent
 ) -> None:
     review_id = held(client, upstream, api_key, text="The capital is Lyon.")["review_id"]
     token = console_login(client, *agent)
@@ -220,11 +221,11 @@ def test_diff_preview_marks_what_the_edit_changes(
 
 
 def test_review_page_shows_heat_map_wait_and_audit_trail(
-    make_settings, api_key: str, upstream: respx.MockRouter, agent
+    make_settings, api_key: str, upstream: factories.UpstreamMock, agent
 ) -> None:
     body = factories.completion_body("Lyon", logprob=-0.2)
     body["choices"][0]["logprobs"]["content"][0]["top_logprobs"].append({"token": "Paris", "logprob": -1.9})
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=body))
+    upstream.answer(body)
     with TestClient(create_app(make_settings())) as client:
         request = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}], "hitl": {"wait": 0}}
         review_id = client.post("/v1/chat/completions", json=request, headers={AUTH: f"Bearer {api_key}"}).json()[
@@ -243,7 +244,7 @@ def test_review_page_shows_heat_map_wait_and_audit_trail(
         assert step in trail, step
 
 
-def test_history_searches_decisions(client: TestClient, api_key: str, upstream: respx.MockRouter, agent) -> None:
+def test_history_searches_decisions(client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent) -> None:
     first = held(client, upstream, api_key)["review_id"]
     second = held(client, upstream, api_key, text="Nice.")["review_id"]
     token = console_login(client, *agent)
@@ -264,12 +265,10 @@ def test_history_searches_decisions(client: TestClient, api_key: str, upstream: 
 
 
 def test_queue_sorts_and_filters(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent, database_url: str
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, database_url: str
 ) -> None:
     sure = held(client, upstream, api_key, text="Lyon.")["review_id"]  # logprob -0.2: more confident
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body("Nice.", logprob=-0.22))
-    )
+    upstream.answer(factories.completion_body("Nice.", logprob=-0.22))
     other_key = factories.make_api_key(database_url, "second")
     request = {"model": MODEL, "messages": [{"role": "user", "content": "Q?"}], "hitl": {"wait": 0}}
     unsure = client.post("/v1/chat/completions", json=request, headers={AUTH: f"Bearer {other_key}"}).json()["hitl"][
@@ -292,12 +291,10 @@ def test_queue_sorts_and_filters(
 
 
 async def test_queue_events_follow_new_reviews(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
     runtime: Runtime = app.state.runtime
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2))
-    )
+    upstream.answer(factories.completion_body("Lyon.", logprob=-0.2))
 
     async def never() -> bool:
         return False
@@ -365,7 +362,7 @@ def test_templates_have_no_inline_script_or_style() -> None:
 
 
 def test_every_partial_route_renders_its_fragment(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent
 ) -> None:
     review_id = held(client, upstream, api_key)["review_id"]
     token = console_login(client, *agent)
@@ -398,7 +395,7 @@ def test_multipart_posts_are_refused_not_crashed(client: TestClient, agent) -> N
 
 
 def test_review_page_shows_every_kind_of_message(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, agent
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent
 ) -> None:
     messages = [
         {"role": "system", "content": "You are the billing bot."},
@@ -410,9 +407,7 @@ def test_review_page_shows_every_kind_of_message(
         },
         {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped"}'},
     ]
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body("It shipped.", logprob=-0.2))
-    )
+    upstream.answer(factories.completion_body("It shipped.", logprob=-0.2))
     body = {"model": MODEL, "messages": messages, "hitl": {"wait": 0}}
     review_id = client.post("/v1/chat/completions", json=body, headers={AUTH: f"Bearer {api_key}"}).json()["hitl"][
         "review_id"

@@ -7,9 +7,7 @@ import asyncio
 import random
 from pathlib import Path
 
-import httpx
 import pytest
-import respx
 import yaml
 from fastapi.testclient import TestClient
 from sqlmodel import select
@@ -39,7 +37,7 @@ from gateway.review.tiers import Tiers
 from gateway.scoring.calibrator import Calibrator
 from gateway.settings import AuditSettings
 from tests import factories
-from tests.conftest import MODEL
+from tests.factories import MODEL
 
 runner = CliRunner()
 QUESTION = {"model": MODEL, "messages": [{"role": "user", "content": "Capital of France?"}]}
@@ -90,9 +88,9 @@ async def decide(url: str, review_id: str, action: Action, text: str | None) -> 
 
 
 def test_released_answers_are_drawn_for_the_audit_queue(
-    make_settings, api_key: str, database_url: str, upstream: respx.MockRouter, agent
+    make_settings, api_key: str, database_url: str, upstream: factories.UpstreamMock, agent
 ) -> None:
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body()))
+    upstream.answer(factories.completion_body())
     with TestClient(create_app(make_settings(audit=AuditSettings(rate=1.0)))) as client:
         body = client.post("/v1/chat/completions", json=QUESTION, headers={"Authorization": f"Bearer {api_key}"}).json()
         # The client has its answer at once: an audit never holds anything.
@@ -113,7 +111,7 @@ def test_released_answers_are_drawn_for_the_audit_queue(
 
 
 def test_no_audit_draws_at_rate_zero(make_settings, api_key: str, database_url: str, upstream) -> None:
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body()))
+    upstream.answer(factories.completion_body())
     with TestClient(create_app(make_settings(audit=AuditSettings(rate=0.0)))) as client:
         for _ in range(5):
             client.post("/v1/chat/completions", json=QUESTION, headers={"Authorization": f"Bearer {api_key}"})
@@ -197,7 +195,7 @@ def test_calibrate_dry_run_stores_nothing(env: str) -> None:
 
 
 def test_written_policy_routes_through_the_stored_calibrator(
-    env: str, tmp_path: Path, make_settings, upstream: respx.MockRouter
+    env: str, tmp_path: Path, make_settings, upstream: factories.UpstreamMock
 ) -> None:
     seed_labels(env, 300)
     target = tmp_path / "policy.yaml"
@@ -215,9 +213,7 @@ def test_written_policy_routes_through_the_stored_calibrator(
     assert target.read_text().startswith("# Written by `hitl calibrate`")
     assert [rule.name for rule in written.spec.rules] == ["high-stakes"]  # the rules carry over
 
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body("Paris.", logprob=-0.3))
-    )
+    upstream.answer(factories.completion_body("Paris.", logprob=-0.3))
     api_key = factories.make_api_key(env, "second")
     with TestClient(create_app(make_settings(policy_path=target))) as client:
         body = client.post(

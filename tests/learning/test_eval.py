@@ -8,13 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli
 from gateway.learning import evaluation
-from tests.conftest import UPSTREAM
-from tests.scoring.test_selfcheck import judge_reply
+from tests import factories
+from tests.factories import UPSTREAM, judge_reply
 
 runner = CliRunner()
 DATA = Path(__file__).parents[2] / "benchmarks" / "data" / "nq_rated.jsonl"
@@ -60,7 +59,9 @@ def judge_by_label(rows: dict[str, int]) -> object:
     return respond
 
 
-def test_eval_prints_figures_table_and_writes_the_diagram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eval_prints_figures_table_and_writes_the_diagram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upstream: factories.UpstreamMock
+) -> None:
     rows = [{"question": f"q{i}", "candidate": f"answer {i}", "label": int(i % 3 == 0)} for i in range(40)]
     rows.append({"question": "q-x", "candidate": "UNREADABLE", "label": 1})
     path = tmp_path / "rows.jsonl"
@@ -68,11 +69,10 @@ def test_eval_prints_figures_table_and_writes_the_diagram(tmp_path: Path, monkey
     monkeypatch.setenv("HITL_UPSTREAMS", json.dumps([{"name": "judge", "api_base": UPSTREAM}]))
     monkeypatch.delenv("HITL_CONFIG", raising=False)
     diagram, scores = tmp_path / "reliability.png", tmp_path / "scores.jsonl"
-    with respx.mock(base_url=UPSTREAM) as mock:
-        mock.post("/chat/completions").mock(side_effect=judge_by_label({r["candidate"]: r["label"] for r in rows}))
-        result = runner.invoke(
-            cli, ["eval", str(path), "--diagram", str(diagram), "--scores", str(scores), "--concurrency", "3"]
-        )
+    upstream.respond(judge_by_label({r["candidate"]: r["label"] for r in rows}))
+    result = runner.invoke(
+        cli, ["eval", str(path), "--diagram", str(diagram), "--scores", str(scores), "--concurrency", "3"]
+    )
     assert result.exit_code == 0, result.output
     out = result.output
     assert "41 rows judged by judge; 1 verdicts missing (left out)" in out

@@ -7,11 +7,10 @@ import json
 import httpx
 import openai
 import pytest
-import respx
 from fastapi.testclient import TestClient
 
 from tests import factories
-from tests.conftest import MODEL
+from tests.factories import MODEL
 
 CONFIDENT = factories.completion_body("Paris is the capital of France.", logprob=-0.001)
 
@@ -20,18 +19,10 @@ def sdk(client: TestClient, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
 
 
-def answer(upstream: respx.MockRouter, body: dict | None = None, status: int = 200) -> respx.Route:
-    return upstream.post("/chat/completions").mock(return_value=httpx.Response(status, json=body or CONFIDENT))
-
-
-def sent(route: respx.Route) -> dict:
-    return json.loads(route.calls.last.request.content)
-
-
 def test_sync_completion_is_released_with_hitl_block(
-    client: TestClient, api_key: str, upstream: respx.MockRouter
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
-    route = answer(upstream)
+    route = upstream.answer(CONFIDENT)
     result = sdk(client, api_key).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Capital of France?"}]
     )
@@ -42,28 +33,30 @@ def test_sync_completion_is_released_with_hitl_block(
     assert hitl["status"] == "released" and hitl["exchange_id"] == result.id
     assert 0.92 <= hitl["confidence"] <= 1.0
     # The gateway asks for logprobs upstream, for the provider model, but the client did not ask for them.
-    assert sent(route)["logprobs"] is True and sent(route)["top_logprobs"] == 5
-    assert sent(route)["model"] == "gpt-4o-mini"
+    assert upstream.sent()["logprobs"] is True and upstream.sent()["top_logprobs"] == 5
+    assert upstream.sent()["model"] == "gpt-4o-mini"
     assert result.choices[0].logprobs is None
     assert route.calls.last.request.headers["authorization"] == "Bearer sk-upstream"
 
 
 def test_client_logprobs_are_trimmed_to_what_it_asked(
-    client: TestClient, api_key: str, upstream: respx.MockRouter
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
-    route = answer(upstream)
+    upstream.answer(CONFIDENT)
     result = sdk(client, api_key).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Capital?"}], logprobs=True, top_logprobs=1
     )
-    assert sent(route)["top_logprobs"] == 5
+    assert upstream.sent()["top_logprobs"] == 5
     tokens = result.choices[0].logprobs.content
     assert tokens and all(len(t.top_logprobs) == 1 for t in tokens)
 
 
-def test_unknown_fields_tools_and_n_pass_through(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
+def test_unknown_fields_tools_and_n_pass_through(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
     tool_call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
     body = factories.completion_body(None, tool_calls=[tool_call], n=2)
-    route = answer(upstream, body)
+    upstream.answer(body)
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     result = sdk(client, api_key).chat.completions.create(
         model=MODEL,
@@ -73,7 +66,7 @@ def test_unknown_fields_tools_and_n_pass_through(client: TestClient, api_key: st
         extra_body={"some_future_field": {"keep": True}, "hitl": {"wait": 0}},
         temperature=0.3,
     )
-    upstream_body = sent(route)
+    upstream_body = upstream.sent()
     assert upstream_body["tools"] == tools and upstream_body["n"] == 2 and upstream_body["temperature"] == 0.3
     assert upstream_body["some_future_field"] == {"keep": True}
     assert "hitl" not in upstream_body and "stream" not in upstream_body
@@ -83,17 +76,17 @@ def test_unknown_fields_tools_and_n_pass_through(client: TestClient, api_key: st
     assert len(result.choices) == 1 and "support team" in result.choices[0].message.content
 
 
-def test_n_greater_than_one_released(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
-    answer(upstream, factories.completion_body("Paris.", logprob=-0.001, n=3))
+def test_n_greater_than_one_released(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
+    upstream.answer(factories.completion_body("Paris.", logprob=-0.001, n=3))
     result = sdk(client, api_key).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Q"}], n=3)
     assert [c.index for c in result.choices] == [0, 1, 2]
     assert all(c.message.content == "Paris." for c in result.choices)
 
 
 def test_streaming_released_replays_sse_with_usage(
-    client: TestClient, api_key: str, upstream: respx.MockRouter
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
-    route = answer(upstream)
+    upstream.answer(CONFIDENT)
     stream = sdk(client, api_key).chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "Capital?"}],
@@ -106,11 +99,11 @@ def test_streaming_released_replays_sse_with_usage(
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == CONFIDENT["usage"]["total_tokens"]
-    assert "stream" not in sent(route) and "stream_options" not in sent(route)
+    assert "stream" not in upstream.sent() and "stream_options" not in upstream.sent()
 
 
-async def test_async_sdk(aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter) -> None:
-    answer(upstream)
+async def test_async_sdk(aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock) -> None:
+    upstream.answer(CONFIDENT)
     client = openai.AsyncOpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=aclient, max_retries=0)
     result = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Capital?"}])
     assert result.choices[0].message.content == "Paris is the capital of France."
@@ -169,9 +162,9 @@ def test_malformed_json(client: TestClient, api_key: str) -> None:
     ],
 )
 def test_missing_or_mistyped_fields(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, body: dict, param: str
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, body: dict, param: str
 ) -> None:
-    answer(upstream)
+    upstream.answer(CONFIDENT)
     error = _error(post(client, api_key, json.dumps(body)), 400)
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param, error
@@ -207,9 +200,9 @@ def test_bad_and_missing_key(client: TestClient, api_key: str) -> None:
     ],
 )
 def test_upstream_failures(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, mock: object, status: int, code: str | None
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, mock: object, status: int, code: str | None
 ) -> None:
-    route = upstream.post("/chat/completions")
+    route = upstream.chat
     if isinstance(mock, Exception):
         route.mock(side_effect=mock)
     else:
@@ -224,9 +217,9 @@ def test_upstream_failures(
 
 
 def test_upstream_failure_reaches_the_sdk_as_an_api_error(
-    client: TestClient, api_key: str, upstream: respx.MockRouter
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
-    upstream.post("/chat/completions").mock(side_effect=httpx.ReadTimeout("slow"))
+    upstream.respond(httpx.ReadTimeout("slow"))
     with pytest.raises(openai.InternalServerError) as caught:
         sdk(client, api_key).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
@@ -239,8 +232,8 @@ def test_unknown_path_and_method_are_json(client: TestClient, api_key: str) -> N
     assert _error(client.get("/v1/chat/completions"), 405)["type"] == "invalid_request_error"
 
 
-def test_client_request_id_is_echoed(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
-    answer(upstream)
+def test_client_request_id_is_echoed(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
+    upstream.answer(CONFIDENT)
     response = client.post(
         "/v1/chat/completions",
         json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
@@ -249,7 +242,9 @@ def test_client_request_id_is_echoed(client: TestClient, api_key: str, upstream:
     assert response.headers["x-request-id"] == "client-123"
 
 
-def test_internal_error_is_json_without_traceback(make_settings, database_url: str, upstream: respx.MockRouter) -> None:
+def test_internal_error_is_json_without_traceback(
+    make_settings, database_url: str, upstream: factories.UpstreamMock
+) -> None:
     from gateway.app import create_app
 
     app = create_app(make_settings())

@@ -1,12 +1,11 @@
-import httpx
 from fastapi.testclient import TestClient
 
 from tests import factories
-from tests.conftest import MODEL
+from tests.factories import MODEL
 
 
 def test_confident_answer_is_released(client: TestClient, api_key: str, upstream) -> None:
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body()))
+    upstream.answer(factories.completion_body())
     response = client.post(
         "/v1/chat/completions",
         json={"model": MODEL, "messages": [{"role": "user", "content": "Capital of France?"}]},

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 import httpx
 import openai
 import pytest
-import respx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import select
@@ -21,14 +20,10 @@ from gateway.models import Action, Exchange, ExchangeStatus, Review
 from gateway.proxy.holds import HoldHub
 from gateway.runtime import Runtime
 from tests import factories
-from tests.conftest import MODEL, aconsole_login
+from tests.factories import MODEL, aconsole_login
 
 UNSURE = factories.completion_body("Lyon is the capital of France.", logprob=-1.5)
 CANDIDATE = "Lyon is the capital of France."
-
-
-def hold(upstream: respx.MockRouter) -> None:
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=UNSURE))
 
 
 def chat(wait: float | None = None, stream: bool = False) -> dict:
@@ -58,11 +53,11 @@ async def test_edit_releases_waiting_client_within_100ms(
     app: FastAPI,
     aclient: httpx.AsyncClient,
     api_key: str,
-    upstream: respx.MockRouter,
+    upstream: factories.UpstreamMock,
     senior: tuple[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    hold(upstream)
+    upstream.answer(UNSURE)
     runtime: Runtime = app.state.runtime
     committed: dict[str, float] = {}
     notify = runtime.holds.notify
@@ -102,9 +97,9 @@ async def test_edit_releases_waiting_client_within_100ms(
 
 
 async def test_approve_releases_the_candidate(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str]
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
 ) -> None:
-    hold(upstream)
+    upstream.answer(UNSURE)
     runtime: Runtime = app.state.runtime
     waiting = asyncio.create_task(aclient.post("/v1/chat/completions", json=chat(wait=10), headers=auth(api_key)))
     review = await open_review(runtime)
@@ -115,9 +110,9 @@ async def test_approve_releases_the_candidate(
 
 
 def test_deadline_returns_placeholder_then_poll_gets_the_decision(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str], database_url: str
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str], database_url: str
 ) -> None:
-    hold(upstream)
+    upstream.answer(UNSURE)
     result = openai.OpenAI(
         base_url="http://testserver/v1", api_key=api_key, http_client=client, max_retries=0
     ).chat.completions.create(
@@ -136,7 +131,7 @@ def test_deadline_returns_placeholder_then_poll_gets_the_decision(
     other = factories.make_api_key(database_url, "other")
     assert client.get(f"/v1/reviews/{hitl['review_id']}", headers=auth(other)).status_code == 404
 
-    from tests.conftest import console_login
+    from tests.factories import console_login
 
     token = console_login(client, *senior)
     client.post(
@@ -150,9 +145,9 @@ def test_deadline_returns_placeholder_then_poll_gets_the_decision(
 
 
 async def test_long_poll_wakes_on_decision(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str]
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
 ) -> None:
-    hold(upstream)
+    upstream.answer(UNSURE)
     runtime: Runtime = app.state.runtime
     first = (await aclient.post("/v1/chat/completions", json=chat(wait=0), headers=auth(api_key))).json()
     review_id = first["hitl"]["review_id"]
@@ -168,11 +163,11 @@ async def test_decision_from_another_process_is_seen_by_polling(
     app: FastAPI,
     aclient: httpx.AsyncClient,
     api_key: str,
-    upstream: respx.MockRouter,
+    upstream: factories.UpstreamMock,
     senior: tuple[str, str],
     database_url: str,
 ) -> None:
-    hold(upstream)
+    upstream.answer(UNSURE)
     runtime: Runtime = app.state.runtime
     waiting = asyncio.create_task(aclient.post("/v1/chat/completions", json=chat(wait=10), headers=auth(api_key)))
     review = await open_review(runtime)
@@ -191,8 +186,10 @@ def _events(text: str) -> list[str]:
     return [line.removeprefix("data: ") for line in text.splitlines() if line.startswith("data: ")]
 
 
-def test_stream_never_carries_an_unreviewed_token(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
-    hold(upstream)
+def test_stream_never_carries_an_unreviewed_token(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.answer(UNSURE)
     response = client.post("/v1/chat/completions", json=chat(wait=1.5, stream=True), headers=auth(api_key))
     assert response.status_code == 200
     assert "Lyon" not in response.text and "-1.5" not in response.text
@@ -205,9 +202,9 @@ def test_stream_never_carries_an_unreviewed_token(client: TestClient, api_key: s
 
 
 async def test_stream_held_then_edited(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, senior: tuple[str, str]
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
 ) -> None:
-    hold(upstream)
+    upstream.answer(UNSURE)
     runtime: Runtime = app.state.runtime
     client = openai.AsyncOpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=aclient, max_retries=0)
 
@@ -228,8 +225,8 @@ async def test_stream_held_then_edited(
     assert chunks[-1].model_extra["hitl"]["status"] == "edited"
 
 
-def test_wait_is_bounded_by_settings(client: TestClient, api_key: str, upstream: respx.MockRouter) -> None:
-    hold(upstream)
+def test_wait_is_bounded_by_settings(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
+    upstream.answer(UNSURE)
     response = client.post("/v1/chat/completions", json=chat(wait=31), headers=auth(api_key))
     assert response.status_code == 400 and response.json()["error"]["param"] == "hitl.wait"
     poll = client.get("/v1/reviews/rev-missing?wait=1", headers=auth(api_key))
@@ -238,11 +235,9 @@ def test_wait_is_bounded_by_settings(client: TestClient, api_key: str, upstream:
 
 @pytest.mark.parametrize("stakes", ["high"])
 def test_rule_forces_senior_tier(
-    client: TestClient, api_key: str, upstream: respx.MockRouter, database_url: str, stakes: str
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, database_url: str, stakes: str
 ) -> None:
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body(logprob=-0.001))
-    )
+    upstream.answer(factories.completion_body(logprob=-0.001))
     body = chat(wait=0) | {"metadata": {"stakes": stakes}}
     result = client.post("/v1/chat/completions", json=body, headers=auth(api_key)).json()
     assert result["hitl"]["status"] == "pending" and result["hitl"]["tier"] == "senior"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
-import respx
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
@@ -14,7 +12,7 @@ from gateway.app import create_app
 from gateway.models import Exchange, Route
 from gateway.proxy import policy
 from tests import factories
-from tests.conftest import MODEL
+from tests.factories import MODEL
 
 GOOD = """\
 version: team-7
@@ -99,14 +97,12 @@ def test_bad_policy_file_stops_start_up(tmp_path: Path, make_settings) -> None:
 
 
 def test_exchange_stores_policy_version_reason_and_signals(
-    tmp_path: Path, make_settings, database_url: str, upstream: respx.MockRouter
+    tmp_path: Path, make_settings, database_url: str, upstream: factories.UpstreamMock
 ) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(GOOD)
     key = factories.make_api_key(database_url)
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body(logprob=None))
-    )
+    upstream.answer(factories.completion_body(logprob=None))
     with TestClient(create_app(make_settings(policy_path=path))) as client:
         result = client.post(
             "/v1/chat/completions",

@@ -7,13 +7,12 @@ import os
 
 import httpx
 import pytest
-import respx
 
 from gateway.errors import InvalidRequest, RateLimited, UpstreamError
 from gateway.proxy.upstream import LiteLLM, LocalLlama, OpenAICompatible, build
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
 from tests import factories
-from tests.conftest import UPSTREAM
+from tests.factories import UPSTREAM
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm fetches a cost map at import
 
@@ -31,9 +30,9 @@ def litellm_upstream() -> LiteLLM:
 
 
 async def test_litellm_returns_an_openai_completion_with_logprobs(
-    litellm_upstream: LiteLLM, upstream: respx.MockRouter
+    litellm_upstream: LiteLLM, upstream: factories.UpstreamMock
 ) -> None:
-    route = upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body()))
+    route = upstream.answer(factories.completion_body())
     result = await litellm_upstream.complete(
         {
             "model": "via-litellm",
@@ -51,15 +50,15 @@ async def test_litellm_returns_an_openai_completion_with_logprobs(
 
 @pytest.mark.parametrize(("status", "error"), [(400, InvalidRequest), (429, RateLimited), (500, UpstreamError)])
 async def test_litellm_errors_map_to_gateway_errors(
-    litellm_upstream: LiteLLM, upstream: respx.MockRouter, status: int, error: type[Exception]
+    litellm_upstream: LiteLLM, upstream: factories.UpstreamMock, status: int, error: type[Exception]
 ) -> None:
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(status, json={"error": {"message": "nope"}}))
+    upstream.answer({"error": {"message": "nope"}}, status=status)
     with pytest.raises(error):
         await litellm_upstream.complete({"messages": [{"role": "user", "content": "hi"}], "num_retries": 0})
 
 
-async def test_openai_compatible_without_key_sends_no_authorization(upstream: respx.MockRouter) -> None:
-    route = upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=factories.completion_body()))
+async def test_openai_compatible_without_key_sends_no_authorization(upstream: factories.UpstreamMock) -> None:
+    route = upstream.answer(factories.completion_body())
     async with httpx.AsyncClient() as client:
         adapter = OpenAICompatible(UpstreamSettings(name="vllm", api_base=UPSTREAM + "/"), client)
         await adapter.complete(

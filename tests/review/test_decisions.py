@@ -6,7 +6,6 @@ import asyncio
 
 import httpx
 import pytest
-import respx
 from fastapi import FastAPI
 from sqlmodel import select
 
@@ -17,17 +16,15 @@ from gateway.review.guard import ReviewAlreadyDecided
 from gateway.review.tiers import Tiers
 from gateway.runtime import Runtime
 from tests import factories
-from tests.conftest import MODEL
+from tests.factories import MODEL
 
 PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
 
 
 async def held_review(
-    aclient: httpx.AsyncClient, upstream: respx.MockRouter, key: str, metadata: dict | None = None
+    aclient: httpx.AsyncClient, upstream: factories.UpstreamMock, key: str, metadata: dict | None = None
 ) -> str:
-    upstream.post("/chat/completions").mock(
-        return_value=httpx.Response(200, json=factories.completion_body("Lyon.", logprob=-0.2))  # ~0.8: agent tier
-    )
+    upstream.answer(factories.completion_body("Lyon.", logprob=-0.2))
     body = {"model": MODEL, "messages": PROMPT, "hitl": {"wait": 0}}
     if metadata:
         body["metadata"] = metadata
@@ -36,7 +33,7 @@ async def held_review(
 
 
 async def test_edit_creates_pair_and_final_text(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
 ) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
@@ -52,7 +49,7 @@ async def test_edit_creates_pair_and_final_text(
 
 
 async def test_approve_makes_no_pair(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
 ) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
@@ -64,7 +61,7 @@ async def test_two_concurrent_decisions_one_wins(
     app: FastAPI,
     aclient: httpx.AsyncClient,
     api_key: str,
-    upstream: respx.MockRouter,
+    upstream: factories.UpstreamMock,
     agent: tuple[str, str],
     senior: tuple[str, str],
 ) -> None:
@@ -86,7 +83,7 @@ async def test_two_concurrent_decisions_one_wins(
 
 
 async def test_agent_cannot_decide_senior_tier(
-    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: respx.MockRouter, agent: tuple[str, str]
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
 ) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key, metadata={"stakes": "high"})
@@ -110,7 +107,7 @@ async def test_edit_needs_a_changed_text(
     app: FastAPI,
     aclient: httpx.AsyncClient,
     api_key: str,
-    upstream: respx.MockRouter,
+    upstream: factories.UpstreamMock,
     agent: tuple[str, str],
     action: Action,
     text: str | None,

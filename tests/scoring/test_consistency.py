@@ -6,7 +6,6 @@ import json
 
 import httpx
 import pytest
-import respx
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
@@ -16,8 +15,7 @@ from gateway.scoring.confidence import Score, with_consistency
 from gateway.scoring.consistency import Consistency
 from gateway.settings import ConsistencySettings
 from tests import factories
-from tests.conftest import MODEL
-from tests.scoring.test_selfcheck import judge_reply
+from tests.factories import MODEL, judge_reply
 
 QUESTION = {"model": MODEL, "messages": [{"role": "user", "content": "Capital of France?"}], "hitl": {"wait": 0}}
 
@@ -53,17 +51,17 @@ def ask(settings, api_key: str) -> Exchange:
         return session.exec(select(Exchange)).one()
 
 
-def test_off_by_default_makes_one_upstream_call(make_settings, api_key: str, upstream: respx.MockRouter) -> None:
-    route = upstream.post("/chat/completions").mock(side_effect=mocked("Paris.", ["Paris."], [0.9]))
+def test_off_by_default_makes_one_upstream_call(make_settings, api_key: str, upstream: factories.UpstreamMock) -> None:
+    route = upstream.respond(mocked("Paris.", ["Paris."], [0.9]))
     exchange = ask(make_settings(), api_key)
     assert route.call_count == 1
     assert "consistency" not in exchange.signals
 
 
-def test_samples_are_judged_against_the_candidate(make_settings, api_key: str, upstream: respx.MockRouter) -> None:
-    route = upstream.post("/chat/completions").mock(
-        side_effect=mocked("Paris.", ["Paris.", "Lyon.", "Paris, France."], [0.9, 0.2, 0.7])
-    )
+def test_samples_are_judged_against_the_candidate(
+    make_settings, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    route = upstream.respond(mocked("Paris.", ["Paris.", "Lyon.", "Paris, France."], [0.9, 0.2, 0.7]))
     settings = make_settings(consistency=ConsistencySettings(samples=3, temperature=0.8, weight=0.25))
     exchange = ask(settings, api_key)
     assert route.call_count == 1 + 3 + 3
@@ -85,8 +83,8 @@ def test_samples_are_judged_against_the_candidate(make_settings, api_key: str, u
     assert exchange.calibrator == "default" and exchange.signals["raw_confidence"] == exchange.confidence
 
 
-def test_lost_samples_are_missing_not_a_number(make_settings, api_key: str, upstream: respx.MockRouter) -> None:
-    upstream.post("/chat/completions").mock(side_effect=mocked("Paris.", ["x"], [0.9], fail_samples=True))
+def test_lost_samples_are_missing_not_a_number(make_settings, api_key: str, upstream: factories.UpstreamMock) -> None:
+    upstream.respond(mocked("Paris.", ["x"], [0.9], fail_samples=True))
     exchange = ask(make_settings(consistency=ConsistencySettings(samples=2)), api_key)
     assert exchange.signals["consistency"]["score"] is None
     assert "consistency:no_samples" in exchange.signals["missing"]

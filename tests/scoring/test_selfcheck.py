@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 
 import httpx
 import pytest
-import respx
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
@@ -19,12 +17,7 @@ from gateway.scoring.confidence import Score, with_selfcheck
 from gateway.scoring.selfcheck import Judge, SelfCheck, SelfChecker, p_yes_from_logprobs, parse_verbalized
 from gateway.settings import SelfCheckSettings, UpstreamSettings
 from tests import factories
-from tests.conftest import MODEL, UPSTREAM
-
-
-def first_token(*alternatives: tuple[str, float]) -> dict:
-    top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in alternatives]
-    return {"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}
+from tests.factories import MODEL, UPSTREAM, first_token, judge_reply
 
 
 def test_p_yes_sums_case_and_spacing_variants() -> None:
@@ -100,14 +93,6 @@ def test_combination_hand_computed() -> None:
     assert kept.confidence == 0.8 and kept.signals["missing"] == ["selfcheck:unparseable"]
 
 
-def judge_reply(*, yes: float | None = None, text: str = "", tokens: int = 60) -> dict:
-    body = factories.completion_body(text or "x", logprob=None)
-    if yes is not None:
-        body["choices"][0]["logprobs"] = {"content": [first_token(("Yes", yes), ("No", 1 - yes))]}
-    body["usage"] = {"prompt_tokens": tokens - 1, "completion_tokens": 1, "total_tokens": tokens}
-    return body
-
-
 def router(answer: dict, judge: dict | list[dict]) -> object:
     """The mocked upstream: the judge's calls are the ones with a tiny max_tokens."""
     judges = judge if isinstance(judge, list) else [judge]
@@ -125,13 +110,11 @@ def router(answer: dict, judge: dict | list[dict]) -> object:
 
 
 def test_selfcheck_is_recorded_with_template_latency_and_tokens(
-    make_settings, api_key: str, database_url: str, upstream: respx.MockRouter
+    make_settings, api_key: str, database_url: str, upstream: factories.UpstreamMock
 ) -> None:
     from gateway.app import create_app
 
-    route = upstream.post("/chat/completions").mock(
-        side_effect=router(factories.completion_body("Lyon.", logprob=-0.2), judge_reply(yes=0.1))
-    )
+    route = upstream.respond(router(factories.completion_body("Lyon.", logprob=-0.2), judge_reply(yes=0.1)))
     settings = make_settings(selfcheck=SelfCheckSettings(mode="grey_zone"))
     with TestClient(create_app(settings)) as client:
         hitl = client.post(
@@ -154,8 +137,8 @@ def test_selfcheck_is_recorded_with_template_latency_and_tokens(
     assert hitl["confidence"] == pytest.approx(exchange.confidence)
 
 
-async def test_judge_without_logprobs_is_asked_for_a_number(upstream: respx.MockRouter) -> None:
-    route = upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=judge_reply(text="73")))
+async def test_judge_without_logprobs_is_asked_for_a_number(upstream: factories.UpstreamMock) -> None:
+    route = upstream.answer(judge_reply(text="73"))
     async with httpx.AsyncClient() as client:
         judge = OpenAICompatible(UpstreamSettings(name="judge", api_base=UPSTREAM, logprobs=False), client)
         checker = SelfChecker(SelfCheckSettings(mode="always"), Judge(Prompts(), Upstreams([judge])))
@@ -165,22 +148,22 @@ async def test_judge_without_logprobs_is_asked_for_a_number(upstream: respx.Mock
     assert "logprobs" not in sent and "0 (certainly wrong) to 100" in sent["messages"][0]["content"]
 
 
-async def test_unparseable_and_failed_judges_are_missing_not_numbers(upstream: respx.MockRouter) -> None:
+async def test_unparseable_and_failed_judges_are_missing_not_numbers(upstream: factories.UpstreamMock) -> None:
     async with httpx.AsyncClient() as client:
         judge = OpenAICompatible(UpstreamSettings(name="judge", api_base=UPSTREAM, logprobs=False), client)
         checker = SelfChecker(SelfCheckSettings(mode="always"), Judge(Prompts(), Upstreams([judge])))
-        upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=judge_reply(text="Sure!")))
+        upstream.answer(judge_reply(text="Sure!"))
         unparseable = await checker.run("judge", "Q?", "A.")
-        upstream.post("/chat/completions").mock(return_value=httpx.Response(503, json={"error": {"message": "down"}}))
+        upstream.answer({"error": {"message": "down"}}, status=503)
         failed = await checker.run("judge", "Q?", "A.")
     assert unparseable.p_yes is None and unparseable.missing == "selfcheck:unparseable"
     assert failed.p_yes is None and failed.missing == "selfcheck:error:upstream_error"
 
 
-async def test_logprob_judge_without_yes_or_no_is_missing(upstream: respx.MockRouter) -> None:
+async def test_logprob_judge_without_yes_or_no_is_missing(upstream: factories.UpstreamMock) -> None:
     reply = judge_reply()
     reply["choices"][0]["logprobs"] = {"content": [first_token(("The", 0.6), ("Paris", 0.3))]}
-    upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=reply))
+    upstream.answer(reply)
     async with httpx.AsyncClient() as client:
         judge = OpenAICompatible(UpstreamSettings(name="judge", api_base=UPSTREAM), client)
         check = await SelfChecker(SelfCheckSettings(mode="always"), Judge(Prompts(), Upstreams([judge]))).run(
