@@ -49,16 +49,17 @@ _hasher = PasswordHash.recommended()
 
 
 class ManualClock:
-    """A clock that moves only when a test says so: claims run out and logins expire without sleeping."""
+    """Real time, which a test can jump ahead: claims run out and logins expire without sleeping, while
+    timestamps still agree with the wall clock for tests that time a release."""
 
-    def __init__(self, start: datetime | None = None) -> None:
-        self.moment = start or datetime.now(UTC)
+    def __init__(self) -> None:
+        self.offset = timedelta()
 
     def now(self) -> datetime:
-        return self.moment
+        return datetime.now(UTC) + self.offset
 
     def advance(self, seconds: float) -> None:
-        self.moment += timedelta(seconds=seconds)
+        self.offset += timedelta(seconds=seconds)
 
 
 @contextmanager

@@ -108,7 +108,7 @@ def test_the_open_page_renews_its_claim(
         f"/console/reviews/{hitl['review_id']}/claim", headers={"HX-Request": "true", "x-csrftoken": token}
     )
     assert renewed.status_code == 200 and renewed.text.lstrip().startswith('<div id="claim"')
-    assert review_of(database_url, hitl["review_id"]).claim_expires_at == first + timedelta(seconds=10)
+    assert review_of(database_url, hitl["review_id"]).claim_expires_at >= first + timedelta(seconds=10)
 
 
 async def test_two_concurrent_claims_one_wins(
