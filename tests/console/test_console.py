@@ -73,7 +73,11 @@ def test_queue_review_page_and_edit(
     hitl = factories.held(client, upstream, api_key)
     token = console_login(client, *agent)
     queue = client.get("/console/?tier=agent")
-    assert queue.status_code == 200 and hitl["review_id"] in queue.text and "Lyon." in queue.text
+    assert queue.status_code == 200 and queue.template.name == "queue.html"  # type: ignore[attr-defined]
+    context = queue.context  # type: ignore[attr-defined]
+    assert context["tier"] == "agent" and context["can_decide"] is True and context["counts"] == {"agent": 1}
+    assert [row.review.id for row in context["rows"]] == [hitl["review_id"]]
+    assert context["rows"][0].exchange.candidate_text == "Lyon." and "Lyon." in queue.text
     assert "HX-Request" in queue.headers["vary"]
     fragment = client.get("/console/?tier=agent", headers={"HX-Request": "true"})
     assert (
@@ -83,7 +87,13 @@ def test_queue_review_page_and_edit(
     )
 
     page = client.get(f"/console/reviews/{hitl['review_id']}")
-    assert page.status_code == 200
+    assert page.status_code == 200 and page.template.name == "review.html"  # type: ignore[attr-defined]
+    context = page.context  # type: ignore[attr-defined]
+    assert context["review"].id == hitl["review_id"] and context["held_by_me"] is True and context["holder"] is None
+    assert context["can_decide"] is True and context["can_escalate"] is True and context["waiting"] == 0
+    assert [token.text for token in context["tokens"]] == ["Lyon."]
+    kinds = [event.kind for event in context["trail"]]
+    assert kinds[0] == "held" and kinds[-1] == "claimed"  # "delivered" (the placeholder) lands off the request path
     for needle in (
         "Capital of France?",
         "Lyon.",
@@ -106,7 +116,9 @@ def test_queue_review_page_and_edit(
     assert hitl["review_id"] not in client.get("/console/?tier=agent").text
 
     again = client.post(f"/console/reviews/{hitl['review_id']}/decide", data={"action": "approve", "csrftoken": token})
-    assert again.status_code == 409 and "already been decided" in again.text
+    assert again.status_code == 409 and again.template.name == "review.html"  # type: ignore[attr-defined]
+    assert "already been decided" in again.context["error"]  # type: ignore[attr-defined]
+    assert "already been decided" in again.text
 
 
 def test_decision_without_csrf_is_refused(
