@@ -241,6 +241,10 @@ class UpstreamMock:
     def answer(self, body: dict[str, Any] | None = None, status: int = 200) -> respx.Route:
         return self.chat.mock(return_value=httpx.Response(status, json=completion_body() if body is None else body))
 
+    def pass_loopback(self) -> respx.Route:
+        """Let calls to 127.0.0.1 through (route `loopback`): a real SDK talking to a gateway on a real port."""
+        return self.router.route(host="127.0.0.1", name="loopback").pass_through()
+
     def respond(self, side_effect: Any) -> respx.Route:
         return self.chat.mock(side_effect=side_effect)
 

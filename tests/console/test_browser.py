@@ -41,7 +41,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 @pytest.fixture
 def live(make_settings, upstream: factories.UpstreamMock) -> Iterator[str]:
     """The gateway on a real port, in this process, so the respx-mocked upstream serves it."""
-    upstream.route(host="127.0.0.1").pass_through()  # the SDK's calls to the gateway itself are real
+    upstream.pass_loopback()  # the SDK's calls to the gateway itself are real
     settings = make_settings(hold=HoldSettings(default_wait=30, max_wait=60, poll_interval=0.2, keepalive=1))
     with factories.serving(create_app(settings)) as url:
         yield url
