@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -21,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pwdlib import PasswordHash
 from sqlalchemy import create_engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from gateway import db
 from gateway.models import (
@@ -33,6 +34,7 @@ from gateway.models import (
     ExchangeStatus,
     Review,
     ReviewKind,
+    ReviewStatus,
     Role,
     Route,
 )
@@ -225,6 +227,18 @@ def make_labelled(
         session.add(Decision(review_id=review.id, agent_id=agent_id, action=action, text=text))
         session.commit()
         return review.id
+
+
+async def open_review(runtime: Runtime, timeout: float = 5.0) -> Review:
+    """The review the waiting request created, once it is committed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        async with runtime.sessions() as session:
+            review = (await session.exec(select(Review).where(col(Review.status) == ReviewStatus.OPEN))).first()
+        if review is not None:
+            return review
+        await asyncio.sleep(0.01)
+    raise AssertionError("no review was created")
 
 
 # --- the mocked upstream --------------------------------------------------------------------------------

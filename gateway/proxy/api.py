@@ -104,16 +104,18 @@ async def create_chat_completion(
     )
     reply = _Reply(runtime, request, chat, review)
 
+    keepalive = runtime.settings.hold.keepalive
     if review is None:
         body = reply.body(exchange)
+        headers = exchanges.hitl_headers(body["hitl"])
         if chat.stream:
-            return EventSourceResponse(iter(reply.events(body)), ping=runtime.settings.hold.keepalive)
-        return JSONResponse(body)
+            return EventSourceResponse(iter(reply.events(body)), ping=keepalive, headers=headers)
+        return JSONResponse(body, headers=headers)
 
     if not chat.stream:
         body = reply.body(await reply.wait_and_load(exchange.id, wait))
         reply.record_delivery(body)
-        return JSONResponse(body)
+        return JSONResponse(body, headers=exchanges.hitl_headers(body["hitl"]))
 
     async def held_stream() -> AsyncIterator[ServerSentEvent]:
         # The 200 is already out: a failure from here on can only travel as an SSE error event.
@@ -126,7 +128,9 @@ async def create_chat_completion(
         for event in reply.events(body):
             yield event
 
-    return EventSourceResponse(held_stream(), ping=runtime.settings.hold.keepalive)
+    # The headers leave with the 200, before any decision: they say the answer is held, and where to poll.
+    pending = exchanges.hitl_headers(reply.body(exchange)["hitl"])
+    return EventSourceResponse(held_stream(), ping=keepalive, headers=pending)
 
 
 @router.get("/reviews/{review_id}", name="get_review")

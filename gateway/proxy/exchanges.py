@@ -174,6 +174,23 @@ def hitl_block(exchange: Exchange, review: Review | None, poll_url: str | None) 
     return block
 
 
+def hitl_headers(hitl: dict[str, Any]) -> dict[str, str]:
+    """The `hitl` block as response headers, for clients that drop unknown body fields (LangChain, agent
+    frameworks): status, exchange id and confidence always (`unscored` when there is none); the review id
+    and poll URL while the answer is held."""
+    confidence = hitl.get("confidence")
+    headers = {
+        "x-hitl-status": str(hitl["status"]),
+        "x-hitl-exchange-id": str(hitl["exchange_id"]),
+        "x-hitl-confidence": "unscored" if confidence is None else f"{confidence:.4f}",
+    }
+    if hitl.get("review_id"):
+        headers["x-hitl-review-id"] = str(hitl["review_id"])
+    if hitl.get("poll_url"):
+        headers["x-hitl-poll-url"] = str(hitl["poll_url"])
+    return headers
+
+
 def delivered(exchange: Exchange, chat: ChatRequest, hitl: dict[str, Any], placeholder: str) -> dict[str, Any]:
     """The completion the client receives for the exchange as it stands now. Never the unreviewed candidate."""
     status = exchange.status

@@ -13,7 +13,6 @@ import openai
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlmodel import select
 
 from gateway import db
 from gateway.models import Action, Exchange, ExchangeStatus, Review
@@ -37,18 +36,6 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def open_review(runtime: Runtime, timeout: float = 5.0) -> Review:
-    """The review the waiting request created, once it is committed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        async with runtime.sessions() as session:
-            review = (await session.exec(select(Review).where(Review.status == "open"))).first()
-        if review is not None:
-            return review
-        await asyncio.sleep(0.01)
-    raise AssertionError("no review was created")
-
-
 async def test_edit_releases_waiting_client_within_100ms(
     app: FastAPI,
     aclient: httpx.AsyncClient,
@@ -69,7 +56,7 @@ async def test_edit_releases_waiting_client_within_100ms(
     monkeypatch.setattr(runtime.holds, "notify", noted)
     token = await aconsole_login(aclient, *senior)
     waiting = asyncio.create_task(aclient.post("/v1/chat/completions", json=chat(wait=10), headers=auth(api_key)))
-    review = await open_review(runtime)
+    review = await factories.open_review(runtime)
     # Persisted before anything else: the exchange is there, held, while the client still waits.
     async with runtime.sessions() as session:
         exchange = await session.get(Exchange, review.exchange_id)
@@ -102,7 +89,7 @@ async def test_approve_releases_the_candidate(
     upstream.answer(UNSURE)
     runtime: Runtime = app.state.runtime
     waiting = asyncio.create_task(aclient.post("/v1/chat/completions", json=chat(wait=10), headers=auth(api_key)))
-    review = await open_review(runtime)
+    review = await factories.open_review(runtime)
     await factories.decide_as(runtime, senior[0], review.id, Action.APPROVE)
     body = (await waiting).json()
     assert body["choices"][0]["message"]["content"] == CANDIDATE
@@ -170,7 +157,7 @@ async def test_decision_from_another_process_is_seen_by_polling(
     upstream.answer(UNSURE)
     runtime: Runtime = app.state.runtime
     waiting = asyncio.create_task(aclient.post("/v1/chat/completions", json=chat(wait=10), headers=auth(api_key)))
-    review = await open_review(runtime)
+    review = await factories.open_review(runtime)
     # A second engine and hub stand in for another replica: this process's hub is never notified.
     engine = db.create_engine(database_url)
     try:
@@ -218,7 +205,7 @@ async def test_stream_held_then_edited(
         return [chunk async for chunk in stream]
 
     reading = asyncio.create_task(read())
-    review = await open_review(runtime)
+    review = await factories.open_review(runtime)
     await factories.decide_as(runtime, senior[0], review.id, Action.EDIT, text="Paris is the capital.")
     chunks = await asyncio.wait_for(reading, 5)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Paris is the capital."
