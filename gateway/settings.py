@@ -35,6 +35,9 @@ class UpstreamSettings(BaseModel):
     api_key: SecretStr | None = Field(None, description="The provider's key; never logged.")
     timeout: float = Field(60.0, gt=0, description="Seconds before the upstream call fails with 504.")
     logprobs: bool = Field(True, description="Ask the provider for token logprobs (top 5).")
+    aliases: list[str] = Field(
+        default_factory=list, description="More model names clients may send for it, e.g. `gpt-4o`."
+    )
 
     @model_validator(mode="after")
     def _default_model(self) -> UpstreamSettings:
@@ -134,12 +137,30 @@ class Settings(BaseSettings):
         5, gt=0, description="Failed logins per username (x4 per address) before logins are refused for a while."
     )
     login_window: float = Field(900.0, gt=0, description="Seconds failed logins are counted over, and locked out.")
+    default_upstream: str | None = Field(
+        None,
+        description="Upstream that answers any model name not declared (the exchange keeps the name sent).",
+    )
     host: str = Field("127.0.0.1", description="Address `hitl serve` binds.")
     port: int = Field(8000, description="Port `hitl serve` binds.")
 
     def offered(self) -> list[str]:
         """Model names clients may ask for: the configured upstreams, or the bundled model."""
         return [upstream.name for upstream in self.upstreams] or [self.local_model.name]
+
+    @model_validator(mode="after")
+    def _names_are_unambiguous(self) -> Settings:
+        seen: dict[str, str] = {}
+        for upstream in self.upstreams:
+            for name in (upstream.name, *upstream.aliases):
+                if name in seen:
+                    raise ValueError(f"model name {name!r} is declared by both {seen[name]!r} and {upstream.name!r}")
+                seen[name] = upstream.name
+        if self.default_upstream is not None and self.default_upstream not in self.offered():
+            raise ValueError(
+                f"default_upstream {self.default_upstream!r} is not one of the models offered: {self.offered()}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _judge_is_offered(self) -> Settings:

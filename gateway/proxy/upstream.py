@@ -224,19 +224,23 @@ class LocalLlama:
 class Upstreams:
     """The models the gateway offers, by the name clients use."""
 
-    def __init__(self, upstreams: list[Upstream]) -> None:
+    def __init__(
+        self, upstreams: list[Upstream], aliases: dict[str, str] | None = None, default: str | None = None
+    ) -> None:
         self._by_name = {upstream.name: upstream for upstream in upstreams}
+        self._aliases = aliases or {}  # alias -> upstream name
+        self._default = self._by_name.get(default) if default else None
 
     def get(self, name: str) -> Upstream:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise ModelNotFound(
-                f"The model `{name}` does not exist or you do not have access to it.", param="model"
-            ) from None
+        """The upstream serving model `name`: by its name, an alias, or the default upstream."""
+        found = self._by_name.get(self._aliases.get(name, name)) or self._default
+        if found is None:
+            raise ModelNotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
+        return found
 
     def names(self) -> list[str]:
-        return list(self._by_name)
+        """Every model name declared: upstream names, then aliases."""
+        return [*self._by_name, *self._aliases]
 
     def close(self) -> None:
         """Free what adapters hold beyond the shared HTTP client (the bundled model's memory)."""
@@ -255,4 +259,5 @@ def build(settings: Settings, client: httpx.AsyncClient) -> Upstreams:
             upstreams.append(LocalLlama(settings.local_model.model_copy(update={"name": config.name})))
     if not upstreams and settings.local_model.enabled and local_model_available():
         upstreams.append(LocalLlama(settings.local_model))
-    return Upstreams(upstreams)
+    aliases = {alias: config.name for config in settings.upstreams for alias in config.aliases}
+    return Upstreams(upstreams, aliases, settings.default_upstream)
