@@ -6,6 +6,7 @@ conditional update (see `decisions.py`), which is what keeps two agents from dec
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -45,6 +46,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
+
+
+_ID = re.compile(r"[a-z]+-[0-9a-f]{32}")
+
+
+def wellformed_id(value: str) -> bool:
+    """Whether `value` has the shape of an id this gateway makes (`rev-<hex>`, `chatcmpl-<hex>`). Anything
+    else (a NUL byte, which PostgreSQL refuses outright, or any other stray character) names nothing."""
+    return _ID.fullmatch(value) is not None
 
 
 def _when(**kwargs: Any) -> Any:

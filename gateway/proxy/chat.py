@@ -6,15 +6,18 @@ untouched, so new OpenAI parameters work without a gateway release.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from gateway.errors import InvalidRequest
 
 UPSTREAM_TOP_LOGPROBS = 5
+# Deepest nesting of arrays and objects a request may have. Real requests (tool schemas included) stay far
+# below it; the JSON encoders downstream (upstream call, storage) give out somewhere past 250.
+MAX_DEPTH = 128
 
 
 class Message(BaseModel):
@@ -68,17 +71,32 @@ def _describe(error: ErrorDetails) -> tuple[str, str | None]:
     return f"Invalid value for '{param}': {error['msg']}.", param
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def parse(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
     """Validate a request body; returns the typed view and the raw dict that passes upstream."""
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        # Strict JSON (RFC 8259): no NaN or Infinity, no lone surrogates, nesting at most 1024 deep. What
+        # passes can be stored and sent upstream as it is; what does not is the client's error, not a 500.
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
-            "We could not parse the JSON body of your request. The body must be a JSON object.",
+            f"We could not parse the JSON body of your request ({exc.msg}). The body must be a JSON object.",
             code="invalid_json",
         ) from None
     if not isinstance(raw, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if _deeper_than(raw, MAX_DEPTH):
+        raise InvalidRequest(f"The request body is nested more than {MAX_DEPTH} levels deep.", code="invalid_json")
     try:
         request = ChatRequest.model_validate(raw)
     except ValidationError as exc:

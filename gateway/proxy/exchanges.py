@@ -14,7 +14,17 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.errors import NotFound
-from gateway.models import EventKind, Exchange, ExchangeStatus, Review, ReviewEvent, ReviewKind, ReviewStatus, Route
+from gateway.models import (
+    EventKind,
+    Exchange,
+    ExchangeStatus,
+    Review,
+    ReviewEvent,
+    ReviewKind,
+    ReviewStatus,
+    Route,
+    wellformed_id,
+)
 from gateway.proxy import completion
 from gateway.proxy.chat import ChatRequest
 from gateway.proxy.policy import Routing
@@ -132,6 +142,8 @@ async def is_decided(sessions: Sessions, review_id: str) -> bool:
 
 async def load_review(sessions: Sessions, review_id: str, api_key_id: int) -> tuple[Review, Exchange]:
     """A review and its exchange, visible only to the API key whose request made it."""
+    if not wellformed_id(review_id):
+        raise NotFound(f"No review with id {review_id!r} for this API key.", param="review_id")
     async with sessions() as session:
         review = await session.get(Review, review_id)
         if review is None or review.api_key_id != api_key_id:

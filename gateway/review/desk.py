@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
-from gateway.models import Action, Agent, Review
+from gateway.errors import NotFound
+from gateway.models import Action, Agent, Review, wellformed_id
 from gateway.proxy.holds import HoldHub
 from gateway.review import claims, decisions, history, logins, queue, record
 from gateway.review.decisions import Decided
@@ -22,6 +23,13 @@ from gateway.review.logins import LoginLimits
 from gateway.review.queue import QueueFilter, QueueView
 from gateway.review.record import ReviewRecord
 from gateway.review.tiers import Tiers
+
+
+def _known(review_id: str) -> str:
+    """The id, if it could name a review at all; anything else is a 404 before the database sees it."""
+    if not wellformed_id(review_id):
+        raise NotFound(f"No review with id {review_id!r}.")
+    return review_id
 
 
 @dataclass(frozen=True)
@@ -47,9 +55,11 @@ class ReviewDesk:
 
     async def claim(self, review_id: str, agent: Agent) -> Review:
         """Claim the review, or renew this agent's claim; `Conflict` when someone else holds it."""
-        return await claims.claim(self.sessions, review_id, agent, self.lease, self.clock)
+        return await claims.claim(self.sessions, _known(review_id), agent, self.lease, self.clock)
 
     async def release(self, review_id: str, agent: Agent) -> bool:
+        if not wellformed_id(review_id):
+            return False
         return await claims.release(self.sessions, review_id, agent, self.clock)
 
     async def next(self, agent: Agent, tier: str) -> Review | None:
@@ -72,6 +82,7 @@ class ReviewDesk:
         tags: list[str] | None = None,
     ) -> Decided:
         """Approve, edit, override (or, with `Action.ESCALATE`, escalate with `comment` as the reason)."""
+        _known(review_id)
         if action == Action.ESCALATE:
             return await self.escalate(review_id, agent, comment, tags=tags)
         async with self.sessions() as session:
@@ -92,6 +103,7 @@ class ReviewDesk:
         return decided
 
     async def escalate(self, review_id: str, agent: Agent, reason: str, *, tags: list[str] | None = None) -> Decided:
+        _known(review_id)
         async with self.sessions() as session:
             return await decisions.escalate(
                 session, self.tiers, self.clock.now(), review_id=review_id, agent=agent, reason=reason, tags=tags
@@ -109,9 +121,11 @@ class ReviewDesk:
 
     async def record(self, review_id: str) -> ReviewRecord:
         async with self.sessions() as session:
-            return await record.load(session, review_id)
+            return await record.load(session, _known(review_id))
 
     async def review(self, review_id: str) -> Review | None:
+        if not wellformed_id(review_id):
+            return None
         async with self.sessions() as session:
             return await session.get(Review, review_id)
 
