@@ -16,7 +16,7 @@ from gateway.deps import CurrentKey, RequestId, RuntimeDep
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.models import Exchange, Review, ReviewStatus, epoch
 from gateway.proxy import chat as chat_request
-from gateway.proxy import completion, exchanges
+from gateway.proxy import completion, exchanges, toolcalls
 from gateway.proxy.chat import ChatRequest
 from gateway.runtime import Runtime
 
@@ -85,7 +85,10 @@ async def create_chat_completion(
     response = await upstream.complete(asked)
     upstream_ms = (time.perf_counter() - started) * 1000
     score = await runtime.scorer.score(upstream, chat.model, asked, response, exchanges.candidate_text(response))
-    routing = runtime.policy.route(score.confidence, raw, score.signals["missing"])
+    calls = toolcalls.found(response)
+    if any(call.malformed for call in calls):
+        score.signals["missing"] = sorted({*score.signals["missing"], toolcalls.MALFORMED})
+    routing = runtime.policy.route(score.confidence, raw, score.signals["missing"], calls)
     candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
     audit = runtime.settings.audit
     assert key.id is not None

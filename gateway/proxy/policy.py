@@ -1,21 +1,37 @@
 """Policy: versioned rules that map a confidence and the request to a route.
 
-A policy is a YAML file (see `default_policy.yaml`). Rules are checked first, in order; then the first
-band whose `min` the confidence reaches; an answer without a confidence takes the `unscored` outcome.
+A policy is a YAML file (see `default_policy.yaml`). Rules are checked first, in order; a rule's paths
+look into the request (`metadata.stakes`) or into the candidate's tool calls (`response.tool_calls.name`,
+`response.tool_calls.arguments.amount`: true when one call meets every such condition), with equality, a
+list of values, or a comparison (`{gt: 100}`, `{lte: 5}`, `{matches: "regex"}`). An answer with tool
+calls that matches no rule takes the `tool_calls` outcome (malformed arguments: `unscored`); otherwise the
+first band whose `min` the confidence reaches; an answer without a confidence takes `unscored`.
 A file that does not parse or does not validate raises `PolicyError` naming the file and line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.models import Route
+from gateway.proxy.toolcalls import MALFORMED, ToolCall
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
 
@@ -43,13 +59,93 @@ class Outcome(_Strict):
         return self
 
 
+class Compare(_Strict):
+    """A comparison in a rule: every bound given must hold."""
+
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    matches: str | None = Field(None, description="A regular expression the value must contain a match of.")
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Compare:
+        if all(value is None for value in (self.gt, self.gte, self.lt, self.lte, self.matches)):
+            raise ValueError("a comparison needs one of gt, gte, lt, lte, matches")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as exc:
+                raise ValueError(f"`matches` is not a regular expression: {exc}") from None
+        return self
+
+    def holds(self, actual: Any) -> bool:
+        if self.matches is not None and not (isinstance(actual, str) and re.search(self.matches, actual)):
+            return False
+        bounds = [(self.gt, float.__gt__), (self.gte, float.__ge__), (self.lt, float.__lt__), (self.lte, float.__le__)]
+        if all(bound is None for bound, _ in bounds):
+            return True
+        if isinstance(actual, bool) or not isinstance(actual, int | float):
+            return False
+        return all(bound is None or test(float(actual), bound) for bound, test in bounds)
+
+    def __str__(self) -> str:
+        signs = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+        parts = [
+            f"{signs[name]} {value:g}"
+            for name, value in self.model_dump().items()
+            if name in signs and value is not None
+        ]
+        if self.matches is not None:
+            parts.append(f"matches {self.matches!r}")
+        return " and ".join(parts)
+
+
+def _kind(value: Any) -> str:
+    return "compare" if isinstance(value, dict | Compare) else "values" if isinstance(value, list) else "value"
+
+
+# A mapping is a comparison and nothing else, so a bad one is reported as a bad comparison.
+Expected = Annotated[
+    Annotated[Scalar, Tag("value")] | Annotated[list[Scalar], Tag("values")] | Annotated[Compare, Tag("compare")],
+    Discriminator(_kind),
+]
+_TAGS = {"value", "values", "compare"}
+TOOL_CALLS = "response.tool_calls."
+
+
 class Band(Outcome):
     min: float = Field(ge=0.0, le=1.0)
 
 
 class Rule(Outcome):
     name: str
-    when: dict[str, Scalar | list[Scalar]] = Field(min_length=1)
+    when: dict[str, Expected] = Field(min_length=1)
+
+    @field_validator("when")
+    @classmethod
+    def _known_paths(cls, when: dict[str, Expected]) -> dict[str, Expected]:
+        for path in when:
+            if path.startswith("response.") and not path.startswith(TOOL_CALLS):
+                raise ValueError(f"{path!r}: rules look into the answer only through `response.tool_calls.`")
+        return when
+
+    def matches(self, request: dict[str, Any], calls: Sequence[dict[str, Any]]) -> bool:
+        on_request = {path: value for path, value in self.when.items() if not path.startswith(TOOL_CALLS)}
+        on_calls = {
+            path.removeprefix(TOOL_CALLS): value for path, value in self.when.items() if path.startswith(TOOL_CALLS)
+        }
+        if not all(_matches(expected, _lookup(request, path)) for path, expected in on_request.items()):
+            return False
+        return not on_calls or any(
+            all(_matches(expected, _lookup(call, path)) for path, expected in on_calls.items()) for call in calls
+        )
+
+    def facts(self) -> str:
+        return ", ".join(
+            f"{path} {expected}" if isinstance(expected, Compare) else f"{path} = {expected!r}"
+            for path, expected in self.when.items()
+        )
 
 
 class PolicyFile(_Strict):
@@ -60,6 +156,9 @@ class PolicyFile(_Strict):
     tiers: list[str] = Field(min_length=1)
     bands: list[Band] = Field(min_length=1)
     unscored: Outcome
+    tool_calls: Outcome | None = Field(
+        None, description="Outcome for an answer with tool calls that no rule matched (absent: `unscored`)."
+    )
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("tiers")
@@ -85,6 +184,7 @@ class PolicyFile(_Strict):
         outcomes: list[tuple[tuple[int | str, ...], Outcome]] = [
             *((("bands", i), band) for i, band in enumerate(self.bands)),
             (("unscored",), self.unscored),
+            *([(("tool_calls",), self.tool_calls)] if self.tool_calls else []),
             *((("rules", i), rule) for i, rule in enumerate(self.rules)),
         ]
         for loc, outcome in outcomes:
@@ -100,7 +200,7 @@ class Routing:
     reason: str
 
 
-def _lookup(body: dict[str, Any], dotted: str) -> Any:
+def _lookup(body: Any, dotted: str) -> Any:
     value: Any = body
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -109,9 +209,11 @@ def _lookup(body: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def _matches(expected: Scalar | list[Scalar], actual: Any) -> bool:
+def _matches(expected: Expected, actual: Any) -> bool:
     if actual is None:
         return False
+    if isinstance(expected, Compare):
+        return expected.holds(actual)
     if isinstance(expected, list):
         return actual in expected
     return bool(actual == expected)
@@ -130,11 +232,25 @@ class Policy:
     def calibrator(self) -> int | None:
         return self.spec.calibrator
 
-    def route(self, confidence: float | None, request: dict[str, Any], missing: list[str]) -> Routing:
+    def route(
+        self,
+        confidence: float | None,
+        request: dict[str, Any],
+        missing: list[str],
+        calls: Sequence[ToolCall] = (),
+    ) -> Routing:
+        facts = [call.as_facts() for call in calls]
         for rule in self.spec.rules:
-            if all(_matches(expected, _lookup(request, path)) for path, expected in rule.when.items()):
-                facts = ", ".join(f"{path} = {expected!r}" for path, expected in rule.when.items())
-                return Routing(rule.route, rule.tier, f"rule {rule.name!r} matched ({facts})")
+            if rule.matches(request, facts):
+                return Routing(rule.route, rule.tier, f"rule {rule.name!r} matched ({rule.facts()})")
+        if calls:
+            names = ", ".join(sorted({call.name for call in calls}))
+            if any(call.malformed for call in calls) or self.spec.tool_calls is None:
+                why = MALFORMED if any(call.malformed for call in calls) else "tool calls without a tool_calls outcome"
+                return Routing(self.spec.unscored.route, self.spec.unscored.tier, f"unscored ({why}: {names})")
+            outcome = self.spec.tool_calls
+            target = outcome.tier or "release"
+            return Routing(outcome.route, outcome.tier, f"tool calls ({names}) matched no rule -> {target}")
         if confidence is None:
             why = ", ".join(missing) or "no signal"
             return Routing(self.spec.unscored.route, self.spec.unscored.tier, f"unscored ({why})")
@@ -184,7 +300,10 @@ def parse(text: str, source: str = "<policy>") -> Policy:
         spec = PolicyFile.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise _error_at(source, root, tuple(first["loc"]), first["msg"].removeprefix("Value error, ")) from None
+        loc = tuple(
+            part for part in first["loc"] if part not in _TAGS
+        )  # the union's branch names mean nothing to a user
+        raise _error_at(source, root, loc, first["msg"].removeprefix("Value error, ")) from None
     for loc, message in spec.problems():
         raise _error_at(source, root, loc, message)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]

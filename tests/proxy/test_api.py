@@ -70,10 +70,11 @@ def test_unknown_fields_tools_and_n_pass_through(
     assert upstream_body["tools"] == tools and upstream_body["n"] == 2 and upstream_body["temperature"] == 0.3
     assert upstream_body["some_future_field"] == {"keep": True}
     assert "hitl" not in upstream_body and "stream" not in upstream_body
-    # A tool call has no scored tokens: held as unscored, and with wait 0 the client gets the placeholder.
-    assert result.model_extra["hitl"]["status"] == "pending"
-    assert result.choices[0].message.tool_calls is None  # the unreviewed tool call never reaches the client
-    assert len(result.choices) == 1 and "support team" in result.choices[0].message.content
+    # A tool call has no scored tokens; the bundled policy's `tool_calls` outcome releases it, both choices.
+    assert result.model_extra["hitl"]["status"] == "released"
+    assert [choice.finish_reason for choice in result.choices] == ["tool_calls", "tool_calls"]
+    assert all(choice.message.tool_calls[0].function.name == "lookup" for choice in result.choices)
+    assert result.choices[0].message.tool_calls[0].id == "call_1"
 
 
 def test_n_greater_than_one_released(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
