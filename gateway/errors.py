@@ -6,6 +6,7 @@
     ├── NotFound                      404 invalid_request_error
     │   └── ModelNotFound             404 model_not_found
     ├── Conflict                      409 conflict (e.g. a review already decided)
+    ├── ReviewPending                 504 review_pending (the wait ran out and the tier answers with an error)
     ├── Forbidden                     403 permission_error
     ├── RateLimited                   429 rate_limit_error (the upstream's)
     └── UpstreamError                 502 upstream_error
@@ -44,6 +45,11 @@ class GatewayError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
+    def headers(self) -> dict[str, str]:
+        """Headers the error's response carries besides the request id."""
+        # The OpenAI SDK retries 409; a decided review will not change its mind.
+        return {"x-should-retry": "false"} if self.status_code == 409 else {}
+
 
 class InvalidRequest(GatewayError):
     status_code = 400
@@ -77,6 +83,31 @@ class Conflict(GatewayError):
     code = "conflict"
 
 
+class ReviewPending(GatewayError):
+    """A held answer's wait ran out and its tier answers with an error (`on_deadline: error`). Retrying
+    would only make the client wait again: the answer comes by polling the review."""
+
+    status_code = 504
+    type = "review_pending"
+    code = "review_pending"
+
+    def __init__(self, review_id: str, poll_url: str, hitl_headers: dict[str, str]) -> None:
+        super().__init__(
+            f"The answer is held for review {review_id} and nobody has decided it yet. Fetch it from {poll_url}."
+        )
+        self.review_id = review_id
+        self.poll_url = poll_url
+        self.hitl_headers = hitl_headers
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"].update(review_id=self.review_id, poll_url=self.poll_url)
+        return body
+
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false", **self.hitl_headers}
+
+
 class RateLimited(GatewayError):
     status_code = 429
     type = "rate_limit_error"
@@ -95,11 +126,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 def error_response(error: GatewayError) -> JSONResponse:
-    headers = {}
-    if error.status_code == 409:
-        # The OpenAI SDK retries 409; a decided review will not change its mind.
-        headers["x-should-retry"] = "false"
-    return JSONResponse(error.body(), status_code=error.status_code, headers=headers)
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers())
 
 
 def _first_param(exc: RequestValidationError) -> str | None:

@@ -87,6 +87,16 @@ class ExchangeStatus(StrEnum):
     APPROVED = "approved"
     EDITED = "edited"
     OVERRIDDEN = "overridden"
+    RELEASED_ON_DEADLINE = "released_on_deadline"  # nobody decided in time and the tier opts in to release
+
+
+class DeadlineOutcome(StrEnum):
+    """What a waiting client gets when its deadline passes before anyone decides."""
+
+    PLACEHOLDER = "placeholder"  # a completion whose content is the placeholder text
+    REFUSAL = "refusal"  # the placeholder in `message.refusal`, content null (the SDK's parse() returns it)
+    ERROR = "error"  # an OpenAI-shaped error the SDK does not retry, naming the review
+    RELEASE = "release"  # the candidate goes out; the review stays open as an audit
 
 
 class Action(StrEnum):
@@ -153,6 +163,9 @@ class Exchange(SQLModel, table=True):
     reason: str = ""
     status: ExchangeStatus = _enum(index=True)
     final_text: str | None = None
+    deadline_outcome: DeadlineOutcome | None = Field(
+        default=None, sa_type=String(24), description="What the client got when its wait ran out, if it did."
+    )
     calibrator: str = Field(
         "default", max_length=64, description="What turned the signals into `confidence`: `default` or `cal-<id>`."
     )

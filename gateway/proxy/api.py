@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.deps import CurrentKey, RequestId, RuntimeDep
-from gateway.errors import GatewayError, InvalidRequest
-from gateway.models import Exchange, Review, ReviewStatus, epoch
+from gateway.errors import GatewayError, InvalidRequest, ReviewPending
+from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review, ReviewStatus, epoch
 from gateway.proxy import chat as chat_request
 from gateway.proxy import completion, exchanges, toolcalls
 from gateway.proxy.chat import ChatRequest
@@ -40,16 +40,38 @@ def _poll_url(request: Request, review: Review | None) -> str | None:
 class _Reply:
     """What one request answers with as the exchange stands, as a body or as SSE events."""
 
-    def __init__(self, runtime: Runtime, request: Request, chat: ChatRequest, review: Review | None) -> None:
+    def __init__(
+        self, runtime: Runtime, request: Request, chat: ChatRequest, raw: dict[str, Any], review: Review | None
+    ) -> None:
         self.runtime = runtime
         self.request = request
         self.chat = chat
+        self.raw = raw
         self.review = review
+        self.outcome: DeadlineOutcome | None = None  # set when the wait ran out
 
     def body(self, exchange: Exchange) -> dict[str, Any]:
         hitl = exchanges.hitl_block(exchange, self.review, _poll_url(self.request, self.review))
         placeholder = self.runtime.prompts.get("placeholder").text
-        return exchanges.delivered(exchange, self.chat, hitl, placeholder)
+        outcome = self.outcome or DeadlineOutcome.PLACEHOLDER
+        return exchanges.delivered(exchange, self.chat, hitl, placeholder, outcome)
+
+    async def final(self, exchange_id: str, wait: float) -> dict[str, Any]:
+        """What the waiting client gets: the decision, or when the wait runs out the tier's `on_deadline`
+        outcome (placeholder, refusal, the candidate, or `ReviewPending` raised as an error)."""
+        assert self.review is not None
+        exchange = await self.wait_and_load(exchange_id, wait)
+        if exchange.status == ExchangeStatus.HELD:
+            self.outcome = self.runtime.policy.on_deadline(self.review.tier, self.raw)
+            exchange = await exchanges.run_out(self.runtime.sessions, exchange, self.review.id, self.outcome)
+            if exchange.status == ExchangeStatus.HELD and self.outcome == DeadlineOutcome.ERROR:
+                self.record_delivery(exchanges.HitlStatus.PENDING)
+                body = self.body(exchange)
+                poll_url = str(body["hitl"]["poll_url"])
+                raise ReviewPending(self.review.id, poll_url, exchanges.hitl_headers(body["hitl"]))
+        body = self.body(exchange)
+        self.record_delivery(body["hitl"]["status"])
+        return body
 
     def events(self, body: dict[str, Any]) -> list[ServerSentEvent]:
         found = [ServerSentEvent(data=json.dumps(chunk)) for chunk in completion.chunks(body, self.chat.include_usage)]
@@ -64,12 +86,12 @@ class _Reply:
             return outcome  # decided in this process: the decision handed over the exchange it wrote
         return await exchanges.load(sessions, exchange_id)
 
-    def record_delivery(self, body: dict[str, Any]) -> None:
+    def record_delivery(self, status: str) -> None:
         """Write what the waiting client got to the review's audit trail, off the request path: the
         write must not stand between a decision and the client."""
         assert self.review is not None
-        status = body["hitl"]["status"]
-        self.runtime.later(exchanges.record_delivery(self.runtime.sessions, self.review.id, status))
+        delivery = exchanges.record_delivery(self.runtime.sessions, self.review.id, status, self.outcome)
+        self.runtime.later(delivery)
 
 
 @router.post("/chat/completions")
@@ -105,7 +127,7 @@ async def create_chat_completion(
         wait=wait,
         audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
     )
-    reply = _Reply(runtime, request, chat, review)
+    reply = _Reply(runtime, request, chat, raw, review)
 
     keepalive = runtime.settings.hold.keepalive
     if review is None:
@@ -116,18 +138,16 @@ async def create_chat_completion(
         return JSONResponse(body, headers=headers)
 
     if not chat.stream:
-        body = reply.body(await reply.wait_and_load(exchange.id, wait))
-        reply.record_delivery(body)
+        body = await reply.final(exchange.id, wait)
         return JSONResponse(body, headers=exchanges.hitl_headers(body["hitl"]))
 
     async def held_stream() -> AsyncIterator[ServerSentEvent]:
         # The 200 is already out: a failure from here on can only travel as an SSE error event.
         try:
-            body = reply.body(await reply.wait_and_load(exchange.id, wait))
+            body = await reply.final(exchange.id, wait)
         except GatewayError as exc:
             yield ServerSentEvent(data=json.dumps(exc.body()))
             return
-        reply.record_delivery(body)
         for event in reply.events(body):
             yield event
 
@@ -149,7 +169,7 @@ async def get_review(
     if wait > runtime.settings.hold.max_wait:
         raise InvalidRequest(f"wait may be at most {runtime.settings.hold.max_wait:g} seconds.", param="wait")
     chat = ChatRequest.model_validate(exchange.request)
-    reply = _Reply(runtime, request, chat, review)
+    reply = _Reply(runtime, request, chat, exchange.request, review)
     if review.status == ReviewStatus.OPEN and wait > 0:
         exchange = await reply.wait_and_load(exchange.id, wait)
     body = reply.body(exchange)

@@ -63,6 +63,20 @@ def with_text(
     return _completion(upstream, request, exchange_id, [choice], hitl)
 
 
+def with_refusal(
+    upstream: dict[str, Any], request: ChatRequest, exchange_id: str, refusal: str, hitl: dict[str, Any]
+) -> dict[str, Any]:
+    """One choice that declines, OpenAI-style: `content` null and the reason in `refusal`, so the SDK's
+    `parse()` hands the caller `.refusal` instead of failing to parse a placeholder as JSON."""
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": None, "refusal": refusal},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    return _completion(upstream, request, exchange_id, [choice], hitl)
+
+
 def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
     """Replay a finished completion as `chat.completion.chunk` objects, as OpenAI streams them."""
     base = {key: completion[key] for key in ("id", "created", "model", "system_fingerprint")}

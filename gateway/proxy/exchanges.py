@@ -9,12 +9,14 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.errors import NotFound
 from gateway.models import (
+    DeadlineOutcome,
     EventKind,
     Exchange,
     ExchangeStatus,
@@ -168,6 +170,7 @@ class HitlStatus(StrEnum):
     APPROVED = "approved"
     EDITED = "edited"
     OVERRIDDEN = "overridden"
+    RELEASED_ON_DEADLINE = "released_on_deadline"
     PENDING = "pending"
 
 
@@ -203,19 +206,58 @@ def hitl_headers(hitl: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def delivered(exchange: Exchange, chat: ChatRequest, hitl: dict[str, Any], placeholder: str) -> dict[str, Any]:
-    """The completion the client receives for the exchange as it stands now. Never the unreviewed candidate."""
+def delivered(
+    exchange: Exchange,
+    chat: ChatRequest,
+    hitl: dict[str, Any],
+    placeholder: str,
+    outcome: DeadlineOutcome = DeadlineOutcome.PLACEHOLDER,
+) -> dict[str, Any]:
+    """The completion the client receives for the exchange as it stands now. Never the unreviewed candidate,
+    unless the tier opted in to release it at the deadline. A held exchange answers with the placeholder,
+    as content or (`outcome` refusal) as a refusal."""
     status = exchange.status
-    if status in (ExchangeStatus.RELEASED, ExchangeStatus.APPROVED):
+    if status in (ExchangeStatus.RELEASED, ExchangeStatus.APPROVED, ExchangeStatus.RELEASED_ON_DEADLINE):
         return completion.as_released(exchange.response, chat, exchange.id, hitl)
     if status in (ExchangeStatus.EDITED, ExchangeStatus.OVERRIDDEN):
         assert exchange.final_text is not None
         return completion.with_text(exchange.response, chat, exchange.id, exchange.final_text, hitl)
+    if outcome == DeadlineOutcome.REFUSAL:
+        return completion.with_refusal(exchange.response, chat, exchange.id, placeholder, hitl)
     return completion.with_text(exchange.response, chat, exchange.id, placeholder, hitl)
 
 
-async def record_delivery(sessions: Sessions, review_id: str, status: str) -> None:
-    """The audit trail's last word on a held review: what the waiting client was finally given."""
+async def run_out(sessions: Sessions, exchange: Exchange, review_id: str, outcome: DeadlineOutcome) -> Exchange:
+    """Record that a held exchange's wait ran out with `outcome`, and return the exchange as it now stands
+    (a decision that landed meanwhile wins). `release` marks the exchange released-on-deadline and turns its
+    review into an audit: it stays open, and its decision labels the answer instead of delivering one."""
     async with sessions() as session:
-        session.add(ReviewEvent(review_id=review_id, kind=EventKind.DELIVERED, detail={"status": status}))
+        if outcome == DeadlineOutcome.RELEASE:
+            # The review first, guarded as a decision is: only an open hold becomes an audit.
+            turned = await session.exec(
+                update(Review)
+                .where(col(Review.id) == review_id, col(Review.status) == ReviewStatus.OPEN)
+                .where(col(Review.kind) == ReviewKind.HOLD)
+                .values(kind=ReviewKind.AUDIT)
+            )
+            if turned.rowcount != 1:
+                await session.rollback()
+                return await load(sessions, exchange.id)
+        values: dict[str, Any] = {"deadline_outcome": outcome}
+        if outcome == DeadlineOutcome.RELEASE:
+            values["status"] = ExchangeStatus.RELEASED_ON_DEADLINE
+        # The first waiter to run out records the outcome; a decision that landed meanwhile is left alone.
+        held = (col(Exchange.id) == exchange.id, col(Exchange.status) == ExchangeStatus.HELD)
+        await session.exec(update(Exchange).where(*held, col(Exchange.deadline_outcome).is_(None)).values(**values))
+        await session.commit()
+    return await load(sessions, exchange.id)
+
+
+async def record_delivery(sessions: Sessions, review_id: str, status: str, outcome: DeadlineOutcome | None) -> None:
+    """The audit trail's last word on a held review: what the waiting client was finally given."""
+    detail: dict[str, Any] = {"status": status}
+    if outcome is not None:
+        detail["outcome"] = str(outcome)  # the wait ran out: placeholder, refusal, error or release
+    async with sessions() as session:
+        session.add(ReviewEvent(review_id=review_id, kind=EventKind.DELIVERED, detail=detail))
         await session.commit()

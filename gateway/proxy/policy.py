@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.models import Route
+from gateway.models import DeadlineOutcome, Route
 from gateway.proxy.toolcalls import MALFORMED, ToolCall
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
@@ -160,6 +160,11 @@ class PolicyFile(_Strict):
         None, description="Outcome for an answer with tool calls that no rule matched (absent: `unscored`)."
     )
     rules: list[Rule] = Field(default_factory=list)
+    on_deadline: dict[str, DeadlineOutcome] = Field(
+        default_factory=dict,
+        description="Per tier, what a client gets when its wait runs out (default: `refusal` for requests with "
+        "`tools` or `response_format`, else `placeholder`).",
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -190,6 +195,9 @@ class PolicyFile(_Strict):
         for loc, outcome in outcomes:
             if outcome.tier and outcome.tier not in self.tiers:
                 found.append(((*loc, "tier"), f"tier {outcome.tier!r} is not in tiers {self.tiers}"))
+        for tier in self.on_deadline:
+            if tier not in self.tiers:
+                found.append((("on_deadline", tier), f"tier {tier!r} is not in tiers {self.tiers}"))
         return found
 
 
@@ -231,6 +239,16 @@ class Policy:
     @property
     def calibrator(self) -> int | None:
         return self.spec.calibrator
+
+    def on_deadline(self, tier: str, request: dict[str, Any]) -> DeadlineOutcome:
+        """What a client held in `tier` gets when its wait runs out: the tier's setting, else a refusal for
+        requests that expect structure (tools, response_format; a placeholder text would break parsing),
+        else the placeholder."""
+        if tier in self.spec.on_deadline:
+            return self.spec.on_deadline[tier]
+        if request.get("tools") or request.get("response_format"):
+            return DeadlineOutcome.REFUSAL
+        return DeadlineOutcome.PLACEHOLDER
 
     def route(
         self,

@@ -100,7 +100,8 @@ async def decide(
     audit = review.kind == ReviewKind.AUDIT
     final = _final_text(action, text, exchange.candidate_text)
     values = {"status": ReviewStatus.DECIDED, "decided_at": now, "claimed_by": None, "claim_expires_at": None}
-    await guarded_update(session, review_id, agent.id, now, values)
+    # The kind as read: a hold whose client got the candidate at its deadline meanwhile is an audit now.
+    await guarded_update(session, review_id, agent.id, now, values, col(Review.kind) == review.kind)
     decision = Decision(
         review_id=review_id,
         agent_id=agent.id,
