@@ -50,17 +50,18 @@ def as_released(
     return _completion(upstream, request, exchange_id, choices, hitl)
 
 
+def _one_choice(
+    upstream: dict[str, Any], request: ChatRequest, exchange_id: str, message: dict[str, Any], hitl: dict[str, Any]
+) -> dict[str, Any]:
+    choice = {"index": 0, "message": {"role": "assistant", **message}, "logprobs": None, "finish_reason": "stop"}
+    return _completion(upstream, request, exchange_id, [choice], hitl)
+
+
 def with_text(
     upstream: dict[str, Any], request: ChatRequest, exchange_id: str, text: str, hitl: dict[str, Any]
 ) -> dict[str, Any]:
     """One choice carrying text the model did not write (an agent's, or the placeholder)."""
-    choice = {
-        "index": 0,
-        "message": {"role": "assistant", "content": text, "refusal": None},
-        "logprobs": None,
-        "finish_reason": "stop",
-    }
-    return _completion(upstream, request, exchange_id, [choice], hitl)
+    return _one_choice(upstream, request, exchange_id, {"content": text, "refusal": None}, hitl)
 
 
 def with_refusal(
@@ -68,13 +69,7 @@ def with_refusal(
 ) -> dict[str, Any]:
     """One choice that declines, OpenAI-style: `content` null and the reason in `refusal`, so the SDK's
     `parse()` hands the caller `.refusal` instead of failing to parse a placeholder as JSON."""
-    choice = {
-        "index": 0,
-        "message": {"role": "assistant", "content": None, "refusal": refusal},
-        "logprobs": None,
-        "finish_reason": "stop",
-    }
-    return _completion(upstream, request, exchange_id, [choice], hitl)
+    return _one_choice(upstream, request, exchange_id, {"content": None, "refusal": refusal}, hitl)
 
 
 def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
