@@ -64,6 +64,8 @@ class _Reply:
         if exchange.status == ExchangeStatus.HELD:
             self.outcome = self.runtime.policy.on_deadline(self.review.tier, self.raw)
             exchange = await exchanges.run_out(self.runtime.sessions, exchange, self.review.id, self.outcome)
+            if exchange.status not in (ExchangeStatus.HELD, ExchangeStatus.RELEASED_ON_DEADLINE):
+                self.outcome = None  # a decision landed between the timeout and now: the client gets it
             if exchange.status == ExchangeStatus.HELD and self.outcome == DeadlineOutcome.ERROR:
                 self.record_delivery(exchanges.HitlStatus.PENDING)
                 body = self.body(exchange)
