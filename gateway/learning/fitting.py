@@ -104,12 +104,10 @@ def fit_labels(
     inputs = usable.inputs(method)
     calibrator = fit(inputs, usable.labels, usable.weights, method)
     held_out = cross_validated(inputs, usable.labels, usable.weights, method).tolist()
-    scored = [i for i, raw in enumerate(usable.raw) if raw is not None]
-    before = reports.figures(
-        [float(usable.raw[i]) for i in scored],  # type: ignore[arg-type]
-        [usable.labels[i] for i in scored],
-        [usable.weights[i] for i in scored],
-    )
+    # Judged on the labels that have an uncalibrated confidence (logistic may also learn from unscored ones).
+    rows = zip(usable.raw, usable.labels, usable.weights, strict=True)
+    kept = [(raw, label, weight) for raw, label, weight in rows if raw is not None]
+    before = reports.figures([raw for raw, _, _ in kept], [label for _, label, _ in kept], [w for _, _, w in kept])
     calibrated = calibrator.predict(inputs).tolist()
     return Fitted(
         calibrator=calibrator,

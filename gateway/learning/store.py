@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.models import Calibration
 from gateway.proxy.policy import Policy, PolicyError
-from gateway.scoring.calibrator import Calibrator
+from gateway.scoring.calibrator import Calibrator, Method
 
 
 async def save(session: AsyncSession, calibrator: Calibrator, metrics: dict[str, Any], labels: int) -> Calibration:
@@ -39,4 +39,7 @@ async def for_policy(sessions: async_sessionmaker[AsyncSession], policy: Policy)
             f"policy {policy.version} names calibrator {policy.calibrator}, which is not in the database"
             " (`hitl calibrate` stores calibrators)"
         )
-    return Active(Calibrator(row.method, row.params), row.version)  # type: ignore[arg-type]
+    if row.method not in get_args(Method):
+        raise PolicyError(f"calibrator {row.version} was stored with an unknown method {row.method!r}")
+    method: Method = "isotonic" if row.method == "isotonic" else "logistic"
+    return Active(Calibrator(method, row.params), row.version)
