@@ -68,9 +68,9 @@ class _Reply:
                 self.outcome = None  # a decision landed between the timeout and now: the client gets it
             if exchange.status == ExchangeStatus.HELD and self.outcome == DeadlineOutcome.ERROR:
                 self.record_delivery(exchanges.HitlStatus.PENDING)
-                body = self.body(exchange)
-                poll_url = str(body["hitl"]["poll_url"])
-                raise ReviewPending(self.review.id, poll_url, exchanges.hitl_headers(body["hitl"]))
+                poll_url = str(_poll_url(self.request, self.review))
+                hitl = exchanges.hitl_block(exchange, self.review, poll_url)
+                raise ReviewPending(self.review.id, poll_url, exchanges.hitl_headers(hitl))
         body = self.body(exchange)
         self.record_delivery(body["hitl"]["status"])
         return body

@@ -231,8 +231,12 @@ async def run_out(sessions: Sessions, exchange: Exchange, review_id: str, outcom
     """Record that a held exchange's wait ran out with `outcome`, and return the exchange as it now stands
     (a decision that landed meanwhile wins). `release` marks the exchange released-on-deadline and turns its
     review into an audit: it stays open, and its decision labels the answer instead of delivering one."""
+    release = outcome == DeadlineOutcome.RELEASE
+    values: dict[str, Any] = {"deadline_outcome": outcome}
+    if release:
+        values["status"] = ExchangeStatus.RELEASED_ON_DEADLINE
     async with sessions() as session:
-        if outcome == DeadlineOutcome.RELEASE:
+        if release:
             # The review first, guarded as a decision is: only an open hold becomes an audit.
             turned = await session.exec(
                 update(Review)
@@ -240,17 +244,15 @@ async def run_out(sessions: Sessions, exchange: Exchange, review_id: str, outcom
                 .where(col(Review.kind) == ReviewKind.HOLD)
                 .values(kind=ReviewKind.AUDIT)
             )
-            if turned.rowcount != 1:
-                await session.rollback()
-                return await load(sessions, exchange.id)
-        values: dict[str, Any] = {"deadline_outcome": outcome}
-        if outcome == DeadlineOutcome.RELEASE:
-            values["status"] = ExchangeStatus.RELEASED_ON_DEADLINE
-        # The first waiter to run out records the outcome; a decision that landed meanwhile is left alone.
-        held = (col(Exchange.id) == exchange.id, col(Exchange.status) == ExchangeStatus.HELD)
-        await session.exec(update(Exchange).where(*held, col(Exchange.deadline_outcome).is_(None)).values(**values))
+        if not release or turned.rowcount == 1:
+            # The first waiter to run out records the outcome; a decision that landed meanwhile is left alone.
+            held = (col(Exchange.id) == exchange.id, col(Exchange.status) == ExchangeStatus.HELD)
+            unrecorded = col(Exchange.deadline_outcome).is_(None)
+            await session.exec(update(Exchange).where(*held, unrecorded).values(**values))
         await session.commit()
-    return await load(sessions, exchange.id)
+        found = await session.get(Exchange, exchange.id, populate_existing=True)
+    assert found is not None
+    return found
 
 
 async def record_delivery(sessions: Sessions, review_id: str, status: str, outcome: DeadlineOutcome | None) -> None:

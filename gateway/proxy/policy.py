@@ -12,9 +12,11 @@ A file that does not parse or does not validate raises `PolicyError` naming the 
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,6 +61,15 @@ class Outcome(_Strict):
         return self
 
 
+# A comparison's numeric bounds: how each reads in a routing reason, and the test it makes.
+_BOUNDS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
+    "gt": (">", operator.gt),
+    "gte": (">=", operator.ge),
+    "lt": ("<", operator.lt),
+    "lte": ("<=", operator.le),
+}
+
+
 class Compare(_Strict):
     """A comparison in a rule: every bound given must hold."""
 
@@ -68,9 +79,14 @@ class Compare(_Strict):
     lte: float | None = None
     matches: str | None = Field(None, description="A regular expression the value must contain a match of.")
 
+    def _bounds(self) -> list[tuple[str, float]]:
+        """The numeric bounds given, as (name, bound)."""
+        given = ((name, getattr(self, name)) for name in _BOUNDS)
+        return [(name, bound) for name, bound in given if bound is not None]
+
     @model_validator(mode="after")
     def _says_something(self) -> Compare:
-        if all(value is None for value in (self.gt, self.gte, self.lt, self.lte, self.matches)):
+        if not self._bounds() and self.matches is None:
             raise ValueError("a comparison needs one of gt, gte, lt, lte, matches")
         if self.matches is not None:
             try:
@@ -82,20 +98,15 @@ class Compare(_Strict):
     def holds(self, actual: Any) -> bool:
         if self.matches is not None and not (isinstance(actual, str) and re.search(self.matches, actual)):
             return False
-        bounds = [(self.gt, float.__gt__), (self.gte, float.__ge__), (self.lt, float.__lt__), (self.lte, float.__le__)]
-        if all(bound is None for bound, _ in bounds):
+        bounds = self._bounds()
+        if not bounds:
             return True
         if isinstance(actual, bool) or not isinstance(actual, int | float):
             return False
-        return all(bound is None or test(float(actual), bound) for bound, test in bounds)
+        return all(_BOUNDS[name][1](actual, bound) for name, bound in bounds)
 
     def __str__(self) -> str:
-        signs = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-        parts = [
-            f"{signs[name]} {value:g}"
-            for name, value in self.model_dump().items()
-            if name in signs and value is not None
-        ]
+        parts = [f"{_BOUNDS[name][0]} {bound:g}" for name, bound in self._bounds()]
         if self.matches is not None:
             parts.append(f"matches {self.matches!r}")
         return " and ".join(parts)
@@ -130,11 +141,17 @@ class Rule(Outcome):
                 raise ValueError(f"{path!r}: rules look into the answer only through `response.tool_calls.`")
         return when
 
-    def matches(self, request: dict[str, Any], calls: Sequence[dict[str, Any]]) -> bool:
+    @cached_property
+    def _split(self) -> tuple[dict[str, Expected], dict[str, Expected]]:
+        """The conditions on the request, and those on one tool call (paths relative to the call)."""
         on_request = {path: value for path, value in self.when.items() if not path.startswith(TOOL_CALLS)}
         on_calls = {
             path.removeprefix(TOOL_CALLS): value for path, value in self.when.items() if path.startswith(TOOL_CALLS)
         }
+        return on_request, on_calls
+
+    def matches(self, request: dict[str, Any], calls: Sequence[dict[str, Any]]) -> bool:
+        on_request, on_calls = self._split
         if not all(_matches(expected, _lookup(request, path)) for path, expected in on_request.items()):
             return False
         return not on_calls or any(
@@ -263,8 +280,9 @@ class Policy:
                 return Routing(rule.route, rule.tier, f"rule {rule.name!r} matched ({rule.facts()})")
         if calls:
             names = ", ".join(sorted({call.name for call in calls}))
-            if any(call.malformed for call in calls) or self.spec.tool_calls is None:
-                why = MALFORMED if any(call.malformed for call in calls) else "tool calls without a tool_calls outcome"
+            malformed = any(call.malformed for call in calls)
+            if malformed or self.spec.tool_calls is None:
+                why = MALFORMED if malformed else "tool calls without a tool_calls outcome"
                 return Routing(self.spec.unscored.route, self.spec.unscored.tier, f"unscored ({why}: {names})")
             outcome = self.spec.tool_calls
             target = outcome.tier or "release"

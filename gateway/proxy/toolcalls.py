@@ -19,7 +19,6 @@ class ToolCall:
     id: str
     name: str
     arguments: dict[str, Any] | None  # None when the model's arguments are not a JSON object
-    raw_arguments: str
 
     @property
     def malformed(self) -> bool:
@@ -52,7 +51,6 @@ def found(response: dict[str, Any]) -> list[ToolCall]:
                     id=str(call.get("id", "")),
                     name=str(function.get("name", "")),
                     arguments=_parsed(raw),
-                    raw_arguments=raw if isinstance(raw, str) else json.dumps(raw),
                 )
             )
     return calls
