@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import StringConstraints
 
 from console import heatmap
 from console.auth import CurrentAgent
@@ -54,6 +55,8 @@ async def _context(
         "review": review,
         "exchange": exchange,
         "tokens": heatmap.tokens(exchange.response),
+        "calls": found.tool_calls(),
+        "argument_drafts": {},
         "decisions": found.decisions,
         "trail": found.trail,
         "names": found.names,
@@ -136,18 +139,33 @@ async def decide(
     comment: Annotated[str, Form(max_length=2000)] = "",
     tags: Annotated[list[str] | None, Form()] = None,
     canned: Annotated[int | None, Form()] = None,
+    call: Annotated[list[Annotated[str, StringConstraints(max_length=200)]] | None, Form()] = None,
+    arguments: Annotated[list[Annotated[str, StringConstraints(max_length=100_000)]] | None, Form()] = None,
 ) -> Response:
+    """One decision. A held tool call's editor sends each call's id (`call`) with its arguments (`arguments`),
+    in the same order; they count only for an edit."""
     if action == Action.OVERRIDE and canned is not None:
         _, responses = canned_responses()
         if not 0 <= canned < len(responses):
             raise InvalidRequest("No such canned response.", param="canned")
         text = responses[canned].text
+    if len(call or []) != len(arguments or []):
+        raise InvalidRequest("Each tool call needs its arguments.", param="arguments")
+    drafts = dict(zip(call or [], arguments or [], strict=True))
     try:
-        decided = await desk.decide(review_id, agent, action, text=text, comment=comment, tags=tags or [])
+        decided = await desk.decide(
+            review_id,
+            agent,
+            action,
+            text=text,
+            arguments=drafts if action == Action.EDIT and drafts else None,
+            comment=comment,
+            tags=tags or [],
+        )
     except (Conflict, Forbidden, InvalidRequest) as exc:
-        # The review page again, with the refusal and the agent's draft: nothing typed is lost.
+        # The review page again, with the refusal and the agent's drafts: nothing typed is lost.
         context = await _context(desk, runtime, review_id, agent)
-        context.update(error=exc.message, draft=text)
+        context.update(error=exc.message, draft=text, argument_drafts=drafts)
         return render(request, "review.html", context, status_code=exc.status_code)
     tier = decided.decision.from_tier or decided.review.tier
     return RedirectResponse(f"/console/?tier={tier}&decided={review_id}", status_code=303)

@@ -163,6 +163,8 @@ class Exchange(SQLModel, table=True):
     reason: str = ""
     status: ExchangeStatus = _enum(index=True)
     final_text: str | None = None
+    # The tool calls an agent's edit sent instead of the candidate's (same ids, the agent's arguments).
+    final_tool_calls: list[Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     deadline_outcome: DeadlineOutcome | None = Field(
         default=None, sa_type=String(24), description="What the client got when its wait ran out, if it did."
     )
@@ -216,6 +218,8 @@ class Decision(SQLModel, table=True):
     agent_id: int = Field(foreign_key="agents.id", index=True)
     action: Action = _enum()
     text: str | None = None
+    # An edit of a held tool call: the calls as sent, with the agent's arguments.
+    tool_calls: list[Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     comment: str = ""
     tags: list[Any] = _json(list, nullable=False)
     from_tier: str | None = None
@@ -224,7 +228,11 @@ class Decision(SQLModel, table=True):
 
 
 class PreferencePair(SQLModel, table=True):
-    """(prompt, chosen = the agent's answer, rejected = the model's) from an edit or an override."""
+    """(prompt, chosen = the agent's answer, rejected = the model's) from an edit or an override.
+
+    `chosen` and `rejected` are the answers as text, for people; `chosen_message` and `rejected_message` are
+    the same answers as assistant messages, with any tool calls structured (`tool_calls`), for training.
+    """
 
     __tablename__ = "preference_pairs"
 
@@ -234,6 +242,8 @@ class PreferencePair(SQLModel, table=True):
     prompt: list[Any] = _json(nullable=False)
     chosen: str
     rejected: str
+    chosen_message: dict[str, Any] = _json(nullable=False)
+    rejected_message: dict[str, Any] = _json(nullable=False)
     action: Action = _enum()
     created_at: datetime = _when(index=True)
 

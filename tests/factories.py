@@ -156,6 +156,36 @@ def completion_body(
     }
 
 
+# A policy that holds big refunds for seniors and wires abroad for agents, and releases other tool calls.
+REFUNDS = """\
+version: tools-1
+tiers: [agent, senior]
+bands:
+  - {min: 0.9, route: release}
+  - {min: 0.0, route: hold, tier: agent}
+unscored: {route: hold, tier: agent}
+tool_calls: {route: release}
+rules:
+  - name: big-refund
+    when:
+      response.tool_calls.name: issue_refund
+      response.tool_calls.arguments.amount: {gt: 100}
+    route: hold
+    tier: senior
+  - name: wire-to-unknown
+    when:
+      response.tool_calls.arguments.iban: {matches: "^(?!DE)"}
+    route: hold
+    tier: agent
+"""
+
+
+def tool_call(name: str, arguments: Any, call_id: str = "call_1") -> dict[str, Any]:
+    """A tool call as the model writes it: `arguments` as JSON text (a string is taken as it is)."""
+    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}}
+
+
 async def decide_as(
     runtime: Runtime,
     username: str,
@@ -164,12 +194,14 @@ async def decide_as(
     text: str | None = None,
     comment: str = "",
     *,
+    arguments: dict[str, str] | None = None,
     desk: ReviewDesk | None = None,
 ) -> Decided:
     """Decide a review as the named agent, through a review desk (by default the app's own)."""
     async with runtime.sessions() as session:
         agent = (await session.exec(select(Agent).where(Agent.username == username))).one()
-    return await (desk or runtime.desk).decide(review_id, agent, action, text=text, comment=comment)
+    desk = desk or runtime.desk
+    return await desk.decide(review_id, agent, action, text=text, arguments=arguments, comment=comment)
 
 
 def make_labelled(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
-from sqlmodel import SQLModel
+from sqlalchemy import create_engine, text
+from sqlmodel import SQLModel, select
 
 from gateway import db, models  # noqa: F401
+from gateway.models import PreferencePair
+from tests import factories
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
@@ -22,3 +27,62 @@ def test_urls_get_their_drivers() -> None:
     assert db.async_url("sqlite:///x.db").drivername == "sqlite+aiosqlite"
     assert db.async_url("postgresql://u@h/d").drivername == "postgresql+psycopg"
     assert db.sync_url("postgresql+psycopg://u@h/d").drivername == "postgresql+psycopg"
+
+
+def test_pairs_made_before_0005_get_their_answers_as_messages(database_url: str) -> None:
+    """Migration 0005 rebuilds each old pair's rejected answer from its exchange, tool calls structured."""
+    config = db.alembic_config(database_url)
+    command.downgrade(config, "0004")
+    call = {"id": "call_1", "type": "function", "function": {"name": "refund", "arguments": '{"amount": 5}'}}
+    response = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+    engine = create_engine(db.sync_url(database_url))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (name, prefix, key_hash, created_at, disabled) VALUES ('k', 'p', 'h', :t, false)"
+            ),
+            {"t": "2026-01-01 00:00:00+00:00"},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO agents (username, password_hash, role, active, created_at)"
+                " VALUES ('a', 'x', 'agent', true, :t)"
+            ),
+            {"t": "2026-01-01 00:00:00+00:00"},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO exchanges (id, request_id, api_key_id, model, upstream_model, stream, request, response,"
+                " candidate_text, signals, policy_version, route, reason, status, calibrator, upstream_ms, created_at)"
+                " VALUES ('chatcmpl-1', 'r', 1, 'm', 'm', false, '{}', :response, 'x', '{}', 'v', 'hold', '',"
+                " 'overridden', 'default', 0, :t)"
+            ),
+            {"response": json.dumps(response), "t": "2026-01-01 00:00:00+00:00"},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO reviews (id, exchange_id, api_key_id, tier, kind, status, created_at, deadline_at)"
+                " VALUES ('rev-1', 'chatcmpl-1', 1, 'agent', 'hold', 'decided', :t, :t)"
+            ),
+            {"t": "2026-01-01 00:00:00+00:00"},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO decisions (review_id, agent_id, action, text, comment, tags, created_at)"
+                " VALUES ('rev-1', 1, 'override', 'No.', '', '[]', :t)"
+            ),
+            {"t": "2026-01-01 00:00:00+00:00"},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO preference_pairs (exchange_id, decision_id, prompt, chosen, rejected, action, created_at)"
+                " VALUES ('chatcmpl-1', 1, '[]', 'No.', 'x', 'override', :t)"
+            ),
+            {"t": "2026-01-01 00:00:00+00:00"},
+        )
+    engine.dispose()
+    db.upgrade(database_url)
+    with factories.sync_session(database_url) as session:
+        pair = session.exec(select(PreferencePair)).one()
+    assert pair.chosen_message == {"role": "assistant", "content": "No."}
+    assert pair.rejected_message == {"role": "assistant", "content": None, "tool_calls": [call]}

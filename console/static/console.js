@@ -37,7 +37,15 @@
     if (button) button.click();
   }
 
+  function toolMode() {
+    var form = document.getElementById("decide-form");
+    return !!form && form.dataset.mode === "tool_calls";
+  }
+
   function focusAnswer(override) {
+    // A held tool call is edited in its arguments; its text box is for an override only.
+    var first = document.querySelector("#decide-form textarea.arguments");
+    if (!override && first) { first.focus(); return; }
     var answer = document.getElementById("answer");
     if (!answer) return;
     if (override) {
@@ -86,10 +94,12 @@
     if (handled) event.preventDefault();
   });
 
-  // In a text field, Ctrl/Cmd+Enter sends: an edit from the answer box, an escalation from the reason box.
+  // In a text field, Ctrl/Cmd+Enter sends: an edit from the answer box (an override when the answer is a tool
+  // call, whose edits are its arguments), an edit from a tool call's arguments, an escalation from the reason box.
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
-    if (event.target.id === "answer") { event.preventDefault(); press("e"); }
+    if (event.target.id === "answer") { event.preventDefault(); press(toolMode() ? "o" : "e"); }
+    if (event.target.classList.contains("arguments")) { event.preventDefault(); press("e"); }
     if (event.target.id === "comment") { event.preventDefault(); press("s"); }
   });
 

@@ -2,7 +2,8 @@
 
 `dpo`: TRL's conversational preference format, one JSON object per line:
 `{"prompt": [messages...], "chosen": [{"role": "assistant", ...}], "rejected": [{"role": "assistant", ...}]}`,
-which `datasets.load_dataset("json", data_files=...)` loads straight into `trl.DPOTrainer`.
+which `datasets.load_dataset("json", data_files=...)` loads straight into `trl.DPOTrainer`. An answer that
+calls tools is an assistant message with structured `tool_calls`, never the calls as a JSON string.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
 def dpo_row(pair: PreferencePair) -> dict[str, Any]:
     return {
         "prompt": [_message(message) for message in pair.prompt],
-        "chosen": [{"role": "assistant", "content": pair.chosen}],
-        "rejected": [{"role": "assistant", "content": pair.rejected}],
+        "chosen": [_message(pair.chosen_message)],
+        "rejected": [_message(pair.rejected_message)],
     }
 
 

@@ -51,9 +51,14 @@ def as_released(
 
 
 def _one_choice(
-    upstream: dict[str, Any], request: ChatRequest, exchange_id: str, message: dict[str, Any], hitl: dict[str, Any]
+    upstream: dict[str, Any],
+    request: ChatRequest,
+    exchange_id: str,
+    message: dict[str, Any],
+    hitl: dict[str, Any],
+    finish_reason: str = "stop",
 ) -> dict[str, Any]:
-    choice = {"index": 0, "message": {"role": "assistant", **message}, "logprobs": None, "finish_reason": "stop"}
+    choice = {"index": 0, "message": {"role": "assistant", **message}, "logprobs": None, "finish_reason": finish_reason}
     return _completion(upstream, request, exchange_id, [choice], hitl)
 
 
@@ -70,6 +75,16 @@ def with_refusal(
     """One choice that declines, OpenAI-style: `content` null and the reason in `refusal`, so the SDK's
     `parse()` hands the caller `.refusal` instead of failing to parse a placeholder as JSON."""
     return _one_choice(upstream, request, exchange_id, {"content": None, "refusal": refusal}, hitl)
+
+
+def with_tool_calls(
+    upstream: dict[str, Any], request: ChatRequest, exchange_id: str, calls: list[Any], hitl: dict[str, Any]
+) -> dict[str, Any]:
+    """The candidate's first choice with an agent's tool calls in place of the model's (same ids), and
+    whatever text the model wrote beside them."""
+    first = (upstream.get("choices") or [{}])[0].get("message") or {}
+    message = {"content": first.get("content"), "refusal": None, "tool_calls": calls}
+    return _one_choice(upstream, request, exchange_id, message, hitl, finish_reason="tool_calls")
 
 
 def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:

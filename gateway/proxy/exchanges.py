@@ -219,6 +219,8 @@ def delivered(
     status = exchange.status
     if status in (ExchangeStatus.RELEASED, ExchangeStatus.APPROVED, ExchangeStatus.RELEASED_ON_DEADLINE):
         return completion.as_released(exchange.response, chat, exchange.id, hitl)
+    if status == ExchangeStatus.EDITED and exchange.final_tool_calls:
+        return completion.with_tool_calls(exchange.response, chat, exchange.id, exchange.final_tool_calls, hitl)
     if status in (ExchangeStatus.EDITED, ExchangeStatus.OVERRIDDEN):
         assert exchange.final_text is not None
         return completion.with_text(exchange.response, chat, exchange.id, exchange.final_text, hitl)

@@ -14,8 +14,10 @@ client received.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -34,6 +36,7 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
 )
+from gateway.review import tool_edits
 from gateway.review.guard import guarded_update
 from gateway.review.tiers import Tiers
 
@@ -49,6 +52,31 @@ class Decided:
     pair: PreferencePair | None
 
 
+@dataclass(frozen=True)
+class _Final:
+    """What the client receives: text, or (an edit of a held tool call) the calls with the agent's arguments."""
+
+    text: str
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+def _final(action: Action, text: str | None, arguments: dict[str, str] | None, exchange: Exchange) -> _Final:
+    calls = tool_edits.candidate_calls(exchange.response)
+    if arguments is not None and (action != Action.EDIT or not calls):
+        raise InvalidRequest("Only an edit of an answer with tool calls takes tool-call arguments.", param="arguments")
+    if action == Action.EDIT and calls:
+        if arguments is None:
+            raise InvalidRequest(
+                "An edit of a tool call changes its arguments; to answer with text instead, override.",
+                param="arguments",
+            )
+        edited = tool_edits.edited(exchange.request, exchange.response, arguments)
+        if tool_edits.same_calls(edited, calls):
+            raise InvalidRequest("The edit changes nothing: approve the tool calls instead.", param="arguments")
+        return _Final(json.dumps(edited, indent=2, ensure_ascii=False), edited)
+    return _Final(_final_text(action, text, exchange.candidate_text))
+
+
 def _final_text(action: Action, text: str | None, candidate: str) -> str:
     if action == Action.APPROVE:
         return candidate
@@ -58,6 +86,14 @@ def _final_text(action: Action, text: str | None, candidate: str) -> str:
         # A pair whose chosen and rejected answers are the same teaches a model nothing.
         raise InvalidRequest(f"The {action} changes nothing: approve the answer instead.", param="text")
     return text
+
+
+def _assistant(content: Any, tool_calls: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """An answer as training data keeps it: an assistant message, tool calls structured, never a JSON string."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
 
 
 def _checked_tags(tags: list[str]) -> list[str]:
@@ -88,17 +124,20 @@ async def decide(
     agent: Agent,
     action: Action,
     text: str | None = None,
+    arguments: dict[str, str] | None = None,
     comment: str = "",
     tags: list[str] | None = None,
 ) -> Decided:
-    """Approve, edit or override a review and commit; waking its waiters is the caller's next step."""
+    """Approve, edit or override a review and commit; waking its waiters is the caller's next step.
+
+    An edit of an answer with tool calls takes `arguments` (call id -> the agent's JSON) instead of `text`."""
     assert agent.id is not None
     if action not in DECIDED_STATUS:
         raise InvalidRequest(f"{action!r} is not a decision that closes a review.", param="action")
     tags = _checked_tags(tags or [])
     review, exchange = await _reviewed(session, review_id, agent, tiers)
     audit = review.kind == ReviewKind.AUDIT
-    final = _final_text(action, text, exchange.candidate_text)
+    final = _final(action, text, arguments, exchange)
     values = {"status": ReviewStatus.DECIDED, "decided_at": now, "claimed_by": None, "claim_expires_at": None}
     # The kind as read: a hold whose client got the candidate at its deadline meanwhile is an audit now.
     await guarded_update(session, review_id, agent.id, now, values, col(Review.kind) == review.kind)
@@ -106,7 +145,8 @@ async def decide(
         review_id=review_id,
         agent_id=agent.id,
         action=action,
-        text=None if action == Action.APPROVE else final,
+        text=None if action == Action.APPROVE else final.text,
+        tool_calls=final.tool_calls,
         comment=comment,
         tags=tags,
         from_tier=review.tier,
@@ -116,7 +156,8 @@ async def decide(
     if not audit:
         # An audited answer reached the client already: the decision labels it, it delivers nothing.
         exchange.status = DECIDED_STATUS[action]
-        exchange.final_text = final
+        exchange.final_text = final.text
+        exchange.final_tool_calls = final.tool_calls
         exchange.decided_at = now
         session.add(exchange)
     await session.flush()
@@ -124,19 +165,27 @@ async def decide(
     pair = None
     if action in (Action.EDIT, Action.OVERRIDE):
         prompt = [dict(message) for message in exchange.request.get("messages", [])]
+        candidate = (exchange.response.get("choices") or [{}])[0].get("message") or {}
+        rejected = _assistant(candidate.get("content"), tool_edits.candidate_calls(exchange.response))
+        # An edited tool call keeps whatever the model said beside its calls; an override is text alone.
+        chosen = (
+            _assistant(candidate.get("content"), final.tool_calls) if final.tool_calls else _assistant(final.text, None)
+        )
         pair = PreferencePair(
             exchange_id=exchange.id,
             decision_id=decision.id,
             prompt=prompt,
-            chosen=final,
+            chosen=final.text,
             rejected=exchange.candidate_text,
+            chosen_message=chosen,
+            rejected_message=rejected,
             action=action,
             created_at=now,
         )
         session.add(pair)
     detail: dict[str, object] = {"action": str(action), "decision_id": decision.id, "tags": tags}
     if action != Action.APPROVE:
-        detail["diff"] = _diff(exchange.candidate_text, final)
+        detail["diff"] = _diff(exchange.candidate_text, final.text)
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.DECIDED, agent_id=agent.id, detail=detail, at=now))
     await session.commit()
     return Decided(decision=decision, exchange=exchange, review=review, pair=pair)

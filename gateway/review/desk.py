@@ -78,10 +78,12 @@ class ReviewDesk:
         action: Action,
         *,
         text: str | None = None,
+        arguments: dict[str, str] | None = None,
         comment: str = "",
         tags: list[str] | None = None,
     ) -> Decided:
-        """Approve, edit, override (or, with `Action.ESCALATE`, escalate with `comment` as the reason)."""
+        """Approve, edit, override (or, with `Action.ESCALATE`, escalate with `comment` as the reason). An edit
+        of held tool calls gives `arguments` (call id -> JSON) instead of `text`."""
         _known(review_id)
         if action == Action.ESCALATE:
             return await self.escalate(review_id, agent, comment, tags=tags)
@@ -94,6 +96,7 @@ class ReviewDesk:
                 agent=agent,
                 action=action,
                 text=text,
+                arguments=arguments,
                 comment=comment,
                 tags=tags,
             )

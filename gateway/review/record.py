@@ -9,6 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.errors import NotFound
 from gateway.models import Agent, Decision, Exchange, Review, ReviewEvent
+from gateway.review.tool_edits import CallForm, forms
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,10 @@ class ReviewRecord:
     decisions: list[Decision]
     trail: list[ReviewEvent]
     names: dict[int, str]  # agent id -> username, for the trail and the claim
+
+    def tool_calls(self) -> list[CallForm]:
+        """The candidate's tool calls as the editor shows them (none for a text answer)."""
+        return forms(self.exchange.request, self.exchange.response)
 
     def holder_name(self) -> str | None:
         return self.names.get(self.review.claimed_by) if self.review.claimed_by is not None else None

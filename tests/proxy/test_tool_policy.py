@@ -3,7 +3,6 @@ matches, and malformed arguments routed as unscored."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -13,34 +12,8 @@ from gateway.models import Route
 from gateway.proxy import policy, toolcalls
 from gateway.proxy.policy import PolicyError
 from tests import factories
-from tests.factories import MODEL
-
-REFUNDS = """\
-version: tools-1
-tiers: [agent, senior]
-bands:
-  - {min: 0.9, route: release}
-  - {min: 0.0, route: hold, tier: agent}
-unscored: {route: hold, tier: agent}
-tool_calls: {route: release}
-rules:
-  - name: big-refund
-    when:
-      response.tool_calls.name: issue_refund
-      response.tool_calls.arguments.amount: {gt: 100}
-    route: hold
-    tier: senior
-  - name: wire-to-unknown
-    when:
-      response.tool_calls.arguments.iban: {matches: "^(?!DE)"}
-    route: hold
-    tier: agent
-"""
-
-
-def call(name: str, arguments: Any, call_id: str = "call_1") -> dict[str, Any]:
-    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}}
+from tests.factories import MODEL, REFUNDS
+from tests.factories import tool_call as call
 
 
 def answer(*calls: dict[str, Any]) -> dict[str, Any]:
