@@ -149,6 +149,10 @@ class Exchange(SQLModel, table=True):
     id: str = Field(default_factory=lambda: _new_id("chatcmpl"), primary_key=True)
     request_id: str = Field(index=True)
     api_key_id: int = Field(foreign_key="api_keys.id", index=True)
+    idempotency_key: str | None = Field(default=None, max_length=255, index=True)
+    request_hash: str = Field(
+        default="", max_length=64, index=True, description="SHA-256 of the canonical request body (retries)."
+    )
     model: str = Field(index=True, description="The model name the client asked for.")
     upstream_model: str
     stream: bool = False
@@ -273,6 +277,7 @@ class EventKind(StrEnum):
     ESCALATED = "escalated"
     DECIDED = "decided"
     DELIVERED = "delivered"  # the waiting client got its answer (the decision's, or the placeholder)
+    RETRIED = "retried"  # a client's retry of the same request joined the review instead of making another
 
 
 class ReviewEvent(SQLModel, table=True):

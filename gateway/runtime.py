@@ -15,6 +15,7 @@ from gateway.clock import Clock
 from gateway.prompt_templates import Prompts
 from gateway.proxy.holds import HoldHub
 from gateway.proxy.policy import Policy
+from gateway.proxy.retries import InFlight
 from gateway.proxy.upstream import Upstreams
 from gateway.review.desk import ReviewDesk
 from gateway.scoring.scorer import Scorer
@@ -35,6 +36,7 @@ class Runtime:
     scorer: Scorer
     desk: ReviewDesk
     clock: Clock
+    in_flight: InFlight = field(default_factory=InFlight)
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         5, gt=0, description="Failed logins per username (x4 per address) before logins are refused for a while."
     )
     login_window: float = Field(900.0, gt=0, description="Seconds failed logins are counted over, and locked out.")
+    idempotency_window: float = Field(
+        3600.0,
+        ge=0,
+        description="Seconds a repeated request (same `Idempotency-Key`, or an OpenAI SDK retry of the same body) "
+        "joins the exchange it repeats instead of making another; 0 turns this off.",
+    )
     default_upstream: str | None = Field(
         None,
         description="Upstream that answers any model name not declared (the exchange keeps the name sent).",

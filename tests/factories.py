@@ -6,7 +6,10 @@ import asyncio
 import json
 import math
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -67,9 +70,7 @@ class ManualClock:
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
     """The app on a real port of 127.0.0.1, in a thread of this process; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -82,6 +83,58 @@ def serving(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fake_upstream(body: dict[str, Any]) -> FastAPI:
+    """An OpenAI-compatible server that answers every chat completion with `body`, for gateways that run in
+    another process (respx mocks only this one)."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def complete() -> dict[str, Any]:
+        return body
+
+    return app
+
+
+class GatewayProcess:
+    """A real `hitl serve` in its own process on a loopback port; `kill()` ends it with SIGKILL."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self._log = log.open("ab")
+        hitl = Path(sys.executable).with_name("hitl")
+        command = [str(hitl), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.process.poll() is None, f"hitl serve exited; see {log}"
+            assert time.monotonic() < deadline, f"hitl serve did not start; see {log}"
+            try:
+                if httpx.get(f"{self.base}/v1/models", timeout=1).status_code == 401:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
 
 
 @contextmanager

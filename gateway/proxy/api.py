@@ -6,6 +6,7 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -16,8 +17,9 @@ from gateway.deps import CurrentKey, RequestId, RuntimeDep
 from gateway.errors import GatewayError, InvalidRequest, ReviewPending
 from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review, ReviewStatus, epoch
 from gateway.proxy import chat as chat_request
-from gateway.proxy import completion, exchanges, toolcalls
+from gateway.proxy import completion, exchanges, retries, toolcalls
 from gateway.proxy.chat import ChatRequest
+from gateway.proxy.upstream import Upstream
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/v1")
@@ -101,9 +103,38 @@ async def create_chat_completion(
     request: Request, key: CurrentKey, runtime: RuntimeDep, request_id: RequestId
 ) -> Response:
     chat, raw = chat_request.parse(await request.body())
+    assert key.id is not None
+    identity = retries.identify(request.headers, key.id, raw)
     upstream = runtime.upstreams.get(chat.model)
     wait = _wait_seconds(runtime, chat)
 
+    repeated = await _repeated(runtime, identity)
+    if repeated is not None:
+        review = await exchanges.held_review(runtime.sessions, repeated)
+        if review is not None and identity.sign is not None:
+            runtime.later(exchanges.record_retry(runtime.sessions, review.id, request_id, identity.sign))
+        response = await _respond(_Reply(runtime, request, chat, raw, review), repeated, wait)
+        response.headers[retries.REPLAYED] = "true"
+        return response
+
+    async with runtime.in_flight.taking(identity) as taken:
+        exchange, review = await _propose(runtime, request_id, key.id, chat, raw, upstream, wait, identity)
+        taken.set_result(exchange.id)
+    return await _respond(_Reply(runtime, request, chat, raw, review), exchange, wait)
+
+
+async def _propose(
+    runtime: Runtime,
+    request_id: str,
+    api_key_id: int,
+    chat: ChatRequest,
+    raw: dict[str, Any],
+    upstream: Upstream,
+    wait: float,
+    identity: retries.Identity,
+) -> tuple[Exchange, Review | None]:
+    """Ask the upstream, score the candidate, route it by policy and store the exchange (and its review when
+    held) before the client hears anything."""
     started = time.perf_counter()
     asked = chat_request.upstream_body(raw, chat, upstream.logprobs)
     response = await upstream.complete(asked)
@@ -115,11 +146,10 @@ async def create_chat_completion(
     routing = runtime.policy.route(score.confidence, raw, score.signals["missing"], calls)
     candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
     audit = runtime.settings.audit
-    assert key.id is not None
-    exchange, review = await exchanges.record(
+    return await exchanges.record(
         runtime.sessions,
         request_id=request_id,
-        api_key_id=key.id,
+        api_key_id=api_key_id,
         chat=chat,
         raw=raw,
         upstream_model=upstream.model,
@@ -127,19 +157,37 @@ async def create_chat_completion(
         policy_version=runtime.policy.version,
         calibrator=runtime.scorer.calibrator_version,
         wait=wait,
+        request_hash=identity.fingerprint,
+        idempotency_key=identity.key,
         audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
     )
-    reply = _Reply(runtime, request, chat, raw, review)
 
-    keepalive = runtime.settings.hold.keepalive
-    if review is None:
+
+async def _repeated(runtime: Runtime, identity: retries.Identity) -> Exchange | None:
+    """The exchange this request repeats (a retry, or the same Idempotency-Key), if it is one."""
+    window = runtime.settings.idempotency_window
+    if identity.sign is None or window <= 0:
+        return None
+    joined = await runtime.in_flight.joined(identity)
+    if joined is not None:
+        return retries.same_body(identity, await exchanges.load(runtime.sessions, joined))
+    since = runtime.clock.now() - timedelta(seconds=window)
+    async with runtime.sessions() as session:
+        return await retries.stored(session, identity, since)
+
+
+async def _respond(reply: _Reply, exchange: Exchange, wait: float) -> Response:
+    """The answer as the exchange stands: at once when it needs no agent (released, or decided already),
+    else after waiting for a decision up to `wait` seconds, as JSON or as SSE."""
+    keepalive = reply.runtime.settings.hold.keepalive
+    if reply.review is None or exchange.status != ExchangeStatus.HELD:
         body = reply.body(exchange)
         headers = exchanges.hitl_headers(body["hitl"])
-        if chat.stream:
+        if reply.chat.stream:
             return EventSourceResponse(iter(reply.events(body)), ping=keepalive, headers=headers)
         return JSONResponse(body, headers=headers)
 
-    if not chat.stream:
+    if not reply.chat.stream:
         body = await reply.final(exchange.id, wait)
         return JSONResponse(body, headers=exchanges.hitl_headers(body["hitl"]))
 

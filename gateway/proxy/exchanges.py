@@ -75,6 +75,8 @@ async def record(
     policy_version: str,
     calibrator: str,
     wait: float,
+    request_hash: str,
+    idempotency_key: str | None = None,
     audit: Audit | None = None,
 ) -> tuple[Exchange, Review | None]:
     """Store the exchange, and its review when held, in one commit, before the client hears anything.
@@ -86,6 +88,8 @@ async def record(
     exchange = Exchange(
         request_id=request_id,
         api_key_id=api_key_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
         model=chat.model,
         upstream_model=upstream_model,
         stream=chat.stream,
@@ -153,6 +157,14 @@ async def load_review(sessions: Sessions, review_id: str, api_key_id: int) -> tu
         exchange = await session.get(Exchange, review.exchange_id)
         assert exchange is not None
     return review, exchange
+
+
+async def held_review(sessions: Sessions, exchange: Exchange) -> Review | None:
+    """The review a held exchange waited on (decided or not); None for an exchange the policy released."""
+    if exchange.route != Route.HOLD:
+        return None
+    async with sessions() as session:
+        return (await session.exec(select(Review).where(col(Review.exchange_id) == exchange.id))).first()
 
 
 async def load(sessions: Sessions, exchange_id: str) -> Exchange:
@@ -255,6 +267,14 @@ async def run_out(sessions: Sessions, exchange: Exchange, review_id: str, outcom
         found = await session.get(Exchange, exchange.id, populate_existing=True)
     assert found is not None
     return found
+
+
+async def record_retry(sessions: Sessions, review_id: str, request_id: str, sign: str) -> None:
+    """The audit trail notes a client's retry that joined the review instead of making a second one."""
+    async with sessions() as session:
+        detail = {"request_id": request_id, "sign": sign}
+        session.add(ReviewEvent(review_id=review_id, kind=EventKind.RETRIED, detail=detail))
+        await session.commit()
 
 
 async def record_delivery(sessions: Sessions, review_id: str, status: str, outcome: DeadlineOutcome | None) -> None:
