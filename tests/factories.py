@@ -148,8 +148,9 @@ def sync_session(url: str) -> Iterator[Session]:
         engine.dispose()
 
 
-def make_api_key(url: str, name: str = "test") -> str:
-    plaintext = apikeys.KEY_PREFIX + name + "-" + "x" * 20
+def make_api_key(url: str, name: str = "test", plaintext: str | None = None) -> str:
+    """A gateway API key; `plaintext` gives one a foreign test suite already uses."""
+    plaintext = plaintext or apikeys.KEY_PREFIX + name + "-" + "x" * 20
     with sync_session(url) as session:
         session.add(ApiKey(name=name, prefix=plaintext[:11], key_hash=apikeys.hash_key(plaintext)))
         session.commit()
