@@ -193,3 +193,68 @@ def test_hostile_model_output_never_runs_and_the_layout_holds(
     assert "<script>window.__pwned = 'script'</script>" in page.inner_text("#conversation")
     assert page.url.startswith(f"{live}/console/reviews/")  # still logged in: nothing posted a logout
     assert violations == []  # the policy never had to stop anything: nothing reached the page as markup
+
+
+def test_a_held_tool_call_is_edited_in_its_json_editor_and_the_client_gets_the_call(
+    make_settings, tmp_path: Path, page, api_key: str, upstream: factories.UpstreamMock, senior
+) -> None:
+    upstream.pass_loopback()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(factories.REFUNDS)
+    refund = factories.tool_call("issue_refund", {"order_id": "42", "amount": 500}, "call_refund")
+    upstream.answer(factories.completion_body(None, tool_calls=[refund]))
+    schema = {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}, "amount": {"type": "number", "maximum": 100}},
+        "required": ["order_id", "amount"],
+    }
+    tools = [{"type": "function", "function": {"name": "issue_refund", "parameters": schema}}]
+    settings = make_settings(policy_path=policy, hold=HoldSettings(default_wait=30, max_wait=60, poll_interval=0.2))
+    received: dict[str, object] = {}
+    with factories.serving(create_app(settings)) as live:
+        sdk = openai.OpenAI(base_url=f"{live}/v1", api_key=api_key, max_retries=0, timeout=60)
+
+        def ask() -> None:
+            try:
+                completion = sdk.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": "Refund my order 42"}],
+                    tools=tools,  # type: ignore[arg-type]
+                    extra_body={"hitl": {"wait": 45}},
+                )
+                received["choice"] = completion.choices[0]
+            except openai.OpenAIError as exc:
+                received["error"] = exc
+
+        client = threading.Thread(target=ask)
+        client.start()
+        log_in(page, live, *senior)
+        page.goto(f"{live}/console/?tier=senior")
+        page.wait_for_selector("#queue-rows tr[data-href]", timeout=15_000)
+        assert "error" not in received, received
+        page.keyboard.press("n")
+        page.wait_for_url(f"{live}/console/reviews/**")
+        assert "issue_refund" in (page.text_content("#candidate") or "") and page.is_visible(
+            "#decide-form textarea.arguments"
+        )
+        screenshot(page, "review-tool-call")
+
+        page.keyboard.press("e")  # into the first call's arguments
+        assert page.evaluate("document.activeElement.name") == "arguments"
+        page.keyboard.press("ControlOrMeta+a")
+        page.keyboard.type('{"order_id": "42", "amount": 250}')
+        page.keyboard.press("ControlOrMeta+Enter")
+        page.wait_for_selector("p.error")
+        assert "maximum of 100" in page.inner_text("p.error")  # the tool's schema from the request, checked
+        assert page.input_value("textarea.arguments") == '{"order_id": "42", "amount": 250}'  # the draft is kept
+        assert client.is_alive()  # nothing was sent
+
+        page.fill("textarea.arguments", '{"order_id": "42", "amount": 50}')
+        page.focus("textarea.arguments")
+        page.keyboard.press("ControlOrMeta+Enter")
+        page.wait_for_url(f"{live}/console/?tier=senior&decided=**")
+        client.join(30)
+    choice = received["choice"]
+    assert choice.finish_reason == "tool_calls"  # type: ignore[attr-defined]
+    (call,) = choice.message.tool_calls  # type: ignore[attr-defined]
+    assert call.id == "call_refund" and json.loads(call.function.arguments) == {"order_id": "42", "amount": 50}
