@@ -7,6 +7,7 @@ and every installed plugin is handed the app to add its routes and middleware.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from importlib.metadata import entry_points
 import httpx
 from fastapi import FastAPI
 
-from gateway import db, errors
+from gateway import db, errors, notices
 from gateway.clock import Clock, SystemClock
 from gateway.learning import store
 from gateway.prompt_templates import Prompts
@@ -34,6 +35,22 @@ from gateway.settings import Settings
 
 log = logging.getLogger("hitl.app")
 PLUGIN_GROUP = "hitl_gateway.plugins"
+
+
+@asynccontextmanager
+async def waiter_loop(runtime: Runtime) -> AsyncIterator[None]:
+    """The process's one waiter loop (the hold hub's batched poll) and, on PostgreSQL, its one LISTEN
+    connection for decisions made by other processes. On the way out, every waiting client is answered."""
+    tasks = [asyncio.create_task(runtime.holds.run(), name="hold-poll")]
+    if runtime.listener is not None:
+        tasks.append(asyncio.create_task(runtime.listener.run(), name="decision-notices"))
+    try:
+        yield
+    finally:
+        runtime.holds.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None = None) -> FastAPI:
@@ -67,7 +84,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
             )
             if calibrator is not None:
                 scorer.calibrator, scorer.calibrator_version = calibrator.calibrator, calibrator.version
-            holds = HoldHub(settings.hold.poll_interval)
+            holds = HoldHub(sessions, settings.hold.poll_interval)
             desk = ReviewDesk(
                 sessions=sessions,
                 holds=holds,
@@ -87,8 +104,12 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 scorer=scorer,
                 desk=desk,
                 clock=clock,
+                listener=notices.Listener(settings.database_url, holds.notify, holds.poll)
+                if notices.is_postgres(settings.database_url)
+                else None,
             )
             stack.push_async_callback(runtime.drain)
+            await stack.enter_async_context(waiter_loop(runtime))
             yield
 
     app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
+from gateway.notices import Listener
 from gateway.prompt_templates import Prompts
 from gateway.proxy.holds import HoldHub
 from gateway.proxy.policy import Policy
@@ -36,6 +37,7 @@ class Runtime:
     scorer: Scorer
     desk: ReviewDesk
     clock: Clock
+    listener: Listener | None = None  # the LISTEN connection for decisions elsewhere (PostgreSQL only)
     in_flight: InFlight = field(default_factory=InFlight)
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -83,12 +83,10 @@ class _Reply:
 
     async def wait_and_load(self, exchange_id: str, wait: float) -> Exchange:
         assert self.review is not None
-        review_id = self.review.id
-        sessions = self.runtime.sessions
-        _, outcome = await self.runtime.holds.wait(review_id, wait, lambda: exchanges.is_decided(sessions, review_id))
+        _, outcome = await self.runtime.holds.wait(self.review.id, wait)
         if isinstance(outcome, Exchange) and outcome.id == exchange_id:
             return outcome  # decided in this process: the decision handed over the exchange it wrote
-        return await exchanges.load(sessions, exchange_id)
+        return await exchanges.load(self.runtime.sessions, exchange_id)
 
     def record_delivery(self, status: str) -> None:
         """Write what the waiting client got to the review's audit trail, off the request path: the

@@ -140,12 +140,6 @@ async def record(
     return exchange, review if held else None
 
 
-async def is_decided(sessions: Sessions, review_id: str) -> bool:
-    async with sessions() as session:
-        status = (await session.exec(select(Review.status).where(Review.id == review_id))).first()
-    return status == ReviewStatus.DECIDED
-
-
 async def load_review(sessions: Sessions, review_id: str, api_key_id: int) -> tuple[Review, Exchange]:
     """A review and its exchange, visible only to the API key whose request made it."""
     if not wellformed_id(review_id):

@@ -1,23 +1,44 @@
-"""Where held requests wait for a decision.
+"""Where held requests wait for a decision: in memory, one waiter loop per process.
 
-A decision in this process wakes its waiters at once through an `asyncio.Event` and hands them the
-decided exchange, so they answer without another query; a decision made by another process (another
-replica, the CLI) is seen by polling the database every `poll_interval`.
+A waiting request registers an `asyncio.Event` under its review and sleeps on it; it never polls. The
+events are set by
+- a decision in this process (the review desk calls `notify` after the commit, handing over the decided
+  exchange so the waiter answers without another query);
+- a notice from another process (`gateway/notices.py`: PostgreSQL LISTEN/NOTIFY);
+- the hub's own batched poll, every `poll_interval`: one query for all the reviews waited on in this process
+  (none when nobody waits), which is how decisions made elsewhere are seen on SQLite, and the safety net for
+  notices lost on PostgreSQL.
+
+On shutdown `close()` wakes every waiter at once, so each client gets its deadline outcome (the placeholder,
+a refusal, or an error naming its review) instead of a dropped connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.models import Review, ReviewStatus
+
+log = logging.getLogger("hitl.holds")
+_CHUNK = 500  # review ids per poll query: well inside every database's limit on bound parameters
 
 
 class HoldHub:
-    def __init__(self, poll_interval: float) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], poll_interval: float) -> None:
         self.poll_interval = poll_interval
+        self._sessions = sessions
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._outcomes: dict[str, Any] = {}
+        self._closing = False
+        self.polls = 0  # batched polls made; the benchmark reads it
 
     def notify(self, review_id: str, outcome: Any = None) -> None:
         """Wake the review's waiters; `outcome` (the decided exchange) saves each of them a query."""
@@ -29,27 +50,62 @@ class HoldHub:
     def waiting(self, review_id: str) -> int:
         return len(self._waiters.get(review_id, ()))
 
-    async def wait(self, review_id: str, timeout: float, is_decided: Callable[[], Awaitable[bool]]) -> tuple[bool, Any]:
-        """Wait up to `timeout` seconds: (decided, the outcome a decision in this process handed over)."""
+    @property
+    def waited_on(self) -> int:
+        """How many reviews have a client waiting in this process."""
+        return len(self._waiters)
+
+    async def wait(self, review_id: str, timeout: float) -> tuple[bool, Any]:
+        """Wait up to `timeout` seconds: (woken, the outcome a decision in this process handed over). Woken
+        means decided, or the process is shutting down; the caller reads the exchange to know which."""
         event = asyncio.Event()
         self._waiters[review_id].add(event)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         try:
             # Checked after registering, so a decision between the two cannot be missed.
-            if await is_decided():
+            if self._closing or await self._decided([review_id]):
                 return True, None
-            while (remaining := deadline - loop.time()) > 0:
-                try:
-                    await asyncio.wait_for(event.wait(), min(remaining, self.poll_interval))
-                    return True, self._outcomes.get(review_id)
-                except TimeoutError:
-                    if await is_decided():
-                        return True, None
-            return False, None
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except TimeoutError:
+                return False, None
+            return True, self._outcomes.get(review_id)
         finally:
             waiters = self._waiters[review_id]
             waiters.discard(event)
             if not waiters:
                 del self._waiters[review_id]
                 self._outcomes.pop(review_id, None)
+
+    async def _decided(self, review_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        async with self._sessions() as session:
+            for start in range(0, len(review_ids), _CHUNK):
+                chunk = review_ids[start : start + _CHUNK]
+                query = select(Review.id).where(col(Review.id).in_(chunk), col(Review.status) == ReviewStatus.DECIDED)
+                found.update((await session.exec(query)).all())
+        return found
+
+    async def poll(self) -> None:
+        """One batched poll: wake the waiters of every review decided by another process meanwhile."""
+        review_ids = list(self._waiters)
+        if not review_ids:
+            return
+        self.polls += 1
+        for review_id in await self._decided(review_ids):
+            self.notify(review_id)
+
+    async def run(self) -> None:
+        """The process's waiter loop: a batched poll every `poll_interval` while anyone waits."""
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.poll()
+            except SQLAlchemyError as exc:  # the database is away for a moment; the next poll tries again
+                log.warning("hold poll failed: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        """Shutting down: wake every waiter now, and answer later ones at once."""
+        self._closing = True
+        for events in self._waiters.values():
+            for event in events:
+                event.set()

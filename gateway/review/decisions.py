@@ -22,6 +22,7 @@ from typing import Any
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway import notices
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.models import (
     DECIDED_STATUS,
@@ -187,6 +188,7 @@ async def decide(
     if action != Action.APPROVE:
         detail["diff"] = _diff(exchange.candidate_text, final.text)
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.DECIDED, agent_id=agent.id, detail=detail, at=now))
+    await notices.announce(session, review_id)  # other processes hear of it when, and only if, this commits
     await session.commit()
     return Decided(decision=decision, exchange=exchange, review=review, pair=pair)
 

@@ -161,7 +161,8 @@ async def test_decision_from_another_process_is_seen_by_polling(
     # A second engine and hub stand in for another replica: this process's hub is never notified.
     engine = db.create_engine(database_url)
     try:
-        elsewhere = replace(runtime.desk, sessions=db.session_factory(engine), holds=HoldHub(1.0))
+        sessions = db.session_factory(engine)
+        elsewhere = replace(runtime.desk, sessions=sessions, holds=HoldHub(sessions, 1.0))
         await factories.decide_as(runtime, senior[0], review.id, Action.OVERRIDE, "Elsewhere.", desk=elsewhere)
     finally:
         await engine.dispose()
