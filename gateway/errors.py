@@ -35,12 +35,24 @@ class GatewayError(Exception):
     type = "api_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        failure: str | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        # Raised for an upstream call: what went wrong (timeout, unreachable, rejected, rate_limited,
+        # http_error, malformed) and the provider's HTTP status, for the failed exchange's record.
+        self.failure = failure
+        self.upstream_status = upstream_status
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

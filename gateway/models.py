@@ -79,6 +79,7 @@ def _json(factory: Any = None, **kwargs: Any) -> Any:
 class Route(StrEnum):
     RELEASE = "release"
     HOLD = "hold"
+    NONE = "none"  # the upstream failed: there was no candidate to route
 
 
 class ExchangeStatus(StrEnum):
@@ -88,6 +89,7 @@ class ExchangeStatus(StrEnum):
     EDITED = "edited"
     OVERRIDDEN = "overridden"
     RELEASED_ON_DEADLINE = "released_on_deadline"  # nobody decided in time and the tier opts in to release
+    FAILED = "failed"  # the upstream call failed; the client got an error and nothing was stored to review
 
 
 class DeadlineOutcome(StrEnum):
@@ -176,6 +178,10 @@ class Exchange(SQLModel, table=True):
         "default", max_length=64, description="What turned the signals into `confidence`: `default` or `cal-<id>`."
     )
     upstream_ms: float = 0.0
+    error_kind: str | None = Field(
+        default=None, max_length=24, description="Why the upstream call failed: timeout, unreachable, rejected, ..."
+    )
+    upstream_status: int | None = Field(default=None, description="The provider's HTTP status when the call failed.")
     created_at: datetime = _when(index=True)
     decided_at: datetime | None = _maybe_when()
 

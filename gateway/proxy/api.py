@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from gateway.proxy.upstream import Upstream
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/v1")
+log = logging.getLogger("hitl.api")
 
 
 def _wait_seconds(runtime: Runtime, chat: ChatRequest) -> float:
@@ -135,8 +137,13 @@ async def _propose(
     held) before the client hears anything."""
     started = time.perf_counter()
     asked = chat_request.upstream_body(raw, chat, upstream.logprobs)
-    response = await upstream.complete(asked)
-    upstream_ms = (time.perf_counter() - started) * 1000
+    try:
+        response = await upstream.complete(asked)
+    except GatewayError as exc:
+        failure = exchanges.Failure(exc.failure or "upstream_error", exc.upstream_status, _since(started))
+        await _record_failure(runtime, request_id, api_key_id, chat, raw, upstream, identity, failure)
+        raise  # the client gets the same OpenAI-shaped error as before
+    upstream_ms = _since(started)
     score = await runtime.scorer.score(upstream, chat.model, asked, response, exchanges.candidate_text(response))
     calls = toolcalls.found(response)
     if any(call.malformed for call in calls):
@@ -158,6 +165,43 @@ async def _propose(
         request_hash=identity.fingerprint,
         idempotency_key=identity.key,
         audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
+    )
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+async def _record_failure(
+    runtime: Runtime,
+    request_id: str,
+    api_key_id: int,
+    chat: ChatRequest,
+    raw: dict[str, Any],
+    upstream: Upstream,
+    identity: retries.Identity,
+    failure: exchanges.Failure,
+) -> None:
+    """A failed upstream call leaves a `failed` exchange and one structured log line, with the request id."""
+    exchange = await exchanges.record_failure(
+        runtime.sessions,
+        request_id=request_id,
+        api_key_id=api_key_id,
+        chat=chat,
+        raw=raw,
+        upstream_model=upstream.model,
+        policy_version=runtime.policy.version,
+        request_hash=identity.fingerprint,
+        failure=failure,
+    )
+    log.warning(
+        "upstream_failed request_id=%s exchange_id=%s upstream=%s kind=%s status=%s latency_ms=%.0f",
+        request_id,
+        exchange.id,
+        upstream.name,
+        failure.kind,
+        failure.upstream_status if failure.upstream_status is not None else "-",
+        failure.upstream_ms,
     )
 
 

@@ -153,6 +153,54 @@ async def load_review(sessions: Sessions, review_id: str, api_key_id: int) -> tu
     return review, exchange
 
 
+@dataclass(frozen=True)
+class Failure:
+    """An upstream call that failed: why, the provider's HTTP status if it answered, and how long it took."""
+
+    kind: str
+    upstream_status: int | None
+    upstream_ms: float
+
+
+async def record_failure(
+    sessions: Sessions,
+    *,
+    request_id: str,
+    api_key_id: int,
+    chat: ChatRequest,
+    raw: dict[str, Any],
+    upstream_model: str,
+    policy_version: str,
+    request_hash: str,
+    failure: Failure,
+) -> Exchange:
+    """Store a failed exchange, so an operator sees upstream failures beside everything else. No secrets and
+    no provider message: only the kind, the status and the latency."""
+    exchange = Exchange(
+        request_id=request_id,
+        api_key_id=api_key_id,
+        request_hash=request_hash,
+        model=chat.model,
+        upstream_model=upstream_model,
+        stream=chat.stream,
+        request=raw,
+        response={},
+        signals={},
+        policy_version=policy_version,
+        calibrator="default",  # nothing was scored
+        route=Route.NONE,
+        reason=f"upstream failed: {failure.kind}",
+        status=ExchangeStatus.FAILED,
+        upstream_ms=failure.upstream_ms,
+        error_kind=failure.kind,
+        upstream_status=failure.upstream_status,
+    )
+    async with sessions() as session:
+        session.add(exchange)
+        await session.commit()
+    return exchange
+
+
 async def held_review(sessions: Sessions, exchange: Exchange) -> Review | None:
     """The review a held exchange waited on (decided or not); None for an exchange the policy released."""
     if exchange.route != Route.HOLD:

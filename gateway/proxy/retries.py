@@ -29,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.datastructures import Headers
 
 from gateway.errors import InvalidRequest
-from gateway.models import Exchange
+from gateway.models import Exchange, ExchangeStatus
 
 IDEMPOTENCY_KEY = "idempotency-key"
 SDK_RETRY_COUNT = "x-stainless-retry-count"
@@ -100,7 +100,11 @@ def identify(headers: Headers, api_key_id: int, raw: dict[str, Any]) -> Identity
 async def stored(session: AsyncSession, identity: Identity, since: datetime) -> Exchange | None:
     """The newest exchange since `since` that this request repeats. The same Idempotency-Key on another body
     is the client's mistake, and is refused rather than answered with someone else's answer."""
-    query = select(Exchange).where(col(Exchange.api_key_id) == identity.api_key_id, col(Exchange.created_at) >= since)
+    query = select(Exchange).where(
+        col(Exchange.api_key_id) == identity.api_key_id,
+        col(Exchange.created_at) >= since,
+        col(Exchange.status) != ExchangeStatus.FAILED,  # a failed call is asked again, not replayed
+    )
     if identity.key is not None:
         query = query.where(col(Exchange.idempotency_key) == identity.key)
     else:

@@ -42,7 +42,7 @@ class Upstream(Protocol):
 
 def _checked(data: Any, name: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-        raise UpstreamError(f"Upstream {name!r} returned a body that is not a chat.completion.")
+        raise UpstreamError(f"Upstream {name!r} returned a body that is not a chat.completion.", failure="malformed")
     return data
 
 
@@ -76,21 +76,40 @@ class OpenAICompatible:
         try:
             response = await self._client.post(self._url, json=payload, headers=self._headers, timeout=self._timeout)
         except httpx.TimeoutException:
-            raise UpstreamTimeout(f"Upstream {self.name!r} did not answer within {self._timeout:g} s.") from None
+            raise UpstreamTimeout(
+                f"Upstream {self.name!r} did not answer within {self._timeout:g} s.", failure="timeout"
+            ) from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"Upstream {self.name!r} could not be reached ({type(exc).__name__}).") from None
-        if response.status_code >= 400:
+            raise UpstreamError(
+                f"Upstream {self.name!r} could not be reached ({type(exc).__name__}).", failure="unreachable"
+            ) from None
+        status = response.status_code
+        if status >= 400:
             message = _upstream_message(response)
-            if response.status_code in (400, 404, 422):
+            if status in (400, 404, 422):
                 # The client's request was wrong for this model (bad tool schema, bad parameter): theirs to fix.
-                raise InvalidRequest(f"Upstream {self.name!r} rejected the request: {message}")
-            if response.status_code == 429:
-                raise RateLimited(f"Upstream {self.name!r} is rate limiting: {message}")
-            raise UpstreamError(f"Upstream {self.name!r} failed with HTTP {response.status_code}: {message}")
+                raise InvalidRequest(
+                    f"Upstream {self.name!r} rejected the request: {message}",
+                    failure="rejected",
+                    upstream_status=status,
+                )
+            if status == 429:
+                raise RateLimited(
+                    f"Upstream {self.name!r} is rate limiting: {message}",
+                    failure="rate_limited",
+                    upstream_status=status,
+                )
+            raise UpstreamError(
+                f"Upstream {self.name!r} failed with HTTP {status}: {message}",
+                failure="http_error",
+                upstream_status=status,
+            )
         try:
             data = response.json()
         except ValueError:
-            raise UpstreamError(f"Upstream {self.name!r} returned a body that is not JSON.") from None
+            raise UpstreamError(
+                f"Upstream {self.name!r} returned a body that is not JSON.", failure="malformed", upstream_status=status
+            ) from None
         return _checked(data, self.name)
 
     def close(self) -> None:
@@ -124,13 +143,24 @@ class LiteLLM:
                 **payload,
             )
         except exceptions.Timeout:
-            raise UpstreamTimeout(f"Upstream {self.name!r} did not answer within {self._config.timeout:g} s.") from None
+            raise UpstreamTimeout(
+                f"Upstream {self.name!r} did not answer within {self._config.timeout:g} s.", failure="timeout"
+            ) from None
         except (exceptions.BadRequestError, exceptions.NotFoundError, exceptions.UnprocessableEntityError) as exc:
-            raise InvalidRequest(f"Upstream {self.name!r} rejected the request: {exc.message}") from None
+            raise InvalidRequest(
+                f"Upstream {self.name!r} rejected the request: {exc.message}",
+                failure="rejected",
+                upstream_status=exc.status_code,
+            ) from None
         except exceptions.RateLimitError as exc:
-            raise RateLimited(f"Upstream {self.name!r} is rate limiting: {exc.message}") from None
+            raise RateLimited(
+                f"Upstream {self.name!r} is rate limiting: {exc.message}", failure="rate_limited", upstream_status=429
+            ) from None
         except openai.APIError as exc:  # every other litellm exception derives from openai's
-            raise UpstreamError(f"Upstream {self.name!r} failed: {exc.message}") from None
+            status = getattr(exc, "status_code", None)
+            raise UpstreamError(
+                f"Upstream {self.name!r} failed: {exc.message}", failure="http_error", upstream_status=status
+            ) from None
         return _checked(response.model_dump(), self.name)
 
     def close(self) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import openai
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
+from gateway.models import Exchange
 from tests import factories
 from tests.factories import MODEL
 
@@ -189,32 +192,60 @@ def test_bad_and_missing_key(client: TestClient, api_key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mock", "status", "code"),
+    ("mock", "status", "code", "kind", "upstream_status"),
     [
-        (httpx.Response(500, json={"error": {"message": "boom"}}), 502, "upstream_error"),
-        (httpx.Response(200, text="<html>not json</html>"), 502, "upstream_error"),
-        (httpx.Response(200, json={"choices": []}), 502, "upstream_error"),
-        (httpx.Response(429, json={"error": {"message": "slow down"}}), 429, "rate_limit_exceeded"),
-        (httpx.Response(400, json={"error": {"message": "bad tool schema"}}), 400, None),
-        (httpx.ConnectError("refused"), 502, "upstream_error"),
-        (httpx.ReadTimeout("slow"), 504, "upstream_timeout"),
+        (httpx.Response(500, json={"error": {"message": "boom"}}), 502, "upstream_error", "http_error", 500),
+        (httpx.Response(200, text="<html>not json</html>"), 502, "upstream_error", "malformed", 200),
+        (httpx.Response(200, json={"choices": []}), 502, "upstream_error", "malformed", None),
+        (
+            httpx.Response(429, json={"error": {"message": "slow down"}}),
+            429,
+            "rate_limit_exceeded",
+            "rate_limited",
+            429,
+        ),
+        (httpx.Response(400, json={"error": {"message": "bad tool schema"}}), 400, None, "rejected", 400),
+        (httpx.ConnectError("refused"), 502, "upstream_error", "unreachable", None),
+        (httpx.ReadTimeout("slow"), 504, "upstream_timeout", "timeout", None),
     ],
 )
 def test_upstream_failures(
-    client: TestClient, api_key: str, upstream: factories.UpstreamMock, mock: object, status: int, code: str | None
+    client: TestClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    mock: object,
+    status: int,
+    code: str | None,
+    kind: str,
+    upstream_status: int | None,
 ) -> None:
     route = upstream.chat
     if isinstance(mock, Exception):
         route.mock(side_effect=mock)
     else:
         route.mock(return_value=mock)
-    error = _error(
-        post(client, api_key, json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})), status
-    )
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    with caplog.at_level(logging.WARNING, logger="hitl.api"):
+        response = client.post(
+            "/v1/chat/completions",
+            content=body,
+            headers={"Authorization": f"Bearer {api_key}", "x-request-id": "req-failing-1"},
+        )
+    error = _error(response, status)
     if code:
         assert error["code"] == code
     else:
         assert "bad tool schema" in error["message"]
+    # Recorded: a failed exchange with the kind, the provider's status and the latency; no provider message.
+    with factories.sync_session(database_url) as session:
+        (failed,) = session.exec(select(Exchange)).all()
+    assert (failed.status, failed.error_kind, failed.upstream_status) == ("failed", kind, upstream_status)
+    assert failed.request_id == "req-failing-1" and failed.upstream_ms >= 0 and failed.response == {}
+    (line,) = [record.getMessage() for record in caplog.records if record.name == "hitl.api"]
+    assert line.startswith("upstream_failed request_id=req-failing-1 ") and f"kind={kind} " in line
+    assert "boom" not in line and "slow" not in line and "sk-upstream" not in line
 
 
 def test_upstream_failure_reaches_the_sdk_as_an_api_error(
