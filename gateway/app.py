@@ -32,6 +32,7 @@ from gateway.scoring.consistency import ConsistencyChecker
 from gateway.scoring.scorer import Scorer
 from gateway.scoring.selfcheck import Judge, SelfChecker
 from gateway.settings import Settings
+from gateway.shutdown import on_exit_signal
 
 log = logging.getLogger("hitl.app")
 PLUGIN_GROUP = "hitl_gateway.plugins"
@@ -45,12 +46,19 @@ async def waiter_loop(runtime: Runtime) -> AsyncIterator[None]:
     if runtime.listener is not None:
         tasks.append(asyncio.create_task(runtime.listener.run(), name="decision-notices"))
     try:
-        yield
+        with on_exit_signal(runtime.holds.close):
+            yield
     finally:
         runtime.holds.close()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def from_environment() -> FastAPI:
+    """The app each `hitl serve --workers N` process serves, with settings from the environment (and
+    `HITL_CONFIG`), as the parent's."""
+    return create_app(Settings())
 
 
 def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None = None) -> FastAPI:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
@@ -83,6 +84,7 @@ async def _bootstrap(session: AsyncSession) -> list[str]:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default: settings, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default: settings, 8000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own waiter loop.")] = 1,
 ) -> None:
     """Start the gateway and its console."""
     import uvicorn
@@ -91,6 +93,10 @@ def serve(
     from gateway.proxy.upstream import local_model_available
 
     settings = _settings()
+    if workers > 1 and settings.secret_key is None:
+        # Workers must sign console sessions alike, or a login made on one is refused by the next.
+        os.environ["HITL_SECRET_KEY"] = secrets.token_urlsafe(32)
+        settings = _settings()
     host = host or settings.host
     port = port or settings.port
     try:
@@ -115,8 +121,20 @@ def serve(
                 " pip install 'hitl-gateway[local]' or set HITL_UPSTREAMS.",
                 fg=typer.colors.YELLOW,
             )
+    if workers > 1:
+        typer.echo(f"  Workers:            {workers}")
     sys.stdout.flush()
-    uvicorn.run(application, host=host, port=port, log_level="info", proxy_headers=True)
+    # Workers are uvicorn's: each process builds its own app, with its own waiter loop, from the environment.
+    uvicorn.run(
+        application if workers == 1 else "gateway.app:from_environment",
+        factory=workers > 1,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        proxy_headers=True,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
 
 
 @keys_app.command("create")

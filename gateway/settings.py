@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         None,
         description="Upstream that answers any model name not declared (the exchange keeps the name sent).",
     )
+    shutdown_timeout: int = Field(
+        15,
+        gt=0,
+        description="Seconds `hitl serve` gives open requests on SIGTERM, after answering every waiting client.",
+    )
     host: str = Field("127.0.0.1", description="Address `hitl serve` binds.")
     port: int = Field(8000, description="Port `hitl serve` binds.")
 

@@ -131,3 +131,12 @@ def agent(database_url: str) -> tuple[str, str]:
 def senior(database_url: str) -> tuple[str, str]:
     factories.make_agent(database_url, "grace", "battery staple", Role.SENIOR)
     return "grace", "battery staple"
+
+
+@pytest.fixture
+def unsure_upstream() -> Iterator[str]:
+    """An OpenAI-compatible server on a loopback port whose every answer is unsure (so it is held), for
+    gateways that run as their own processes (respx mocks only this one); yields its base URL."""
+    unsure = factories.completion_body("Lyon is the capital of France.", logprob=-1.5)
+    with factories.serving(factories.fake_upstream(unsure)) as base:
+        yield f"{base}/v1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import signal
 import socket
@@ -103,15 +104,32 @@ def fake_upstream(body: dict[str, Any]) -> FastAPI:
     return app
 
 
+def gateway_env(database_url: str, upstream_base: str, **extra: str) -> dict[str, str]:
+    """The environment of a `hitl serve` process: this machine's, less any HITL_* of the caller's, with the
+    test's database, one upstream at `upstream_base`, no self-check, no audit draws."""
+    upstreams = [{"name": MODEL, "api_base": upstream_base, "model": "gpt-4o-mini"}]
+    return {
+        **{name: value for name, value in os.environ.items() if not name.startswith("HITL_")},
+        "HITL_DATABASE_URL": database_url,
+        "HITL_UPSTREAMS": json.dumps(upstreams),
+        "HITL_LOCAL_MODEL__ENABLED": "false",
+        "HITL_SELFCHECK__MODE": "never",
+        "HITL_AUDIT__RATE": "0",
+        "HITL_SECRET_KEY": "process-test",
+        "HITL_HOLD__POLL_INTERVAL": "0.2",
+        **extra,
+    }
+
+
 class GatewayProcess:
     """A real `hitl serve` in its own process on a loopback port; `kill()` ends it with SIGKILL."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+    def __init__(self, env: dict[str, str], port: int, log: Path, *args: str) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self._log = log.open("ab")
         hitl = Path(sys.executable).with_name("hitl")
-        command = [str(hitl), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        command = [str(hitl), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:

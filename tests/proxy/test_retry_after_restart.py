@@ -3,11 +3,9 @@ restarted gateway, every retry joins its review (none is made twice), and each c
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +34,12 @@ def count(url: str, query: Any) -> int:
         return len(session.exec(query).all())
 
 
-@pytest.fixture
-def upstream_base() -> Iterator[str]:
-    unsure = factories.completion_body("Lyon is the capital of France.", logprob=-1.5)
-    with factories.serving(factories.fake_upstream(unsure)) as base:
-        yield f"{base}/v1"
-
-
-def gateway_env(database_url: str, upstream_base: str) -> dict[str, str]:
-    upstreams = [{"name": MODEL, "api_base": upstream_base, "model": "gpt-4o-mini"}]
-    return {
-        **{name: value for name, value in os.environ.items() if not name.startswith("HITL_")},
-        "HITL_DATABASE_URL": database_url,
-        "HITL_UPSTREAMS": json.dumps(upstreams),
-        "HITL_LOCAL_MODEL__ENABLED": "false",
-        "HITL_SELFCHECK__MODE": "never",
-        "HITL_AUDIT__RATE": "0",
-        "HITL_SECRET_KEY": "restart-test",
-        "HITL_HOLD__POLL_INTERVAL": "0.2",
-    }
-
-
 def test_sdk_clients_retry_into_their_reviews_after_a_kill(
-    database_url: str, upstream_base: str, tmp_path: Path
+    database_url: str, unsure_upstream: str, tmp_path: Path
 ) -> None:
     key = factories.make_api_key(database_url)
     factories.make_agent(database_url, "grace", "battery staple", Role.ADMIN)
-    env = gateway_env(database_url, upstream_base)
+    env = factories.gateway_env(database_url, unsure_upstream)
     port = factories.free_port()
     log = tmp_path / "gateway.log"
     answers: dict[int, Any] = {}

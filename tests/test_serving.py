@@ -1,0 +1,117 @@
+"""`hitl serve` as operators run it: SIGTERM answers every waiting client with its deadline outcome and exits
+in time; `--workers N` runs N processes whose holds, claims and decisions work across each other."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from sqlmodel import col, select
+
+from gateway.models import EventKind, Review, ReviewEvent, Role
+from tests import factories
+from tests.factories import MODEL
+
+pytestmark = pytest.mark.slow
+
+
+def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def reviews(url: str) -> list[Review]:
+    with factories.sync_session(url) as session:
+        return list(session.exec(select(Review)).all())
+
+
+def clients(base: str, key: str, count: int, answers: dict[int, Any], wait: float = 60) -> list[threading.Thread]:
+    def ask(number: int) -> None:
+        sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=90)
+        try:
+            answers[number] = sdk.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": f"Question {number}?"}],
+                extra_body={"hitl": {"wait": wait}},
+            )
+        except openai.OpenAIError as exc:
+            answers[number] = exc
+
+    threads = [threading.Thread(target=ask, args=(number,)) for number in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_sigterm_answers_every_waiting_client_and_exits_in_time(
+    database_url: str, unsure_upstream: str, tmp_path: Path
+) -> None:
+    key = factories.make_api_key(database_url)
+    env = factories.gateway_env(database_url, unsure_upstream, HITL_SHUTDOWN_TIMEOUT="5")
+    gateway = factories.GatewayProcess(env, factories.free_port(), tmp_path / "gateway.log")
+    answers: dict[int, Any] = {}
+    try:
+        threads = clients(gateway.base, key, 4, answers)
+        until(lambda: len(reviews(database_url)) == 4, 30, "four held reviews")
+        time.sleep(0.3)  # they are waiting now
+        signalled = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(10)
+        answered = time.monotonic() - signalled
+        code = gateway.process.wait(10)
+        exited = time.monotonic() - signalled
+    finally:
+        gateway.stop()
+    assert answered < 5 and exited < 5 + 3, (answered, exited)  # not the 60 s the clients asked to wait
+    # uvicorn re-raises the signal once it has shut down cleanly, so the process ends "killed by SIGTERM".
+    log = (tmp_path / "gateway.log").read_text()
+    assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in log, log[-3000:]
+    held = {review.id for review in reviews(database_url)}
+    assert {answer.model_extra["hitl"]["review_id"] for answer in answers.values()} == held
+    assert {answer.model_extra["hitl"]["status"] for answer in answers.values()} == {"pending"}
+    # The audit trail's last word was flushed before the process went: what each client got.
+    with factories.sync_session(database_url) as session:
+        delivered = session.exec(select(ReviewEvent).where(col(ReviewEvent.kind) == EventKind.DELIVERED)).all()
+    assert {event.review_id for event in delivered} == held
+
+
+def test_workers_share_holds_claims_and_decisions(database_url: str, unsure_upstream: str, tmp_path: Path) -> None:
+    key = factories.make_api_key(database_url)
+    factories.make_agent(database_url, "grace", "battery staple", Role.ADMIN)
+    env = factories.gateway_env(database_url, unsure_upstream)
+    del env["HITL_SECRET_KEY"]  # `hitl serve --workers` makes one secret for all its workers
+    gateway = factories.GatewayProcess(env, factories.free_port(), tmp_path / "gateway.log", "--workers", "2")
+    answers: dict[int, Any] = {}
+    try:
+        workers = subprocess.run(["pgrep", "-P", str(gateway.process.pid)], capture_output=True, text=True)
+        assert len(workers.stdout.split()) >= 2, workers
+        threads = clients(gateway.base, key, 6, answers)
+        until(lambda: len(reviews(database_url)) == 6, 30, "six held reviews")
+        # Each console request may land on either worker: the login, the claim and the decision all hold.
+        with httpx.Client(base_url=gateway.base, timeout=30) as console:
+            token = factories.csrf_token(console.get("/console/login").text)
+            login = {"username": "grace", "password": "battery staple", "csrftoken": token, "next": "/console/"}
+            assert console.post("/console/login", data=login).status_code == 303
+            for review in reviews(database_url):
+                assert console.get(f"/console/reviews/{review.id}").status_code == 200
+                decision = {"action": "edit", "text": f"Decided {review.id}.", "csrftoken": token}
+                assert console.post(f"/console/reviews/{review.id}/decide", data=decision).status_code == 303
+        for thread in threads:
+            thread.join(30)
+    finally:
+        gateway.stop()
+    failures = [answer for answer in answers.values() if isinstance(answer, Exception)]
+    assert not failures and len(answers) == 6, failures
+    for answer in answers.values():
+        assert answer.choices[0].message.content == f"Decided {answer.model_extra['hitl']['review_id']}."
