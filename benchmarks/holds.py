@@ -1,0 +1,352 @@
+"""Holds at scale, on PostgreSQL, with two real gateway processes (replicas A and B) and a fake upstream.
+
+1. Idle cost of waiting clients: W clients wait on A for held answers; over a quiet window it measures A's CPU
+   (share of one core) and the database's transactions per second. Targets: under 5% of a core, under 20/s.
+2. Confident requests beside them: p50/p99 latency of released requests on A with no waiters, then with the W
+   waiting. Target: p99 within 20% of its value with no waiters.
+3. Release latency over D decisions each: a client waits on A; an agent decides through A (in-process) or
+   through B (cross-replica). Timed from the decision's commit (B's console answers after it) to the client
+   having its answer, and from the agent's click. Targets (cross-replica, from the commit): median under
+   50 ms, p90 under 250 ms; in-process median under 20 ms.
+
+    .venv/bin/python benchmarks/holds.py [--waiters 1000] [--decisions 100] [--json benchmarks/results/holds.json]
+
+It creates (and empties) the database `hitl_bench` on the server of --database-url. Exit status 1 when a
+target is missed (`--no-check` only reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import sqlalchemy
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, col, select
+
+from gateway import db
+from gateway.models import Agent, ApiKey, Exchange, Review, Role
+from gateway.proxy import apikeys
+from gateway.review.agents import password_hasher
+
+ROOT = Path(__file__).parents[1]
+KEY = "hitl-bench-" + "k" * 24
+ADMIN = ("bench-admin", "bench password 1")
+MODEL = "bench-model"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def fresh_database(url: str) -> str:
+    """An empty `hitl_bench` database on the server of `url`, migrated, with a key and an admin."""
+    server = make_url(url)
+    bench = server.set(database="hitl_bench")
+    admin = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute("DROP DATABASE IF EXISTS hitl_bench WITH (FORCE)")
+        connection.execute("CREATE DATABASE hitl_bench")
+    rendered = bench.render_as_string(hide_password=False)
+    db.upgrade(rendered)
+    engine = sqlalchemy.create_engine(db.sync_url(rendered))
+    with Session(engine) as session:
+        session.add(ApiKey(name="bench", prefix=KEY[:11], key_hash=apikeys.hash_key(KEY)))
+        session.add(Agent(username=ADMIN[0], password_hash=password_hasher().hash(ADMIN[1]), role=Role.ADMIN))
+        session.commit()
+    engine.dispose()
+    return rendered
+
+
+@dataclass
+class Processes:
+    stack: ExitStack = field(default_factory=ExitStack)
+    log_dir: Path = ROOT / "artifacts" / "bench-holds"
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    def start(self, name: str, command: list[str], env: dict[str, str], ready: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.stack.enter_context((self.log_dir / f"{name}.log").open("wb"))
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.stack.callback(lambda: (process.terminate(), process.wait(30)))
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"{name} exited; see {self.log_dir / name}.log"
+            assert time.monotonic() < deadline, f"{name} did not start"
+            try:
+                httpx.get(ready, timeout=1)
+                return process
+            except httpx.TransportError:
+                time.sleep(0.1)
+
+
+def gateway_env(database_url: str, upstream: str) -> dict[str, str]:
+    upstreams = [{"name": MODEL, "api_base": upstream, "model": MODEL}]
+    return {
+        **{name: value for name, value in os.environ.items() if not name.startswith("HITL_")},
+        "HITL_DATABASE_URL": database_url,
+        "HITL_UPSTREAMS": json.dumps(upstreams),
+        "HITL_LOCAL_MODEL__ENABLED": "false",
+        "HITL_SELFCHECK__MODE": "never",
+        "HITL_AUDIT__RATE": "0",
+        "HITL_SECRET_KEY": "bench-secret",
+        "HITL_HOLD__MAX_WAIT": "900",
+        "HITL_LOGIN_MAX_FAILURES": "1000",
+    }
+
+
+def ask(text: str, wait: float = 0) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": text}], "hitl": {"wait": wait}}
+
+
+async def confident_latencies(client: httpx.AsyncClient, bases: list[str], count: int) -> list[list[float]]:
+    """`count` released requests to each of `bases`, one at a time and taking turns, so that every base sees
+    the same background noise; the latencies per base, in ms."""
+    timings: list[list[float]] = [[] for _ in bases]
+    for number in range(count):
+        for index, base in enumerate(bases):
+            started = time.perf_counter()
+            response = await client.post(f"{base}/v1/chat/completions", json=ask(f"Sure question {number}?"))
+            timings[index].append((time.perf_counter() - started) * 1000)
+            assert response.json()["hitl"]["status"] == "released", response.text[:300]
+    return timings
+
+
+def count_reviews(url: str) -> int:
+    engine = sqlalchemy.create_engine(db.sync_url(url))
+    with Session(engine) as session:
+        found = len(session.exec(select(Review.id)).all())
+    engine.dispose()
+    return found
+
+
+def transactions(url: str) -> int:
+    with psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def console_session(base: str) -> tuple[httpx.AsyncClient, str]:
+    console = httpx.AsyncClient(base_url=base, timeout=30)
+    page = (await console.get("/console/login")).text
+    token = page.split('name="csrftoken" value="', 1)[1].split('"', 1)[0]
+    login = {"username": ADMIN[0], "password": ADMIN[1], "csrftoken": token, "next": "/console/"}
+    assert (await console.post("/console/login", data=login)).status_code == 303
+    return console, token
+
+
+async def release_latencies(
+    client: httpx.AsyncClient, a: str, decider: str, url: str, count: int, label: str
+) -> dict[str, list[float]]:
+    """Hold one answer on A at a time and decide it through `decider`; time commit -> client and click -> client."""
+    console, token = await console_session(decider)
+    engine = sqlalchemy.create_engine(db.sync_url(url))
+    from_commit, from_click = [], []
+    try:
+        for number in range(count):
+            request_id = f"req-{label}-{number}"
+            waiting = asyncio.create_task(
+                client.post(
+                    f"{a}/v1/chat/completions",
+                    json=ask(f"{label} {number} [hold]", wait=60),
+                    headers={"x-request-id": request_id},
+                )
+            )
+            review_id = None
+            while review_id is None:
+                await asyncio.sleep(0.01)
+                with Session(engine) as session:
+                    review_id = session.exec(
+                        select(Review.id)
+                        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
+                        .where(col(Exchange.request_id) == request_id)
+                    ).first()
+            await asyncio.sleep(0.05)  # the client is waiting on the review by now
+            clicked = time.perf_counter()
+            decided = await console.post(
+                f"/console/reviews/{review_id}/decide", data={"action": "approve", "csrftoken": token}
+            )
+            committed = time.perf_counter()  # the console answers once the decision has committed
+            response = await waiting
+            received = time.perf_counter()
+            assert decided.status_code == 303 and response.json()["hitl"]["status"] == "approved", response.text[:300]
+            # The client may be answered before the console's reply reaches us: that counts as 0 from the commit.
+            from_commit.append(max(0.0, received - committed) * 1000)
+            from_click.append((received - clicked) * 1000)
+    finally:
+        engine.dispose()
+        await console.aclose()
+    return {"from_commit": from_commit, "from_click": from_click}
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "p90": percentile(values, 0.90),
+        "p99": percentile(values, 0.99),
+        "n": len(values),
+    }
+
+
+async def measure(args: argparse.Namespace, url: str, a: str, b: str, pid_a: int, pid_b: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=args.waiters + 100, max_keepalive_connections=args.waiters + 100)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    results: dict[str, Any] = {}
+    async with httpx.AsyncClient(limits=limits, headers=headers, timeout=900) as client:
+        await confident_latencies(client, [a, b], 50)  # warm up
+        alone, _ = await confident_latencies(client, [a, b], args.requests)
+        results["confident_no_waiters_ms"] = summary(alone)
+
+        waiters = [
+            asyncio.create_task(client.post(f"{a}/v1/chat/completions", json=ask(f"Waiter {n} [hold]", wait=900)))
+            for n in range(args.waiters)
+        ]
+        started = time.monotonic()
+        while count_reviews(url) < args.waiters:
+            assert time.monotonic() - started < 300, "the waiters were not all held"
+            await asyncio.sleep(0.5)
+        # Every waiter is asleep by now; PostgreSQL's idle backends report their statistics up to 10 s late,
+        # so the registrations' transactions must be counted before the window opens.
+        await asyncio.sleep(args.settle)
+
+        cpu_a, cpu_b, xacts, quiet_started = cpu_seconds(pid_a), cpu_seconds(pid_b), transactions(url), time.monotonic()
+        await asyncio.sleep(args.quiet)
+        quiet = time.monotonic() - quiet_started
+        results["idle"] = {
+            "waiters": args.waiters,
+            "seconds": quiet,
+            "cpu_share_a": (cpu_seconds(pid_a) - cpu_a) / quiet,
+            "cpu_share_b": (cpu_seconds(pid_b) - cpu_b) / quiet,
+            # The two reads of pg_stat_database are transactions too; they are not the gateway's.
+            "db_transactions_per_s": (transactions(url) - xacts - 1) / quiet,
+        }
+
+        # A with its waiters, and B (the same configuration, no waiters) taking turns: the same noise for both.
+        beside, control = await confident_latencies(client, [a, b], args.requests)
+        results["confident_with_waiters_ms"] = summary(beside)
+        results["confident_control_no_waiters_ms"] = summary(control)
+        results["in_process_release_ms"] = {
+            k: summary(v) for k, v in (await release_latencies(client, a, a, url, args.decisions, "local")).items()
+        }
+        results["cross_replica_release_ms"] = {
+            k: summary(v) for k, v in (await release_latencies(client, a, b, url, args.decisions, "remote")).items()
+        }
+        assert not any(task.done() for task in waiters), "a waiter was answered early"
+        for task in waiters:
+            task.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return results
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    idle = results["idle"]
+    alone, beside = results["confident_no_waiters_ms"], results["confident_with_waiters_ms"]
+    control = results["confident_control_no_waiters_ms"]
+    local, remote = results["in_process_release_ms"], results["cross_replica_release_ms"]
+    ratio = beside["p99"] / control["p99"]
+    print(f"\n{idle['waiters']} clients waiting on replica A, over {idle['seconds']:.1f} s:")
+    print(f"  CPU of A             {idle['cpu_share_a'] * 100:6.2f}% of a core   (target < 5%)")
+    print(f"  CPU of B (no waiters){idle['cpu_share_b'] * 100:6.2f}% of a core")
+    print(f"  database transactions {idle['db_transactions_per_s']:6.2f} /s          (target < 20/s)")
+    print("\nConfident (released) requests, one at a time, A and B taking turns:")
+    print(f"  A before the waiters      p50 {alone['median']:7.1f} ms   p99 {alone['p99']:7.1f} ms")
+    print(f"  A beside {idle['waiters']} waiting   p50 {beside['median']:7.1f} ms   p99 {beside['p99']:7.1f} ms")
+    print(f"  B meanwhile (no waiters)  p50 {control['median']:7.1f} ms   p99 {control['p99']:7.1f} ms")
+    print(f"  p99 ratio, A beside the waiters / B  {ratio:.2f}x   (target <= 1.20x)")
+    print(f"\nRelease latency, {remote['from_commit']['n']} decisions each (median / p90 / p99, ms):")
+    for name, figures in (("in-process (A decides)", local), ("cross-replica (B decides)", remote)):
+        commit, click = figures["from_commit"], figures["from_click"]
+        print(f"  {name:26} from commit {commit['median']:6.1f} / {commit['p90']:6.1f} / {commit['p99']:6.1f}")
+        print(f"  {'':26} from click  {click['median']:6.1f} / {click['p90']:6.1f} / {click['p99']:6.1f}")
+    missed = []
+    if idle["cpu_share_a"] >= 0.05:
+        missed.append("idle CPU >= 5% of a core")
+    if idle["db_transactions_per_s"] >= 20:
+        missed.append("database transactions >= 20/s")
+    if ratio > 1.2:
+        missed.append("confident p99 grew more than 20% beside the waiters")
+    if remote["from_commit"]["median"] >= 50 or remote["from_commit"]["p90"] >= 250:
+        missed.append("cross-replica release: median >= 50 ms or p90 >= 250 ms")
+    if local["from_commit"]["median"] >= 20:
+        missed.append("in-process release median >= 20 ms")
+    return missed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--waiters", type=int, default=1000)
+    parser.add_argument("--decisions", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=300, help="confident requests per latency sample")
+    parser.add_argument("--quiet", type=float, default=10.0, help="seconds of the idle window")
+    parser.add_argument("--settle", type=float, default=12.0, help="seconds between the last hold and the window")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "holds.json")
+    parser.add_argument("--no-check", action="store_true", help="report only; never exit 1 for a missed target")
+    args = parser.parse_args()
+
+    url = fresh_database(args.database_url)
+    hitl = str(Path(sys.executable).with_name("hitl"))
+    with Processes() as processes:
+        port_up, port_a, port_b = free_port(), free_port(), free_port()
+        upstream = f"http://127.0.0.1:{port_up}"
+        processes.start(
+            "upstream",
+            [sys.executable, str(ROOT / "benchmarks" / "fake_upstream.py"), "--port", str(port_up)],
+            dict(os.environ),
+            f"{upstream}/v1/models",
+        )
+        env = gateway_env(url, f"{upstream}/v1")
+        gateway_a = processes.start("a", [hitl, "serve", "--port", str(port_a)], env, f"http://127.0.0.1:{port_a}/")
+        gateway_b = processes.start("b", [hitl, "serve", "--port", str(port_b)], env, f"http://127.0.0.1:{port_b}/")
+        results = asyncio.run(
+            measure(args, url, f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}", gateway_a.pid, gateway_b.pid)
+        )
+    missed = report(results)
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    results["date"] = datetime.now(UTC).date().isoformat()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nraw figures: {args.json}")
+    for line in missed:
+        print(f"MISSED: {line}")
+    return 1 if missed and not args.no_check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
