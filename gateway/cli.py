@@ -347,8 +347,17 @@ def evaluate(
 
 
 @app.command("migrate")
-def migrate() -> None:
-    """Bring the database schema up to date (serve does this too)."""
+def migrate(
+    bootstrap: Annotated[
+        bool, typer.Option("--bootstrap", help="Also create the first admin and a demo key if there are none.")
+    ] = False,
+) -> None:
+    """Bring the database schema up to date (serve does this too). A deployment runs it once, as a job, before
+    its replicas start (`docker-compose.yml` does), so that replicas never migrate or bootstrap at once."""
     settings = _settings()
-    db.upgrade(settings.database_url)
+    if bootstrap:
+        for line in _run(settings, _bootstrap):
+            typer.echo(line.strip())
+    else:
+        db.upgrade(settings.database_url)
     typer.echo("database is up to date")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -121,6 +121,27 @@ def gateway_env(database_url: str, upstream_base: str, **extra: str) -> dict[str
     }
 
 
+def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for `check()` to hold, polling; fail the test with `what` when it does not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Wait until `url` answers at all (any status), while `process` is still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"{process.args!r} exited with {process.returncode}"
+        assert time.monotonic() < deadline, f"{url} did not come up"
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
 class GatewayProcess:
     """A real `hitl serve` in its own process on a loopback port; `kill()` ends it with SIGKILL."""
 
@@ -131,15 +152,7 @@ class GatewayProcess:
         hitl = Path(sys.executable).with_name("hitl")
         command = [str(hitl), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, f"hitl serve exited; see {log}"
-            assert time.monotonic() < deadline, f"hitl serve did not start; see {log}"
-            try:
-                if httpx.get(f"{self.base}/v1/models", timeout=1).status_code == 401:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
+        until_up(f"{self.base}/v1/models", self.process)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,6 @@ from tests import factories
 from tests.factories import MODEL
 
 pytestmark = pytest.mark.slow
-
-
-def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def reviews(url: str) -> list[Review]:
@@ -62,7 +54,7 @@ def test_sigterm_answers_every_waiting_client_and_exits_in_time(
     answers: dict[int, Any] = {}
     try:
         threads = clients(gateway.base, key, 4, answers)
-        until(lambda: len(reviews(database_url)) == 4, 30, "four held reviews")
+        factories.until(lambda: len(reviews(database_url)) == 4, 30, "four held reviews")
         time.sleep(0.3)  # they are waiting now
         signalled = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
@@ -97,7 +89,7 @@ def test_workers_share_holds_claims_and_decisions(database_url: str, unsure_upst
         workers = subprocess.run(["pgrep", "-P", str(gateway.process.pid)], capture_output=True, text=True)
         assert len(workers.stdout.split()) >= 2, workers
         threads = clients(gateway.base, key, 6, answers)
-        until(lambda: len(reviews(database_url)) == 6, 30, "six held reviews")
+        factories.until(lambda: len(reviews(database_url)) == 6, 30, "six held reviews")
         # Each console request may land on either worker: the login, the claim and the decision all hold.
         with httpx.Client(base_url=gateway.base, timeout=30) as console:
             token = factories.csrf_token(console.get("/console/login").text)

@@ -4,8 +4,6 @@ restarted gateway, every retry joins its review (none is made twice), and each c
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +18,6 @@ from tests.factories import MODEL
 
 CLIENTS = 10
 pytestmark = pytest.mark.slow
-
-
-def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def count(url: str, query: Any) -> int:
@@ -61,7 +52,7 @@ def test_sdk_clients_retry_into_their_reviews_after_a_kill(
     try:
         for thread in threads:
             thread.start()
-        until(lambda: count(database_url, select(Review)) == CLIENTS, 30, "every client's review")
+        factories.until(lambda: count(database_url, select(Review)) == CLIENTS, 30, "every client's review")
         first.kill()  # the waiting clients' connections drop; the SDK retries
     finally:
         first.stop()
@@ -69,7 +60,7 @@ def test_sdk_clients_retry_into_their_reviews_after_a_kill(
     second = factories.GatewayProcess(env, port, log)
     try:
         retried = select(ReviewEvent).where(col(ReviewEvent.kind) == EventKind.RETRIED)
-        until(lambda: count(database_url, retried) >= CLIENTS, 60, "every client's retry to join its review")
+        factories.until(lambda: count(database_url, retried) >= CLIENTS, 60, "every client's retry to join its review")
         with factories.sync_session(database_url) as session:
             reviews = session.exec(select(Review)).all()
             joined = {event.review_id for event in session.exec(retried).all()}
