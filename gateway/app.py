@@ -33,18 +33,23 @@ from gateway.scoring.scorer import Scorer
 from gateway.scoring.selfcheck import Judge, SelfChecker
 from gateway.settings import Settings
 from gateway.shutdown import on_exit_signal
+from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.sender import Sender
 
 log = logging.getLogger("hitl.app")
 PLUGIN_GROUP = "hitl_gateway.plugins"
 
 
 @asynccontextmanager
-async def waiter_loop(runtime: Runtime) -> AsyncIterator[None]:
-    """The process's one waiter loop (the hold hub's batched poll) and, on PostgreSQL, its one LISTEN
-    connection for decisions made by other processes. On the way out, every waiting client is answered."""
+async def background(runtime: Runtime) -> AsyncIterator[None]:
+    """The process's loops: its one waiter loop (the hold hub's batched poll), on PostgreSQL its one LISTEN
+    connection for decisions made by other processes, and the webhook sender (which delivers only while this
+    process holds the lease). On the way out, every waiting client is answered first."""
     tasks = [asyncio.create_task(runtime.holds.run(), name="hold-poll")]
     if runtime.listener is not None:
         tasks.append(asyncio.create_task(runtime.listener.run(), name="decision-notices"))
+    if runtime.sender is not None:
+        tasks.append(asyncio.create_task(runtime.sender.run(), name="webhook-sender"))
     try:
         with on_exit_signal(runtime.holds.close):
             yield
@@ -115,9 +120,11 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 listener=notices.Listener(settings.database_url, holds.notify, holds.poll)
                 if notices.is_postgres(settings.database_url)
                 else None,
+                outbox=Outbox(sessions, clock),
+                sender=Sender(sessions, client, settings.webhooks, clock) if settings.webhooks.enabled else None,
             )
             stack.push_async_callback(runtime.drain)
-            await stack.enter_async_context(waiter_loop(runtime))
+            await stack.enter_async_context(background(runtime))
             yield
 
     app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

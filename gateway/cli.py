@@ -25,6 +25,7 @@ from gateway.proxy.policy import PolicyError
 from gateway.review import agents
 from gateway.scoring.calibrator import Method
 from gateway.settings import Settings
+from gateway.webhooks import endpoints
 
 Target = Literal["escaped-error", "review-rate"]
 
@@ -153,7 +154,8 @@ def keys_list() -> None:
 
     for key in _run(_settings(), listing):
         state = "disabled" if key.disabled else "active"
-        typer.echo(f"{key.id}\t{key.name}\t{key.prefix}...\t{state}\t{key.created_at:%Y-%m-%d}")
+        hook = key.webhook_url or "-"
+        typer.echo(f"{key.id}\t{key.name}\t{key.prefix}...\t{state}\t{key.created_at:%Y-%m-%d}\twebhook {hook}")
 
 
 @keys_app.command("disable")
@@ -161,6 +163,24 @@ def keys_disable(key_id: Annotated[int, typer.Argument(help="The id `hitl keys l
     """Disable an API key at once; requests with it get 401."""
     _run(_settings(), lambda session: apikeys.disable(session, key_id))
     typer.echo(f"disabled key {key_id}")
+
+
+@keys_app.command("webhook")
+def keys_webhook(
+    key_id: Annotated[int, typer.Argument(help="The id `hitl keys list` shows.")],
+    url: Annotated[str | None, typer.Argument(help="The endpoint's http(s) URL.")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Stop sending this key's webhooks.")] = False,
+) -> None:
+    """Send this key's review events (decided, escalated, deadline passed) to URL, signed with a new secret
+    that is printed once; `--remove` stops them."""
+    if (url is None) == (not remove):
+        raise _fail("give the endpoint's URL, or --remove")
+    key, secret = _run(_settings(), lambda session: endpoints.set_endpoint(session, key_id, None if remove else url))
+    if secret is None:
+        typer.echo(f"webhooks of key {key.id} stopped")
+        return
+    typer.echo(f"webhooks of key {key.id} go to {key.webhook_url}")
+    typer.echo(f"signing secret (shown once): {secret}")
 
 
 def _password(given: str | None) -> str:

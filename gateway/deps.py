@@ -10,6 +10,7 @@ from gateway.models import ApiKey
 from gateway.proxy import apikeys
 from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime
+from gateway.webhooks.outbox import Outbox
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -26,6 +27,14 @@ def get_desk(request: Request) -> ReviewDesk:
 
 
 DeskDep = Annotated[ReviewDesk, Depends(get_desk)]
+
+
+def get_outbox(request: Request) -> Outbox:
+    outbox: Outbox = request.app.state.runtime.outbox
+    return outbox
+
+
+OutboxDep = Annotated[Outbox, Depends(get_outbox)]
 
 
 async def current_key(request: Request, runtime: RuntimeDep) -> ApiKey:

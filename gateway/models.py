@@ -130,6 +130,9 @@ class ApiKey(SQLModel, table=True):
     key_hash: str = Field(index=True, unique=True)
     created_at: datetime = _when()
     disabled: bool = False
+    webhook_url: str | None = Field(default=None, max_length=2000, description="Where this key's webhooks go.")
+    # Signs this key's webhooks (Standard Webhooks, `whsec_...`); it must be kept to sign, so it is not hashed.
+    webhook_secret: str | None = Field(default=None, max_length=200)
 
 
 class Agent(SQLModel, table=True):
@@ -308,3 +311,42 @@ class LoginFailure(SQLModel, table=True):
     username: str = Field(index=True, max_length=200)
     address: str = Field(index=True, max_length=64)
     at: datetime = _when(index=True)
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # waiting for its (next) attempt
+    DELIVERED = "delivered"  # the endpoint answered 2xx
+    FAILED = "failed"  # every attempt failed; an admin may retry it from the console
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The webhook outbox: one row per event, written in the transaction that made the event, so an event is
+    sent if and only if what it reports was committed. Delivered at least once; `event_id` (the
+    `webhook-id` header) is the same on every attempt, so a receiver can drop repeats."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=64, unique=True)
+    api_key_id: int = Field(foreign_key="api_keys.id", index=True)
+    url: str = Field(max_length=2000)
+    event_type: str = Field(max_length=40)
+    payload: dict[str, Any] = _json(nullable=False)
+    status: DeliveryStatus = _enum(default=DeliveryStatus.PENDING, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = _when(index=True)
+    last_status: int | None = None
+    last_error: str | None = Field(default=None, max_length=300)
+    created_at: datetime = _when()
+    delivered_at: datetime | None = _maybe_when()
+
+
+class Lease(SQLModel, table=True):
+    """A named job that at most one process runs at a time (the webhook sender): the holder renews it; when it
+    lapses, another process takes it over."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(default="", max_length=100)
+    expires_at: datetime = Field(sa_type=UTCDateTime)

@@ -21,6 +21,8 @@ from gateway.proxy.upstream import Upstreams
 from gateway.review.desk import ReviewDesk
 from gateway.scoring.scorer import Scorer
 from gateway.settings import Settings
+from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.sender import Sender
 
 log = logging.getLogger("hitl.runtime")
 
@@ -37,7 +39,9 @@ class Runtime:
     scorer: Scorer
     desk: ReviewDesk
     clock: Clock
+    outbox: Outbox
     listener: Listener | None = None  # the LISTEN connection for decisions elsewhere (PostgreSQL only)
+    sender: Sender | None = None  # the webhook delivery loop (delivers while this process holds the lease)
     in_flight: InFlight = field(default_factory=InFlight)
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -106,6 +106,18 @@ class AuditSettings(BaseModel):
     tier: str = Field("audit", description="Queue that audit reviews go to; any agent may decide them.")
 
 
+class WebhookSettings(BaseModel):
+    """Delivery of each API key's webhooks (the key's endpoint is set with `hitl keys webhook`)."""
+
+    enabled: bool = Field(True, description="Run the delivery loop in this process (one process holds the lease).")
+    poll_interval: float = Field(1.0, gt=0, description="Seconds between looks at the outbox for due events.")
+    lease: float = Field(15.0, gt=0, description="Seconds the sending process holds the delivery lease unrenewed.")
+    timeout: float = Field(10.0, gt=0, description="Seconds an endpoint has to answer one delivery.")
+    max_attempts: int = Field(12, ge=1, description="Attempts before a delivery is marked failed (console retry).")
+    backoff_base: float = Field(2.0, gt=0, description="Seconds before the first retry; doubling, with jitter.")
+    backoff_max: float = Field(3600.0, gt=0, description="Longest wait between two attempts, in seconds.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HITL_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -124,6 +136,7 @@ class Settings(BaseSettings):
     selfcheck: SelfCheckSettings = Field(default_factory=SelfCheckSettings)
     consistency: ConsistencySettings = Field(default_factory=ConsistencySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     secret_key: SecretStr | None = Field(
         None, description="Signs console sessions; set it when running more than one replica."
     )

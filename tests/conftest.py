@@ -21,6 +21,7 @@ from gateway.settings import (
     SelfCheckSettings,
     Settings,
     UpstreamSettings,
+    WebhookSettings,
 )
 from tests import factories
 from tests.factories import MODEL, UPSTREAM
@@ -62,6 +63,8 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "selfcheck": SelfCheckSettings(mode="never"),
             # No random audit draws unless a test is about them.
             "audit": AuditSettings(rate=0.0),
+            # No webhook delivery loop polling the outbox unless a test is about it.
+            "webhooks": WebhookSettings(enabled=False),
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

@@ -25,12 +25,15 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
     Route,
+    utcnow,
     wellformed_id,
 )
 from gateway.proxy import completion
 from gateway.proxy.chat import ChatRequest
 from gateway.proxy.policy import Routing
 from gateway.scoring.confidence import Score
+from gateway.webhooks import events
+from gateway.webhooks.events import EventType
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -304,7 +307,10 @@ async def run_out(sessions: Sessions, exchange: Exchange, review_id: str, outcom
             # The first waiter to run out records the outcome; a decision that landed meanwhile is left alone.
             held = (col(Exchange.id) == exchange.id, col(Exchange.status) == ExchangeStatus.HELD)
             unrecorded = col(Exchange.deadline_outcome).is_(None)
-            await session.exec(update(Exchange).where(*held, unrecorded).values(**values))
+            recorded = await session.exec(update(Exchange).where(*held, unrecorded).values(**values))
+            review = await session.get(Review, review_id) if recorded.rowcount == 1 else None
+            if review is not None:
+                await events.record(session, EventType.DEADLINE_PASSED, review, exchange, utcnow(), outcome=outcome)
         await session.commit()
         found = await session.get(Exchange, exchange.id, populate_existing=True)
     assert found is not None

@@ -37,9 +37,13 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
 )
+from gateway.proxy import exchanges
+from gateway.proxy.chat import ChatRequest
 from gateway.review import tool_edits
 from gateway.review.guard import guarded_update
 from gateway.review.tiers import Tiers
+from gateway.webhooks import events
+from gateway.webhooks.events import EventType
 
 # Why an answer was changed or escalated; the console offers these, exports carry them.
 REASON_TAGS = ("wrong-facts", "incomplete", "tone", "policy", "unsafe", "off-topic", "formatting", "other")
@@ -188,6 +192,12 @@ async def decide(
     if action != Action.APPROVE:
         detail["diff"] = _diff(exchange.candidate_text, final.text)
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.DECIDED, agent_id=agent.id, detail=detail, at=now))
+    if not audit:
+        completion = exchanges.delivered(
+            exchange, ChatRequest.model_validate(exchange.request), exchanges.hitl_block(exchange, review, None), ""
+        )
+        status = exchanges.hitl_status(exchange)
+        await events.record(session, EventType.DECIDED, review, exchange, now, status=status, completion=completion)
     await notices.announce(session, review_id)  # other processes hear of it when, and only if, this commits
     await session.commit()
     return Decided(decision=decision, exchange=exchange, review=review, pair=pair)
@@ -225,6 +235,8 @@ async def escalate(
     session.add(decision)
     detail = {"from": source, "to": target, "reason": reason, "tags": tags}
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.ESCALATED, agent_id=agent.id, detail=detail, at=now))
+    moved_to = {"tier": target, "from_tier": source, "to_tier": target}
+    await events.record(session, EventType.ESCALATED, review, exchange, now, **moved_to)
     await session.commit()
     await session.refresh(review)
     return Decided(decision=decision, exchange=exchange, review=review, pair=None)

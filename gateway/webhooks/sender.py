@@ -1,0 +1,146 @@
+"""The webhook sender: the delivery loop of whichever process holds the `webhooks` lease.
+
+Every `poll_interval` it takes (or renews) the lease and sends each due event of the outbox, oldest first,
+signed the Standard Webhooks way: `webhook-id` (the event's id, the same on every attempt), `webhook-timestamp`
+(this attempt's time) and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of `id.timestamp.body` with the API
+key's `whsec_` secret, by the `standardwebhooks` library). A 2xx marks it delivered. Anything else, or no
+answer within `timeout`, schedules another attempt after an exponential backoff with jitter; after
+`max_attempts` it is `failed`, listed in the console, where an admin can send it again.
+
+Delivered at least once: the row is marked after the endpoint's 2xx, so a sender killed between the two sends
+the event again once the lease passes to another process. The lease is renewed before each delivery, so a
+slow endpoint cannot make two senders run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+import uuid
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from standardwebhooks import Webhook
+
+from gateway.clock import Clock
+from gateway.models import ApiKey, DeliveryStatus, WebhookDelivery
+from gateway.settings import WebhookSettings
+from gateway.webhooks import lease
+
+log = logging.getLogger("hitl.webhooks")
+LEASE = "webhooks"
+_BATCH = 50
+
+
+def signed_headers(secret: str, event_id: str, body: str, now: datetime) -> dict[str, str]:
+    return {
+        "webhook-id": event_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(event_id, now, body),
+        "content-type": "application/json",
+        "user-agent": "hitl-gateway-webhooks",
+    }
+
+
+def backoff(attempts: int, base: float, cap: float) -> float:
+    """Seconds before attempt `attempts + 1`: doubling from `base`, capped, with jitter so that many failed
+    events do not all come back at once (half fixed, half random)."""
+    delay: float = min(cap, base * 2.0 ** (attempts - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class Sender:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        client: httpx.AsyncClient,
+        settings: WebhookSettings,
+        clock: Clock,
+    ) -> None:
+        self._sessions = sessions
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+            except SQLAlchemyError as exc:  # the database is away for a moment; the next round tries again
+                log.warning("webhook delivery round failed: %s", type(exc).__name__)
+            await asyncio.sleep(self._settings.poll_interval)
+
+    async def _hold(self) -> bool:
+        return await lease.hold(self._sessions, LEASE, self.holder, self._settings.lease, self._clock.now())
+
+    async def deliver_due(self) -> int:
+        """Send every due event while this process holds the lease; how many were sent (2xx or not)."""
+        if not await self._hold():
+            return 0
+        async with self._sessions() as session:
+            due = (
+                await session.exec(
+                    select(WebhookDelivery, ApiKey.webhook_secret)
+                    .join(ApiKey, col(ApiKey.id) == col(WebhookDelivery.api_key_id))
+                    .where(col(WebhookDelivery.status) == DeliveryStatus.PENDING)
+                    .where(col(WebhookDelivery.next_attempt_at) <= self._clock.now())
+                    .order_by(col(WebhookDelivery.id))
+                    .limit(_BATCH)
+                )
+            ).all()
+        sent = 0
+        for delivery, secret in due:
+            if sent and not await self._hold():
+                break  # the lease went elsewhere (this process stalled): the new holder goes on
+            await self._deliver(delivery, secret)
+            sent += 1
+        return sent
+
+    async def _deliver(self, delivery: WebhookDelivery, secret: str | None) -> None:
+        status: int | None = None
+        if not secret:
+            error: str | None = "the API key has no webhook secret"
+        else:
+            body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False)
+            headers = signed_headers(secret, delivery.event_id, body, self._clock.now())
+            try:
+                response = await self._client.post(
+                    delivery.url, content=body.encode(), headers=headers, timeout=self._settings.timeout
+                )
+                status = response.status_code
+                error = None if 200 <= status < 300 else f"HTTP {status}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: no answer"
+        await self._settle(delivery, status, error)
+
+    async def _settle(self, delivery: WebhookDelivery, status: int | None, error: str | None) -> None:
+        now = self._clock.now()
+        attempts = delivery.attempts + 1
+        values: dict[str, object] = {"attempts": attempts, "last_status": status, "last_error": error}
+        if error is None:
+            values.update(status=DeliveryStatus.DELIVERED, delivered_at=now)
+        elif attempts >= self._settings.max_attempts or not delivery.url:
+            values.update(status=DeliveryStatus.FAILED)
+            log.warning("webhook %s failed for good after %d attempts: %s", delivery.event_id, attempts, error)
+        else:
+            wait = backoff(attempts, self._settings.backoff_base, self._settings.backoff_max)
+            values.update(next_attempt_at=now + timedelta(seconds=wait))
+        async with self._sessions() as session:
+            # Guarded by the attempt count read: a retry an admin asked for meanwhile is not overwritten.
+            await session.exec(
+                update(WebhookDelivery)
+                .where(col(WebhookDelivery.id) == delivery.id, col(WebhookDelivery.attempts) == delivery.attempts)
+                .where(col(WebhookDelivery.status) == DeliveryStatus.PENDING)
+                .values(**values)
+            )
+            await session.commit()
