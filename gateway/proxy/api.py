@@ -117,31 +117,26 @@ async def create_chat_completion(
         response.headers[retries.REPLAYED] = "true"
         return response
 
+    incoming = exchanges.Incoming(request_id, key.id, chat, raw, identity.fingerprint, identity.key)
     async with runtime.in_flight.taking(identity) as taken:
-        exchange, review = await _propose(runtime, request_id, key.id, chat, raw, upstream, wait, identity)
+        exchange, review = await _propose(runtime, incoming, upstream, wait)
         taken.set_result(exchange.id)
     return await _respond(_Reply(runtime, request, chat, raw, review), exchange, wait)
 
 
 async def _propose(
-    runtime: Runtime,
-    request_id: str,
-    api_key_id: int,
-    chat: ChatRequest,
-    raw: dict[str, Any],
-    upstream: Upstream,
-    wait: float,
-    identity: retries.Identity,
+    runtime: Runtime, incoming: exchanges.Incoming, upstream: Upstream, wait: float
 ) -> tuple[Exchange, Review | None]:
     """Ask the upstream, score the candidate, route it by policy and store the exchange (and its review when
-    held) before the client hears anything."""
+    held) before the client hears anything. A failed upstream call is stored too, then raised as it was."""
+    chat, raw = incoming.chat, incoming.raw
     started = time.perf_counter()
     asked = chat_request.upstream_body(raw, chat, upstream.logprobs)
     try:
         response = await upstream.complete(asked)
     except GatewayError as exc:
         failure = exchanges.Failure(exc.failure or "upstream_error", exc.upstream_status, _since(started))
-        await _record_failure(runtime, request_id, api_key_id, chat, raw, upstream, identity, failure)
+        await _record_failure(runtime, incoming, upstream, failure)
         raise  # the client gets the same OpenAI-shaped error as before
     upstream_ms = _since(started)
     score = await runtime.scorer.score(upstream, chat.model, asked, response, exchanges.candidate_text(response))
@@ -153,17 +148,12 @@ async def _propose(
     audit = runtime.settings.audit
     return await exchanges.record(
         runtime.sessions,
-        request_id=request_id,
-        api_key_id=api_key_id,
-        chat=chat,
-        raw=raw,
+        incoming,
         upstream_model=upstream.model,
         candidate=candidate,
         policy_version=runtime.policy.version,
         calibrator=runtime.scorer.calibrator_version,
         wait=wait,
-        request_hash=identity.fingerprint,
-        idempotency_key=identity.key,
         audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
     )
 
@@ -173,30 +163,19 @@ def _since(started: float) -> float:
 
 
 async def _record_failure(
-    runtime: Runtime,
-    request_id: str,
-    api_key_id: int,
-    chat: ChatRequest,
-    raw: dict[str, Any],
-    upstream: Upstream,
-    identity: retries.Identity,
-    failure: exchanges.Failure,
+    runtime: Runtime, incoming: exchanges.Incoming, upstream: Upstream, failure: exchanges.Failure
 ) -> None:
     """A failed upstream call leaves a `failed` exchange and one structured log line, with the request id."""
     exchange = await exchanges.record_failure(
         runtime.sessions,
-        request_id=request_id,
-        api_key_id=api_key_id,
-        chat=chat,
-        raw=raw,
+        incoming,
         upstream_model=upstream.model,
         policy_version=runtime.policy.version,
-        request_hash=identity.fingerprint,
         failure=failure,
     )
     log.warning(
         "upstream_failed request_id=%s exchange_id=%s upstream=%s kind=%s status=%s latency_ms=%.0f",
-        request_id,
+        incoming.request_id,
         exchange.id,
         upstream.name,
         failure.kind,

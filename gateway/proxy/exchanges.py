@@ -66,20 +66,41 @@ class Audit:
     rate: float
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """A chat completion request as the gateway took it: who sent it, its id, its body (typed and raw), and
+    what makes a retry of it the same request."""
+
+    request_id: str
+    api_key_id: int
+    chat: ChatRequest
+    raw: dict[str, Any]
+    request_hash: str
+    idempotency_key: str | None = None
+
+    def exchange(self, **fields: Any) -> Exchange:
+        """An exchange for this request; `fields` are what happened to it."""
+        return Exchange(
+            request_id=self.request_id,
+            api_key_id=self.api_key_id,
+            idempotency_key=self.idempotency_key,
+            request_hash=self.request_hash,
+            model=self.chat.model,
+            stream=self.chat.stream,
+            request=self.raw,
+            **fields,
+        )
+
+
 async def record(
     sessions: Sessions,
+    incoming: Incoming,
     *,
-    request_id: str,
-    api_key_id: int,
-    chat: ChatRequest,
-    raw: dict[str, Any],
     upstream_model: str,
     candidate: Candidate,
     policy_version: str,
     calibrator: str,
     wait: float,
-    request_hash: str,
-    idempotency_key: str | None = None,
     audit: Audit | None = None,
 ) -> tuple[Exchange, Review | None]:
     """Store the exchange, and its review when held, in one commit, before the client hears anything.
@@ -88,15 +109,9 @@ async def record(
     so it is not returned.
     """
     held = candidate.routing.route == Route.HOLD
-    exchange = Exchange(
-        request_id=request_id,
-        api_key_id=api_key_id,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        model=chat.model,
+    api_key_id = incoming.api_key_id
+    exchange = incoming.exchange(
         upstream_model=upstream_model,
-        stream=chat.stream,
-        request=raw,
         response=candidate.response,
         candidate_text=candidate_text(candidate.response),
         signals=candidate.score.signals,
@@ -166,27 +181,12 @@ class Failure:
 
 
 async def record_failure(
-    sessions: Sessions,
-    *,
-    request_id: str,
-    api_key_id: int,
-    chat: ChatRequest,
-    raw: dict[str, Any],
-    upstream_model: str,
-    policy_version: str,
-    request_hash: str,
-    failure: Failure,
+    sessions: Sessions, incoming: Incoming, *, upstream_model: str, policy_version: str, failure: Failure
 ) -> Exchange:
     """Store a failed exchange, so an operator sees upstream failures beside everything else. No secrets and
     no provider message: only the kind, the status and the latency."""
-    exchange = Exchange(
-        request_id=request_id,
-        api_key_id=api_key_id,
-        request_hash=request_hash,
-        model=chat.model,
+    exchange = incoming.exchange(
         upstream_model=upstream_model,
-        stream=chat.stream,
-        request=raw,
         response={},
         signals={},
         policy_version=policy_version,

@@ -8,8 +8,9 @@ answer within `timeout`, schedules another attempt after an exponential backoff 
 `max_attempts` it is `failed`, listed in the console, where an admin can send it again.
 
 Delivered at least once: the row is marked after the endpoint's 2xx, so a sender killed between the two sends
-the event again once the lease passes to another process. The lease is renewed before each delivery, so a
-slow endpoint cannot make two senders run at once.
+the event again once the lease passes to another process. Before each delivery the sender checks that its
+lease has at least two thirds left (renewing it otherwise), so a slow endpoint cannot make two senders run
+at once.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class Sender:
         self._settings = settings
         self._clock = clock
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held_until: datetime | None = None  # while this process holds the lease
+        self._next_try: datetime | None = None  # when a process without the lease may try to take it again
 
     async def run(self) -> None:
         while True:
@@ -81,7 +84,19 @@ class Sender:
             await asyncio.sleep(self._settings.poll_interval)
 
     async def _hold(self) -> bool:
-        return await lease.hold(self._sessions, LEASE, self.holder, self._settings.lease, self._clock.now())
+        """Whether this process may deliver now. The lease is renewed once a third of it has passed, and a
+        process without it asks again only every third of a lease: one short write every few seconds per
+        process, not one a round."""
+        now, seconds = self._clock.now(), self._settings.lease
+        if self._held_until is not None and now < self._held_until - timedelta(seconds=seconds * 2 / 3):
+            return True
+        if self._held_until is None and self._next_try is not None and now < self._next_try:
+            return False
+        if await lease.hold(self._sessions, LEASE, self.holder, seconds, now):
+            self._held_until = now + timedelta(seconds=seconds)
+            return True
+        self._held_until, self._next_try = None, now + timedelta(seconds=seconds / 3)
+        return False
 
     async def deliver_due(self) -> int:
         """Send every due event while this process holds the lease; how many were sent (2xx or not)."""
