@@ -3,7 +3,8 @@
 1. Idle cost of waiting clients: W clients wait on A for held answers; over a quiet window it measures A's CPU
    (share of one core) and the database's transactions per second. Targets: under 5% of a core, under 20/s.
 2. Confident requests beside them: p50/p99 latency of released requests on A with no waiters, then with the W
-   waiting. Target: p99 within 20% of its value with no waiters.
+   waiting, taking turns with B (same configuration, no waiters). Target: A's p99 beside the waiters within
+   20% of the better of the two no-waiter figures (A before, B meanwhile).
 3. Release latency over D decisions each: a client waits on A; an agent decides through A (in-process) or
    through B (cross-replica). Timed from the decision's commit (B's console answers after it) to the client
    having its answer, and from the agent's click. Targets (cross-replica, from the commit): median under
@@ -279,7 +280,10 @@ def report(results: dict[str, Any]) -> list[str]:
     alone, beside = results["confident_no_waiters_ms"], results["confident_with_waiters_ms"]
     control = results["confident_control_no_waiters_ms"]
     local, remote = results["in_process_release_ms"], results["cross_replica_release_ms"]
-    ratio = beside["p99"] / control["p99"]
+    # Against the better of the two figures with no waiters (A before them, B meanwhile): one stray slow request
+    # in either control must not flatter the ratio.
+    baseline = min(alone["p99"], control["p99"])
+    ratio = beside["p99"] / baseline
     print(f"\n{idle['waiters']} clients waiting on replica A, over {idle['seconds']:.1f} s:")
     print(f"  CPU of A             {idle['cpu_share_a'] * 100:6.2f}% of a core   (target < 5%)")
     print(f"  CPU of B (no waiters){idle['cpu_share_b'] * 100:6.2f}% of a core")
@@ -288,7 +292,7 @@ def report(results: dict[str, Any]) -> list[str]:
     print(f"  A before the waiters      p50 {alone['median']:7.1f} ms   p99 {alone['p99']:7.1f} ms")
     print(f"  A beside {idle['waiters']} waiting   p50 {beside['median']:7.1f} ms   p99 {beside['p99']:7.1f} ms")
     print(f"  B meanwhile (no waiters)  p50 {control['median']:7.1f} ms   p99 {control['p99']:7.1f} ms")
-    print(f"  p99 ratio, A beside the waiters / B  {ratio:.2f}x   (target <= 1.20x)")
+    print(f"  p99 ratio, A beside the waiters / the better control  {ratio:.2f}x   (target <= 1.20x)")
     print(f"\nRelease latency, {remote['from_commit']['n']} decisions each (median / p90 / p99, ms):")
     for name, figures in (("in-process (A decides)", local), ("cross-replica (B decides)", remote)):
         commit, click = figures["from_commit"], figures["from_click"]
