@@ -23,110 +23,33 @@ import asyncio
 import json
 import os
 import platform
-import socket
-import statistics
-import subprocess
 import sys
 import time
-from contextlib import ExitStack
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import psycopg
 import sqlalchemy
+from harness import ADMIN, HITL, KEY, MODEL, ROOT, Processes, cpu_seconds, free_port, fresh_postgres, summary
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from gateway import db
-from gateway.models import Agent, ApiKey, Exchange, Review, Role
-from gateway.proxy import apikeys
-from gateway.review.agents import password_hasher
-
-ROOT = Path(__file__).parents[1]
-KEY = "hitl-bench-" + "k" * 24
-ADMIN = ("bench-admin", "bench password 1")
-MODEL = "bench-model"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
-def fresh_database(url: str) -> str:
-    """An empty `hitl_bench` database on the server of `url`, migrated, with a key and an admin."""
-    server = make_url(url)
-    bench = server.set(database="hitl_bench")
-    admin = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute("DROP DATABASE IF EXISTS hitl_bench WITH (FORCE)")
-        connection.execute("CREATE DATABASE hitl_bench")
-    rendered = bench.render_as_string(hide_password=False)
-    db.upgrade(rendered)
-    engine = sqlalchemy.create_engine(db.sync_url(rendered))
-    with Session(engine) as session:
-        session.add(ApiKey(name="bench", prefix=KEY[:11], key_hash=apikeys.hash_key(KEY)))
-        session.add(Agent(username=ADMIN[0], password_hash=password_hasher().hash(ADMIN[1]), role=Role.ADMIN))
-        session.commit()
-    engine.dispose()
-    return rendered
-
-
-@dataclass
-class Processes:
-    stack: ExitStack = field(default_factory=ExitStack)
-    log_dir: Path = ROOT / "artifacts" / "bench-holds"
-
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stack.close()
-
-    def start(self, name: str, command: list[str], env: dict[str, str], ready: str) -> subprocess.Popen[bytes]:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.stack.enter_context((self.log_dir / f"{name}.log").open("wb"))
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.stack.callback(lambda: (process.terminate(), process.wait(30)))
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"{name} exited; see {self.log_dir / name}.log"
-            assert time.monotonic() < deadline, f"{name} did not start"
-            try:
-                httpx.get(ready, timeout=1)
-                return process
-            except httpx.TransportError:
-                time.sleep(0.1)
+from gateway.models import Exchange, Review
 
 
 def gateway_env(database_url: str, upstream: str) -> dict[str, str]:
-    upstreams = [{"name": MODEL, "api_base": upstream, "model": MODEL}]
-    return {
-        **{name: value for name, value in os.environ.items() if not name.startswith("HITL_")},
-        "HITL_DATABASE_URL": database_url,
-        "HITL_UPSTREAMS": json.dumps(upstreams),
-        "HITL_LOCAL_MODEL__ENABLED": "false",
-        "HITL_SELFCHECK__MODE": "never",
-        "HITL_AUDIT__RATE": "0",
-        "HITL_SECRET_KEY": "bench-secret",
-        "HITL_HOLD__MAX_WAIT": "900",
-        "HITL_LOGIN_MAX_FAILURES": "1000",
-    }
+    return harness.gateway_env(
+        database_url,
+        upstream,
+        HITL_SELFCHECK__MODE="never",
+        HITL_AUDIT__RATE="0",
+        HITL_HOLD__MAX_WAIT="900",
+        HITL_LOGIN_MAX_FAILURES="1000",
+    )
 
 
 def ask(text: str, wait: float = 0) -> dict[str, Any]:
@@ -214,15 +137,6 @@ async def release_latencies(
         engine.dispose()
         await console.aclose()
     return {"from_commit": from_commit, "from_click": from_click}
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "median": statistics.median(values),
-        "p90": percentile(values, 0.90),
-        "p99": percentile(values, 0.99),
-        "n": len(values),
-    }
 
 
 async def measure(args: argparse.Namespace, url: str, a: str, b: str, pid_a: int, pid_b: int) -> dict[str, Any]:
@@ -324,18 +238,11 @@ def main() -> int:
     parser.add_argument("--no-check", action="store_true", help="report only; never exit 1 for a missed target")
     args = parser.parse_args()
 
-    url = fresh_database(args.database_url)
-    hitl = str(Path(sys.executable).with_name("hitl"))
-    with Processes() as processes:
-        port_up, port_a, port_b = free_port(), free_port(), free_port()
-        upstream = f"http://127.0.0.1:{port_up}"
-        processes.start(
-            "upstream",
-            [sys.executable, str(ROOT / "benchmarks" / "fake_upstream.py"), "--port", str(port_up)],
-            dict(os.environ),
-            f"{upstream}/v1/models",
-        )
-        env = gateway_env(url, f"{upstream}/v1")
+    url = fresh_postgres(args.database_url, "hitl_bench")
+    hitl = HITL
+    with Processes(ROOT / "artifacts" / "bench-holds") as processes:
+        port_a, port_b = free_port(), free_port()
+        env = gateway_env(url, processes.fake_upstream())
         gateway_a = processes.start("a", [hitl, "serve", "--port", str(port_a)], env, f"http://127.0.0.1:{port_a}/")
         gateway_b = processes.start("b", [hitl, "serve", "--port", str(port_b)], env, f"http://127.0.0.1:{port_b}/")
         results = asyncio.run(

@@ -26,6 +26,9 @@ from gateway.settings import (
 from tests import factories
 from tests.factories import MODEL, UPSTREAM
 
+# litellm downloads a model cost map when it is imported unless told not to (tests import it as a client).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 
 def _reset_postgres(url: str) -> None:
     engine = sqlalchemy.create_engine(db.sync_url(url))

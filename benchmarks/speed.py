@@ -1,0 +1,286 @@
+"""Speed of the release path, against a floor and a reference, in one run on this machine.
+
+It starts, each in its own process on loopback: the fake upstream (`fake_upstream.py`: 200 tokens with top-5
+logprobs, about 85 KB, `--latency-ms`), the floor (`floor_proxy.py`: FastAPI + httpx + the standard library's
+json, nothing else), the reference (`litellm_proxy.py`: the same with `litellm.acompletion` on the hot path),
+and the gateway on SQLite and on PostgreSQL (logprob scoring on, the answer released, the exchange committed
+before the client hears anything). The client asks for the top-5 logprobs, so every server returns the whole
+body. For each server it measures:
+
+- server CPU per request: the process's CPU time over 300 requests at concurrency 10, divided by 300;
+- client latency p50/p99 at concurrency 1, 10 and 50;
+- the highest request rate (open loop, steps of a few seconds) it holds with p99 under 100 ms;
+- peak RSS;
+
+then the gateway's ratios to the floor and to litellm, the stored bytes per released exchange, and with
+`--scale` the gateway's CPU per request and p99 with 1,000 and with 100,000 stored exchanges. Raw figures go
+to `--json`. It stops by itself; exit 1 when a target is missed (`--no-check` only reports).
+
+    .venv/bin/python benchmarks/speed.py [--scale] [--json benchmarks/results/speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy
+from harness import HITL, KEY, MODEL, ROOT, Processes, cpu_seconds, free_port, fresh_postgres, peak_rss_mb, seeded
+from harness import gateway_env as base_env
+from harness import summary as stats
+
+from gateway import db
+
+RATES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 120, 140, 160, 200, 250, 300)
+BODY = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    "logprobs": True,
+    "top_logprobs": 5,
+}
+
+
+@dataclass
+class Server:
+    name: str
+    base: str
+    pid: int
+
+
+async def timed(client: httpx.AsyncClient, server: Server, number: int) -> float:
+    body = {**BODY, "messages": [{"role": "user", "content": f"What is the capital of France? ({number})"}]}
+    started = time.perf_counter()
+    response = await client.post(f"{server.base}/v1/chat/completions", json=body)
+    await response.aread()
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        raise RuntimeError(f"{server.name}: HTTP {response.status_code}: {response.text[:300]}")
+    return elapsed
+
+
+async def closed_loop(client: httpx.AsyncClient, server: Server, count: int, concurrency: int) -> list[float]:
+    """`count` requests, `concurrency` at a time; their latencies in ms."""
+    numbers = iter(range(count))
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        for number in numbers:
+            latencies.append(await timed(client, server, number))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+async def open_loop(client: httpx.AsyncClient, server: Server, rate: float, seconds: float) -> list[float]:
+    """Requests started at a fixed rate whatever the answers do (as real traffic arrives); their latencies."""
+    tasks = []
+    started = time.perf_counter()
+    for number in range(int(rate * seconds)):
+        delay = started + number / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(timed(client, server, number)))
+    return list(await asyncio.gather(*tasks))
+
+
+async def highest_rate(client: httpx.AsyncClient, server: Server, seconds: float) -> dict[str, Any]:
+    held, steps = 0, []
+    for rate in RATES:
+        latencies = await open_loop(client, server, rate, seconds)
+        p99 = stats(latencies)["p99"]
+        steps.append({"rate": rate, "p99_ms": p99})
+        if p99 >= 100:
+            break
+        held = rate
+        await asyncio.sleep(0.5)
+    return {"requests_per_s": held, "steps": steps}
+
+
+async def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as client:
+        await closed_loop(client, server, 50, 5)  # warm up
+        before = cpu_seconds(server.pid)
+        await closed_loop(client, server, args.requests, 10)
+        cpu_ms = (cpu_seconds(server.pid) - before) / args.requests * 1000
+        latency = {
+            f"c{concurrency}": stats(await closed_loop(client, server, args.requests, concurrency))
+            for concurrency in (1, 10, 50)
+        }
+        rate = await highest_rate(client, server, args.step_seconds)
+    return {
+        "cpu_ms_per_request": cpu_ms,
+        "latency_ms": latency,
+        "highest_rate": rate,
+        "peak_rss_mb": peak_rss_mb(server.pid),
+    }
+
+
+def start_servers(processes: Processes, args: argparse.Namespace, sqlite_url: str, postgres_url: str) -> list[Server]:
+    upstream = processes.fake_upstream(args.latency_ms)
+    servers = []
+    for name, script in (("floor", "floor_proxy.py"), ("litellm", "litellm_proxy.py")):
+        port = free_port()
+        command = [sys.executable, str(ROOT / "benchmarks" / script), "--port", str(port), "--upstream", upstream]
+        process = processes.start(name, command, dict(os.environ), f"http://127.0.0.1:{port}/")
+        servers.append(Server(name, f"http://127.0.0.1:{port}", process.pid))
+    for name, url in (("gateway-sqlite", sqlite_url), ("gateway-postgres", postgres_url)):
+        port = free_port()
+        env = base_env(url, upstream)
+        process = processes.start(name, [HITL, "serve", "--port", str(port)], env, f"http://127.0.0.1:{port}/")
+        servers.append(Server(name, f"http://127.0.0.1:{port}", process.pid))
+    return servers
+
+
+def stored_bytes_per_exchange(url: str) -> float:
+    """What one released exchange costs on disk: the exchanges table's size over its rows."""
+    engine = sqlalchemy.create_engine(db.sync_url(url))
+    with engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.text("SELECT count(*) FROM exchanges")).scalar_one()
+        if engine.dialect.name == "postgresql":
+            size = connection.execute(sqlalchemy.text("SELECT pg_total_relation_size('exchanges')")).scalar_one()
+        else:
+            size = connection.execute(
+                sqlalchemy.text("SELECT sum(pgsize) FROM dbstat WHERE name LIKE '%exchanges%'")
+            ).scalar_one()
+    engine.dispose()
+    return float(size) / max(rows, 1)
+
+
+def grow(url: str, total: int) -> None:
+    """Copy the newest released exchange until the table holds `total` rows (new ids, spread over a month)."""
+    engine = sqlalchemy.create_engine(db.sync_url(url))
+    with engine.begin() as connection:
+        have = connection.execute(sqlalchemy.text("SELECT count(*) FROM exchanges")).scalar_one()
+        columns = [c["name"] for c in sqlalchemy.inspect(connection).get_columns("exchanges") if c["name"] != "id"]
+        if engine.dialect.name == "postgresql":
+            new_id = "'chatcmpl-' || md5(random()::text || n::text)"
+            series = f"generate_series(1, {total - have}) AS n"
+        else:
+            new_id = "'chatcmpl-' || lower(hex(randomblob(16)))"
+            counting = f"SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {total - have}"
+            series = f"(WITH RECURSIVE s(n) AS ({counting}) SELECT n FROM s)"
+        listed = ", ".join(columns)
+        picked = ", ".join(f"e.{column}" for column in columns)
+        connection.execute(
+            sqlalchemy.text(
+                f"INSERT INTO exchanges (id, {listed}) SELECT {new_id}, {picked} FROM {series}, "
+                "(SELECT * FROM exchanges WHERE status = 'released' ORDER BY created_at DESC LIMIT 1) AS e"
+            )
+        )
+    engine.dispose()
+
+
+async def scale(server: Server, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    found = {}
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    for total in (1_000, 100_000):
+        grow(url, total)
+        async with httpx.AsyncClient(limits=limits, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
+            await closed_loop(client, server, 30, 5)
+            before = cpu_seconds(server.pid)
+            latencies = await closed_loop(client, server, args.requests, 10)
+            cpu = (cpu_seconds(server.pid) - before) / args.requests * 1000
+        found[str(total)] = {"cpu_ms_per_request": cpu, "latency_ms_c10": stats(latencies)}
+    return found
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    servers = results["servers"]
+    floor, reference = servers["floor"], servers["litellm"]
+    columns = ("CPU/req", "c1 p50", "c1 p99", "c10 p50", "c10 p99", "c50 p99", "rate", "RSS")
+    print("\n" + f"{'server':18}" + "".join(f"{column:>9}" for column in columns))
+    for name, found in servers.items():
+        latency = found["latency_ms"]
+        figures = [f"{found['cpu_ms_per_request']:.2f}ms"]
+        figures += [f"{latency[c][k]:.1f}ms" for c, k in (("c1", "median"), ("c1", "p99"), ("c10", "median"))]
+        figures += [f"{latency['c10']['p99']:.1f}ms", f"{latency['c50']['p99']:.1f}ms"]
+        figures += [f"{found['highest_rate']['requests_per_s']}/s", f"{found['peak_rss_mb']:.0f}MB"]
+        print(f"{name:18}" + "".join(f"{figure:>9}" for figure in figures))
+    missed = []
+    print()
+    for name in ("gateway-sqlite", "gateway-postgres"):
+        found = servers[name]
+        cpu_floor = found["cpu_ms_per_request"] / floor["cpu_ms_per_request"]
+        cpu_litellm = reference["cpu_ms_per_request"] / found["cpu_ms_per_request"]
+        p99 = found["latency_ms"]["c10"]["p99"] / floor["latency_ms"]["c10"]["p99"]
+        rate = found["highest_rate"]["requests_per_s"] / max(floor["highest_rate"]["requests_per_s"], 1)
+        print(f"{name}: CPU {cpu_floor:.2f}x the floor's (target <= 1.0x), litellm's {cpu_litellm:.1f}x ours (>= 10x)")
+        print(f"{'':{len(name)}}  p99 at c10 {p99:.2f}x the floor's (<= 1.5x), rate {rate:.0%} of the floor's (>= 80%)")
+        print(f"{'':{len(name)}}  stored per released exchange: {results['stored_bytes'][name] / 1024:.1f} KB")
+        ratios = {
+            "cpu_vs_floor": cpu_floor,
+            "litellm_cpu_vs_ours": cpu_litellm,
+            "p99_c10_vs_floor": p99,
+            "rate_vs_floor": rate,
+        }
+        results.setdefault("ratios", {})[name] = ratios
+        missed += [f"{name}: CPU {cpu_floor:.2f}x the floor's"] if cpu_floor > 1.0 else []
+        missed += [f"{name}: litellm only {cpu_litellm:.1f}x ours"] if cpu_litellm < 10 else []
+        missed += [f"{name}: p99 at c10 {p99:.2f}x the floor's"] if p99 > 1.5 else []
+        missed += [f"{name}: rate {rate:.0%} of the floor's"] if rate < 0.8 else []
+    for name, grown in results.get("scale", {}).items():
+        small, large = grown["1000"], grown["100000"]
+        cpu = f"{small['cpu_ms_per_request']:.2f} / {large['cpu_ms_per_request']:.2f} ms"
+        p99 = f"{small['latency_ms_c10']['p99']:.1f} / {large['latency_ms_c10']['p99']:.1f} ms"
+        print(f"{name} with 1,000 / 100,000 stored exchanges: CPU per request {cpu}, p99 at c10 {p99}")
+    return missed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="the fake upstream's latency")
+    parser.add_argument("--step-seconds", type=float, default=4.0, help="length of each open-loop rate step")
+    parser.add_argument("--scale", action="store_true", help="also measure with 1,000 and 100,000 stored exchanges")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
+    parser.add_argument("--no-check", action="store_true", help="report only; never exit 1 for a missed target")
+    args = parser.parse_args()
+
+    workdir = ROOT / "artifacts" / "bench-speed"
+    workdir.mkdir(parents=True, exist_ok=True)
+    sqlite_file = workdir / "speed.db"
+    for leftover in workdir.glob("speed.db*"):
+        leftover.unlink()
+    sqlite_url = seeded(f"sqlite:///{sqlite_file}")
+    postgres_url = fresh_postgres(args.database_url, "hitl_speed")
+    results: dict[str, Any] = {"servers": {}, "stored_bytes": {}}
+    with Processes(workdir) as processes:
+        servers = start_servers(processes, args, sqlite_url, postgres_url)
+        for server in servers:
+            print(f"measuring {server.name} ...", flush=True)
+            results["servers"][server.name] = asyncio.run(measure(server, args))
+        urls = {"gateway-sqlite": sqlite_url, "gateway-postgres": postgres_url}
+        for name, url in urls.items():
+            results["stored_bytes"][name] = stored_bytes_per_exchange(url)
+        if args.scale:
+            results["scale"] = {
+                server.name: asyncio.run(scale(server, urls[server.name], args))
+                for server in servers
+                if server.name in urls
+            }
+    missed = report(results)
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    results["date"] = datetime.now(UTC).date().isoformat()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nraw figures: {args.json}")
+    for line in missed:
+        print(f"MISSED: {line}")
+    return 1 if missed and not args.no_check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

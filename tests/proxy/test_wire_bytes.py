@@ -1,0 +1,144 @@
+"""The bytes a client receives, pinned: whatever the gateway does to go faster (how it parses, stores and
+serializes), a released answer, its replay, a held one and a stream carry exactly these bytes, written the
+way Starlette's JSONResponse writes JSON (compact, UTF-8, floats as Python prints them)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests import factories
+from tests.factories import MODEL
+
+# Tiny and huge floats are where JSON writers differ (`1e-05` or `1e-5`): the answer has both.
+TOKENS = [
+    factories.token("Paris", -1.0728836e-06, [("Lyon", -14.5), ("Nice", -1e-05)]),
+    factories.token(" is", -0.0001, [(" was", -9.25), (" remains", -123456789.0)]),
+    factories.token(" it", -2.5e-07, [(" \u00e9t\u00e9", -3.0), ("\u2028", -4.0)]),
+]
+
+
+def upstream_body() -> dict[str, Any]:
+    body = factories.completion_body("Paris is it")
+    body["choices"][0]["logprobs"] = {"content": TOKENS, "refusal": None}
+    return body
+
+
+def starlette_json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+def expected_release(exchange_id: str, confidence: float, top: int) -> dict[str, Any]:
+    body = upstream_body()
+    choice = body["choices"][0]
+    content = [{**token, "top_logprobs": token["top_logprobs"][:top]} for token in TOKENS]
+    return {
+        "id": exchange_id,
+        "object": "chat.completion",
+        "created": body["created"],
+        "model": MODEL,
+        "system_fingerprint": body["system_fingerprint"],
+        "choices": [{**choice, "logprobs": {**choice["logprobs"], "content": content}}],
+        "usage": body["usage"],
+        "hitl": {"status": "released", "confidence": confidence, "exchange_id": exchange_id},
+    }
+
+
+def test_a_released_answer_and_its_replay_are_these_bytes(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.answer(upstream_body())
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}], "logprobs": True, "top_logprobs": 2}
+    auth = {"Authorization": f"Bearer {api_key}"}
+    released = client.post("/v1/chat/completions", json=ask, headers=auth)
+    got = released.json()
+    assert got["hitl"]["status"] == "released"
+    expected = starlette_json(expected_release(got["id"], got["hitl"]["confidence"], 2))
+    assert released.content == expected
+    assert b"-1.0728836e-06" in released.content and b"-2.5e-07" in released.content  # Python's float spelling
+    replay = client.post("/v1/chat/completions", json=ask, headers={**auth, "x-stainless-retry-count": "1"})
+    assert replay.headers["idempotent-replayed"] == "true" and replay.content == expected
+
+
+def test_without_logprobs_asked_none_are_sent(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.answer(upstream_body())
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}]}
+    released = client.post("/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {api_key}"})
+    got = released.json()
+    expected = expected_release(got["id"], got["hitl"]["confidence"], 0)
+    expected["choices"][0]["logprobs"] = None
+    assert released.content == starlette_json(expected)
+
+
+def test_a_streamed_release_is_these_events(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
+    upstream.answer(upstream_body())
+    ask = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Capital?"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "logprobs": True,
+        "top_logprobs": 1,
+    }
+    with client.stream("POST", "/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {api_key}"}) as r:
+        text = r.read().decode()
+    events = [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
+    first = json.loads(events[0])
+    whole = expected_release(first["id"], first["hitl"]["confidence"], 1)
+    base = {key: whole[key] for key in ("id", "created", "model", "system_fingerprint")}
+    base |= {"object": "chat.completion.chunk", "hitl": whole["hitl"], "usage": None}
+
+    def chunk(delta: dict[str, Any], logprobs: Any = None, finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return json.dumps({**base, "choices": [choice]})
+
+    expected = [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Paris is it"}, whole["choices"][0]["logprobs"]),
+        chunk({}, finish="stop"),
+        json.dumps({**base, "choices": [], "usage": whole["usage"]}),
+        "[DONE]",
+    ]
+    assert events == expected
+
+
+def test_a_held_answer_decided_is_these_bytes(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
+) -> None:
+    hitl = factories.held(client, upstream, api_key, text="Lyon.")
+    token = factories.console_login(client, *agent)
+    client.post(
+        f"/console/reviews/{hitl['review_id']}/decide", data={"action": "edit", "text": "Paris.", "csrftoken": token}
+    )
+    polled = client.get(f"/v1/reviews/{hitl['review_id']}", headers={"Authorization": f"Bearer {api_key}"})
+    completion = polled.json()["completion"]
+    upstream_answer = factories.completion_body("Lyon.", logprob=-0.2)
+    expected = {
+        "id": hitl["exchange_id"],
+        "object": "chat.completion",
+        "created": upstream_answer["created"],
+        "model": MODEL,
+        "system_fingerprint": upstream_answer["system_fingerprint"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Paris.", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": upstream_answer["usage"],
+        "hitl": {
+            "status": "edited",
+            "confidence": hitl["confidence"],
+            "exchange_id": hitl["exchange_id"],
+            "review_id": hitl["review_id"],
+            "tier": "agent",
+        },
+    }
+    assert completion == expected
+    assert json.dumps(completion, ensure_ascii=False, separators=(",", ":")) in polled.text
