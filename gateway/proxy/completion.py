@@ -40,14 +40,20 @@ def _completion(
     }
 
 
+def for_client(upstream: dict[str, Any], request: ChatRequest) -> dict[str, Any]:
+    """The upstream's answer with only the logprobs the client asked for (none, or its `top_logprobs`); what a
+    released answer needs kept to be sent again, byte for byte (a retry's replay)."""
+    choices = [
+        {**choice, "logprobs": _client_logprobs(choice.get("logprobs"), request)} for choice in upstream["choices"]
+    ]
+    return {**upstream, "choices": choices}
+
+
 def as_released(
     upstream: dict[str, Any], request: ChatRequest, exchange_id: str, hitl: dict[str, Any]
 ) -> dict[str, Any]:
     """The upstream's answer, unchanged but for the gateway's id, the client's model name and logprobs."""
-    choices = [
-        {**choice, "logprobs": _client_logprobs(choice.get("logprobs"), request)} for choice in upstream["choices"]
-    ]
-    return _completion(upstream, request, exchange_id, choices, hitl)
+    return _completion(upstream, request, exchange_id, for_client(upstream, request)["choices"], hitl)
 
 
 def _one_choice(

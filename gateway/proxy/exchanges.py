@@ -110,9 +110,13 @@ async def record(
     """
     held = candidate.routing.route == Route.HOLD
     api_key_id = incoming.api_key_id
+    # What is kept of the answer: in full (every token's top-5 alternatives, about 85 KB for 200 tokens) when an
+    # agent will look at it, held or audited, for the heat map; for an answer released unseen, only what the
+    # client was sent, so a retry's replay is the same bytes (signals and confidence are stored apart).
+    seen = held or audit is not None
     exchange = incoming.exchange(
         upstream_model=upstream_model,
-        response=candidate.response,
+        response=candidate.response if seen else completion.for_client(candidate.response, incoming.chat),
         candidate_text=candidate_text(candidate.response),
         signals=candidate.score.signals,
         confidence=candidate.score.confidence,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import httpx
 import openai
+import orjson
 
 from gateway.errors import InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
@@ -105,8 +106,8 @@ class OpenAICompatible:
                 upstream_status=status,
             )
         try:
-            data = response.json()
-        except ValueError:
+            data = orjson.loads(response.content)  # an 85 KB logprob body: several times faster than json
+        except orjson.JSONDecodeError:
             raise UpstreamError(
                 f"Upstream {self.name!r} returned a body that is not JSON.", failure="malformed", upstream_status=status
             ) from None

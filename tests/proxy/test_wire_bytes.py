@@ -8,7 +8,9 @@ import json
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlmodel import col, select
 
+from gateway.models import Exchange
 from tests import factories
 from tests.factories import MODEL
 
@@ -142,3 +144,18 @@ def test_a_held_answer_decided_is_these_bytes(
     }
     assert completion == expected
     assert json.dumps(completion, ensure_ascii=False, separators=(",", ":")) in polled.text
+
+
+def test_a_released_answer_keeps_only_what_its_client_was_sent(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    """Released unseen: only the client's view is stored (here no logprobs); held: the whole body, for the
+    heat map. The signals behind the confidence are stored either way."""
+    upstream.answer(upstream_body())
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}]}
+    client.post("/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {api_key}"})
+    factories.held(client, upstream, api_key, text="Lyon.")
+    with factories.sync_session(database_url) as session:
+        released, held = session.exec(select(Exchange).order_by(col(Exchange.created_at))).all()
+    assert released.response["choices"][0]["logprobs"] is None and released.signals["choices"]
+    assert len(held.response["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2  # all the upstream gave
