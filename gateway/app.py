@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 import httpx
 from fastapi import FastAPI
 
-from gateway import db, errors, notices
+from gateway import db, errors, memory, notices
 from gateway.clock import Clock, SystemClock
 from gateway.learning import store
 from gateway.prompt_templates import Prompts
@@ -125,6 +125,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
             )
             stack.push_async_callback(runtime.drain)
             await stack.enter_async_context(background(runtime))
+            memory.tune_for_serving()
             yield
 
     app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

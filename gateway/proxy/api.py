@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -11,16 +10,17 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.deps import CurrentKey, RequestId, RuntimeDep
 from gateway.errors import GatewayError, InvalidRequest, ReviewPending
 from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review, ReviewStatus, epoch
 from gateway.proxy import chat as chat_request
-from gateway.proxy import completion, exchanges, retries, toolcalls
+from gateway.proxy import completion, exchanges, retries, toolcalls, wire
 from gateway.proxy.chat import ChatRequest
 from gateway.proxy.upstream import Upstream
+from gateway.proxy.wire import CompletionResponse
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/v1")
@@ -80,7 +80,7 @@ class _Reply:
         return body
 
     def events(self, body: dict[str, Any]) -> list[ServerSentEvent]:
-        found = [ServerSentEvent(data=json.dumps(chunk)) for chunk in completion.chunks(body, self.chat.include_usage)]
+        found = [ServerSentEvent(data=wire.dumps(chunk)) for chunk in completion.chunks(body, self.chat.include_usage)]
         return [*found, ServerSentEvent(data="[DONE]")]
 
     async def wait_and_load(self, exchange_id: str, wait: float) -> Exchange:
@@ -206,18 +206,18 @@ async def _respond(reply: _Reply, exchange: Exchange, wait: float) -> Response:
         headers = exchanges.hitl_headers(body["hitl"])
         if reply.chat.stream:
             return EventSourceResponse(iter(reply.events(body)), ping=keepalive, headers=headers)
-        return JSONResponse(body, headers=headers)
+        return CompletionResponse(body, headers=headers)
 
     if not reply.chat.stream:
         body = await reply.final(exchange.id, wait)
-        return JSONResponse(body, headers=exchanges.hitl_headers(body["hitl"]))
+        return CompletionResponse(body, headers=exchanges.hitl_headers(body["hitl"]))
 
     async def held_stream() -> AsyncIterator[ServerSentEvent]:
         # The 200 is already out: a failure from here on can only travel as an SSE error event.
         try:
             body = await reply.final(exchange.id, wait)
         except GatewayError as exc:
-            yield ServerSentEvent(data=json.dumps(exc.body()))
+            yield ServerSentEvent(data=wire.dumps(exc.body()))
             return
         for event in reply.events(body):
             yield event

@@ -15,9 +15,10 @@ def _client_logprobs(logprobs: Any, request: ChatRequest) -> Any:
     if not request.logprobs or not isinstance(logprobs, dict):
         return None
     keep = request.top_logprobs or 0
-    content = [
-        {**token, "top_logprobs": (token.get("top_logprobs") or [])[:keep]} for token in logprobs.get("content") or []
-    ]
+    tokens = logprobs.get("content") or []
+    if all(len(token.get("top_logprobs") or ()) <= keep for token in tokens):
+        return logprobs  # the client asked for as many as there are: nothing to trim, nothing to copy
+    content = [{**token, "top_logprobs": (token.get("top_logprobs") or [])[:keep]} for token in tokens]
     return {**logprobs, "content": content}
 
 

@@ -1,12 +1,15 @@
 """The bytes a client receives, pinned: whatever the gateway does to go faster (how it parses, stores and
-serializes), a released answer, its replay, a held one and a stream carry exactly these bytes, written the
-way Starlette's JSONResponse writes JSON (compact, UTF-8, floats as Python prints them)."""
+serializes), a released answer, its replay, a held one and a stream carry exactly these bytes: compact UTF-8
+JSON written by orjson (`gateway/proxy/wire.py`). Against what the standard library would write (the gateway
+did until it switched), every key, string and number is the same and in the same order; only exponents are
+spelled differently (`1e-6` for `1e-06`)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import orjson
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
 
@@ -28,8 +31,19 @@ def upstream_body() -> dict[str, Any]:
     return body
 
 
-def starlette_json(value: Any) -> bytes:
+def wire_json(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def stdlib_json(value: Any) -> bytes:
+    """How Starlette's JSONResponse writes it: the gateway's bytes before orjson."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+def same_json(ours: bytes, theirs: bytes) -> bool:
+    """The same document, value for value (floats compared exactly), keys in the same order."""
+    pairs = json.loads(ours, object_pairs_hook=list), json.loads(theirs, object_pairs_hook=list)
+    return pairs[0] == pairs[1]
 
 
 def expected_release(exchange_id: str, confidence: float, top: int) -> dict[str, Any]:
@@ -57,9 +71,10 @@ def test_a_released_answer_and_its_replay_are_these_bytes(
     released = client.post("/v1/chat/completions", json=ask, headers=auth)
     got = released.json()
     assert got["hitl"]["status"] == "released"
-    expected = starlette_json(expected_release(got["id"], got["hitl"]["confidence"], 2))
-    assert released.content == expected
-    assert b"-1.0728836e-06" in released.content and b"-2.5e-07" in released.content  # Python's float spelling
+    document = expected_release(got["id"], got["hitl"]["confidence"], 2)
+    expected = wire_json(document)
+    assert released.content == expected and same_json(released.content, stdlib_json(document))
+    assert b"-1.0728836e-6" in released.content and b"-2.5e-7" in released.content  # orjson's exponents
     replay = client.post("/v1/chat/completions", json=ask, headers={**auth, "x-stainless-retry-count": "1"})
     assert replay.headers["idempotent-replayed"] == "true" and replay.content == expected
 
@@ -73,7 +88,7 @@ def test_without_logprobs_asked_none_are_sent(
     got = released.json()
     expected = expected_release(got["id"], got["hitl"]["confidence"], 0)
     expected["choices"][0]["logprobs"] = None
-    assert released.content == starlette_json(expected)
+    assert released.content == wire_json(expected) and same_json(released.content, stdlib_json(expected))
 
 
 def test_a_streamed_release_is_these_events(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
@@ -96,13 +111,13 @@ def test_a_streamed_release_is_these_events(client: TestClient, api_key: str, up
 
     def chunk(delta: dict[str, Any], logprobs: Any = None, finish: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        return json.dumps({**base, "choices": [choice]})
+        return orjson.dumps({**base, "choices": [choice]}).decode()
 
     expected = [
         chunk({"role": "assistant", "content": ""}),
         chunk({"content": "Paris is it"}, whole["choices"][0]["logprobs"]),
         chunk({}, finish="stop"),
-        json.dumps({**base, "choices": [], "usage": whole["usage"]}),
+        orjson.dumps({**base, "choices": [], "usage": whole["usage"]}).decode(),
         "[DONE]",
     ]
     assert events == expected
@@ -143,7 +158,7 @@ def test_a_held_answer_decided_is_these_bytes(
         },
     }
     assert completion == expected
-    assert json.dumps(completion, ensure_ascii=False, separators=(",", ":")) in polled.text
+    assert orjson.dumps(completion).decode() in polled.text
 
 
 def test_a_released_answer_keeps_only_what_its_client_was_sent(
