@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import socket
 import statistics
 import subprocess
@@ -12,7 +13,9 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -135,3 +138,15 @@ class Processes:
         command += ["--latency-ms", str(latency_ms)]
         self.start("upstream", command, dict(os.environ), f"http://127.0.0.1:{port}/")
         return f"http://127.0.0.1:{port}/v1"
+
+
+def finish(results: dict[str, Any], path: Path, missed: list[str], report_only: bool) -> int:
+    """Write the raw figures with the machine and the date, say which targets were missed; the exit status."""
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    results["date"] = datetime.now(UTC).date().isoformat()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nraw figures: {path}")
+    for line in missed:
+        print(f"MISSED: {line}")
+    return 1 if missed and not report_only else 0

@@ -20,12 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +29,7 @@ import harness
 import httpx
 import psycopg
 import sqlalchemy
-from harness import ADMIN, HITL, KEY, MODEL, ROOT, Processes, cpu_seconds, free_port, fresh_postgres, summary
+from harness import ADMIN, HITL, KEY, MODEL, ROOT, Processes, cpu_seconds, finish, free_port, fresh_postgres, summary
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
@@ -248,15 +244,7 @@ def main() -> int:
         results = asyncio.run(
             measure(args, url, f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}", gateway_a.pid, gateway_b.pid)
         )
-    missed = report(results)
-    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-    results["date"] = datetime.now(UTC).date().isoformat()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nraw figures: {args.json}")
-    for line in missed:
-        print(f"MISSED: {line}")
-    return 1 if missed and not args.no_check else 0
+    return finish(results, args.json, report(results), args.no_check)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import respx
 import uvicorn
 from fastapi import FastAPI
@@ -119,6 +120,29 @@ def gateway_env(database_url: str, upstream_base: str, **extra: str) -> dict[str
         "HITL_HOLD__POLL_INTERVAL": "0.2",
         **extra,
     }
+
+
+def sdk_clients(
+    base: str, key: str, count: int, answers: dict[int, Any], *, wait: float = 60, max_retries: int = 0
+) -> list[threading.Thread]:
+    """`count` real OpenAI SDK clients in threads, each asking its own question of the gateway at `base` and
+    waiting up to `wait` s if held; each answer (or the SDK's exception) lands in `answers[number]`."""
+
+    def ask(number: int) -> None:
+        sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=max_retries, timeout=90)
+        try:
+            answers[number] = sdk.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": f"Question {number}?"}],
+                extra_body={"hitl": {"wait": wait}},
+            )
+        except openai.OpenAIError as exc:
+            answers[number] = exc
+
+    threads = [threading.Thread(target=ask, args=(number,)) for number in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from sqlmodel import col, select
 
 from gateway.models import EventKind, Review, ReviewEvent, Role
 from tests import factories
-from tests.factories import MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -25,24 +22,6 @@ pytestmark = pytest.mark.slow
 def reviews(url: str) -> list[Review]:
     with factories.sync_session(url) as session:
         return list(session.exec(select(Review)).all())
-
-
-def clients(base: str, key: str, count: int, answers: dict[int, Any], wait: float = 60) -> list[threading.Thread]:
-    def ask(number: int) -> None:
-        sdk = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=90)
-        try:
-            answers[number] = sdk.chat.completions.create(
-                model=MODEL,
-                messages=[{"role": "user", "content": f"Question {number}?"}],
-                extra_body={"hitl": {"wait": wait}},
-            )
-        except openai.OpenAIError as exc:
-            answers[number] = exc
-
-    threads = [threading.Thread(target=ask, args=(number,)) for number in range(count)]
-    for thread in threads:
-        thread.start()
-    return threads
 
 
 def test_sigterm_answers_every_waiting_client_and_exits_in_time(
@@ -53,7 +32,7 @@ def test_sigterm_answers_every_waiting_client_and_exits_in_time(
     gateway = factories.GatewayProcess(env, factories.free_port(), tmp_path / "gateway.log")
     answers: dict[int, Any] = {}
     try:
-        threads = clients(gateway.base, key, 4, answers)
+        threads = factories.sdk_clients(gateway.base, key, 4, answers)
         factories.until(lambda: len(reviews(database_url)) == 4, 30, "four held reviews")
         time.sleep(0.3)  # they are waiting now
         signalled = time.monotonic()
@@ -88,7 +67,7 @@ def test_workers_share_holds_claims_and_decisions(database_url: str, unsure_upst
     try:
         workers = subprocess.run(["pgrep", "-P", str(gateway.process.pid)], capture_output=True, text=True)
         assert len(workers.stdout.split()) >= 2, workers
-        threads = clients(gateway.base, key, 6, answers)
+        threads = factories.sdk_clients(gateway.base, key, 6, answers)
         factories.until(lambda: len(reviews(database_url)) == 6, 30, "six held reviews")
         # Each console request may land on either worker: the login, the claim and the decision all hold.
         with httpx.Client(base_url=gateway.base, timeout=30) as console:

@@ -3,18 +3,15 @@ restarted gateway, every retry joins its review (none is made twice), and each c
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from sqlmodel import col, select
 
 from gateway.models import EventKind, Exchange, Review, ReviewEvent, ReviewStatus, Role
 from tests import factories
-from tests.factories import MODEL
 
 CLIENTS = 10
 pytestmark = pytest.mark.slow
@@ -35,23 +32,10 @@ def test_sdk_clients_retry_into_their_reviews_after_a_kill(
     log = tmp_path / "gateway.log"
     answers: dict[int, Any] = {}
 
-    def ask(number: int) -> None:
-        # The SDK's own retry policy: connection errors are retried with backoff (0.5 s doubling, capped 8 s).
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=6, timeout=60)
-        try:
-            answers[number] = client.chat.completions.create(
-                model=MODEL,
-                messages=[{"role": "user", "content": f"Question {number}: capital of France?"}],
-                extra_body={"hitl": {"wait": 60}},
-            )
-        except openai.OpenAIError as exc:
-            answers[number] = exc
-
     first = factories.GatewayProcess(env, port, log)
-    threads = [threading.Thread(target=ask, args=(number,)) for number in range(CLIENTS)]
     try:
-        for thread in threads:
-            thread.start()
+        # The SDK's own retry policy: connection errors are retried with backoff (0.5 s doubling, capped 8 s).
+        threads = factories.sdk_clients(first.base, key, CLIENTS, answers, max_retries=6)
         factories.until(lambda: count(database_url, select(Review)) == CLIENTS, 30, "every client's review")
         first.kill()  # the waiting clients' connections drop; the SDK retries
     finally:
