@@ -63,7 +63,9 @@ async def background(runtime: Runtime) -> AsyncIterator[None]:
 def from_environment() -> FastAPI:
     """The app each `hitl serve --workers N` process serves, with settings from the environment (and
     `HITL_CONFIG`), as the parent's."""
-    return create_app(Settings())
+    app = create_app(Settings())
+    memory.tune_for_serving()
+    return app
 
 
 def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None = None) -> FastAPI:
@@ -125,7 +127,6 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
             )
             stack.push_async_callback(runtime.drain)
             await stack.enter_async_context(background(runtime))
-            memory.tune_for_serving()
             yield
 
     app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

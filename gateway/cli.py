@@ -90,6 +90,7 @@ def serve(
     """Start the gateway and its console."""
     import uvicorn
 
+    from gateway import memory
     from gateway.app import create_app
     from gateway.proxy.upstream import local_model_available
 
@@ -125,6 +126,8 @@ def serve(
     if workers > 1:
         typer.echo(f"  Workers:            {workers}")
     sys.stdout.flush()
+    if workers == 1:
+        memory.tune_for_serving()  # each worker does it after building its own app
     # Workers are uvicorn's: each process builds its own app, with its own waiter loop, from the environment.
     uvicorn.run(
         application if workers == 1 else "gateway.app:from_environment",
