@@ -127,7 +127,11 @@ class Sender:
             error: str | None = "the API key has no webhook secret"
         else:
             body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False)
-            headers = signed_headers(secret, delivery.event_id, body, self._clock.now())
+            try:
+                headers = signed_headers(secret, delivery.event_id, body, self._clock.now())
+            except ValueError:  # a secret set by hand that is not base64: nothing can be signed with it
+                await self._settle(delivery, None, "the API key's webhook secret is not a valid whsec_ secret")
+                return
             try:
                 response = await self._client.post(
                     delivery.url, content=body.encode(), headers=headers, timeout=self._settings.timeout

@@ -250,3 +250,20 @@ def test_keys_webhook_cli_checks_the_url_and_can_stop(api_key: str, database_url
     with factories.sync_session(database_url) as session:
         key = session.exec(select(ApiKey)).one()
     assert (key.webhook_url, key.webhook_secret) == (None, None)
+
+
+async def test_a_broken_secret_fails_the_delivery_not_the_sender(
+    gateway: tuple[FastAPI, httpx.AsyncClient], api_key: str, database_url: str, env: str
+) -> None:
+    app, client = gateway
+    runtime: Runtime = app.state.runtime
+    await asyncio.to_thread(set_webhook, HOOK, database_url)
+    with factories.sync_session(database_url) as session:
+        key = session.exec(select(ApiKey)).one()
+        key.webhook_secret = "whsec_!!! not base64"  # set by hand
+        session.add(key)
+        session.commit()
+    await hold(client, api_key, wait=0)
+    assert await sender_of(runtime, max_attempts=1).deliver_due() == 1
+    (row,) = outbox(database_url)
+    assert row.status == DeliveryStatus.FAILED and "not a valid whsec_ secret" in (row.last_error or "")
