@@ -120,7 +120,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 desk=desk,
                 clock=clock,
                 listener=notices.Listener(settings.database_url, holds.notify, holds.poll)
-                if notices.is_postgres(settings.database_url)
+                if db.is_postgres(settings.database_url)
                 else None,
                 outbox=Outbox(sessions, clock),
                 sender=Sender(sessions, client, settings.webhooks, clock) if settings.webhooks.enabled else None,

@@ -57,9 +57,13 @@ def _to_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
 
 
+def is_postgres(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
 def create_engine(url: str) -> AsyncEngine:
     kwargs: dict[str, Any] = {"json_serializer": _to_json, "json_deserializer": orjson.loads}
-    if make_url(url).get_backend_name() == "postgresql":
+    if is_postgres(url):
         kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
     else:
         # SQLite takes one writer at a time: with several connections, concurrent commits wait in SQLite's busy

@@ -24,10 +24,6 @@ log = logging.getLogger("hitl.notices")
 CHANNEL = "hitl_decided"
 
 
-def is_postgres(url: str) -> bool:
-    return make_url(url).get_backend_name() == "postgresql"
-
-
 async def announce(session: AsyncSession, review_id: str) -> None:
     """Queue the notice in the session's transaction: PostgreSQL delivers it on commit, or never."""
     if session.get_bind().dialect.name == "postgresql":
