@@ -15,6 +15,7 @@ import asyncio
 import json
 import math
 import random
+import time
 
 HOLD_MARK = "[hold]"
 
@@ -60,8 +61,11 @@ def completion_body(tokens: int = 200, top: int = 5, *, sure: bool = True, seed:
     }
 
 
-def make_app(latency: float) -> object:
-    """A bare ASGI app: no framework, so the fake upstream costs as little CPU as it can."""
+def make_app(latency: float, sent_log: str | None = None) -> object:
+    """A bare ASGI app: no framework, so the fake upstream costs as little CPU as it can. With `sent_log`, each
+    answer's last message and the wall-clock time its body was handed to the socket are appended to that file
+    (tab-separated), for a benchmark that times what happens after the upstream has answered."""
+    log = open(sent_log, "a", buffering=1) if sent_log else None  # noqa: SIM115 (open for the process's life)
     bodies = {sure: json.dumps(completion_body(sure=sure)).encode() for sure in (True, False)}
     headers = [(b"content-type", b"application/json")]
 
@@ -77,11 +81,16 @@ def make_app(latency: float) -> object:
             request += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        if latency:
+        asked = scope["method"] == "POST"  # anything else is a readiness check: answered at once
+        if latency and asked:
             await asyncio.sleep(latency)
         body = bodies[HOLD_MARK.encode() not in request]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        if log is not None and asked:
+            sent = time.time()
+            asked = json.loads(request)["messages"][-1]["content"]
+            log.write(f"{asked}\t{sent}\n")
 
     return app
 
@@ -92,8 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--sent-log", help="append each answer's last message and the time it was sent")
     args = parser.parse_args()
-    uvicorn.run(make_app(args.latency_ms / 1000), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(make_app(args.latency_ms / 1000, args.sent_log), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

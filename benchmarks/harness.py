@@ -49,8 +49,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory now (peak_rss_mb is the highest so far)."""
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -131,12 +140,13 @@ class Processes:
             except httpx.TransportError:
                 time.sleep(0.1)
 
-    def fake_upstream(self, latency_ms: float = 0.0) -> str:
+    def fake_upstream(self, latency_ms: float = 0.0, name: str = "upstream", sent_log: Path | None = None) -> str:
         """The fake upstream (`fake_upstream.py`) in its own process; its base URL, `/v1` included."""
         port = free_port()
         command = [sys.executable, str(ROOT / "benchmarks" / "fake_upstream.py"), "--port", str(port)]
         command += ["--latency-ms", str(latency_ms)]
-        self.start("upstream", command, dict(os.environ), f"http://127.0.0.1:{port}/")
+        command += ["--sent-log", str(sent_log)] if sent_log else []
+        self.start(name, command, dict(os.environ), f"http://127.0.0.1:{port}/")
         return f"http://127.0.0.1:{port}/v1"
 
 

@@ -43,7 +43,7 @@ class Runtime:
     listener: Listener | None = None  # the LISTEN connection for decisions elsewhere (PostgreSQL only)
     sender: Sender | None = None  # the webhook delivery loop (delivers while this process holds the lease)
     in_flight: InFlight = field(default_factory=InFlight)
-    pending: set[asyncio.Task[None]] = field(default_factory=set)
+    pending: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:
         """Run bookkeeping off the request path (e.g. an audit-trail write after the client has its
@@ -56,6 +56,18 @@ class Runtime:
         self.pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background work failed", exc_info=task.exception())
+
+    def outlive_client(self, task: asyncio.Task[Any]) -> None:
+        """Let a request's own work run to its end if its client hangs up (a streamed answer's upstream call and
+        stored exchange); the lifespan waits for it like the rest. Its failure is the request's to report (a
+        failed upstream call is recorded and logged where it happens), so it is only taken here, not logged."""
+        self.pending.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self.pending.discard(task)
+        if not task.cancelled():
+            task.exception()
 
     async def drain(self) -> None:
         await asyncio.gather(*self.pending, return_exceptions=True)

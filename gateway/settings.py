@@ -56,7 +56,11 @@ class HoldSettings(BaseModel):
     poll_interval: float = Field(
         1.0, gt=0, description="Seconds between database checks for decisions made by other processes."
     )
-    keepalive: float = Field(5.0, gt=0, description="Seconds between SSE keep-alive comments while held.")
+    keepalive: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between SSE keep-alive comments while a streamed answer is held or still generating.",
+    )
 
 
 class LocalModelSettings(BaseModel):

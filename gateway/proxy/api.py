@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -25,6 +26,9 @@ from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/v1")
 log = logging.getLogger("hitl.api")
+# The status a streamed answer's headers carry when they leave before the upstream has answered; the chunks' `hitl`
+# block says what became of it.
+GENERATING = "generating"
 
 
 def _wait_seconds(runtime: Runtime, chat: ChatRequest) -> float:
@@ -118,10 +122,39 @@ async def create_chat_completion(
         return response
 
     incoming = exchanges.Incoming(request_id, key.id, chat, raw, identity.fingerprint, identity.key)
-    async with runtime.in_flight.taking(identity) as taken:
-        exchange, review = await _propose(runtime, incoming, upstream, wait)
-        taken.set_result(exchange.id)
-    return await _respond(_Reply(runtime, request, chat, raw, review), exchange, wait)
+
+    async def proposed() -> tuple[Exchange, Review | None]:
+        async with runtime.in_flight.taking(identity) as taken:
+            exchange, review = await _propose(runtime, incoming, upstream, wait)
+            taken.set_result(exchange.id)
+        return exchange, review
+
+    if not chat.stream:
+        exchange, review = await proposed()
+        return await _respond(_Reply(runtime, request, chat, raw, review), exchange, wait)
+    # A streamed answer waits for the upstream like any other (it is scored whole), but a client should not sit
+    # on a silent connection meanwhile: past one keep-alive interval the 200 goes out and comments follow, so a
+    # proxy with an idle timeout in between does not cut a long generation. The task is shielded: a client that
+    # hangs up does not cancel the upstream call or the stored exchange.
+    proposal = asyncio.ensure_future(proposed())
+    await asyncio.wait({proposal}, timeout=runtime.settings.hold.keepalive)
+    if proposal.done():
+        exchange, review = proposal.result()
+        return await _respond(_Reply(runtime, request, chat, raw, review), exchange, wait)
+    runtime.outlive_client(proposal)
+
+    async def generating() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(comment=GENERATING)
+        try:
+            exchange, review = await asyncio.shield(proposal)
+        except GatewayError as exc:
+            yield ServerSentEvent(data=wire.dumps(exc.body()))
+            return
+        async for event in _events(_Reply(runtime, request, chat, raw, review), exchange, wait):
+            yield event
+
+    headers = {"x-hitl-status": GENERATING}
+    return EventSourceResponse(generating(), ping=runtime.settings.hold.keepalive, headers=headers)
 
 
 async def _propose(
@@ -212,19 +245,24 @@ async def _respond(reply: _Reply, exchange: Exchange, wait: float) -> Response:
         body = await reply.final(exchange.id, wait)
         return CompletionResponse(body, headers=exchanges.hitl_headers(body["hitl"]))
 
-    async def held_stream() -> AsyncIterator[ServerSentEvent]:
-        # The 200 is already out: a failure from here on can only travel as an SSE error event.
+    # The headers leave with the 200, before any decision: they say the answer is held, and where to poll.
+    pending = exchanges.hitl_headers(reply.body(exchange)["hitl"])
+    return EventSourceResponse(_events(reply, exchange, wait), ping=keepalive, headers=pending)
+
+
+async def _events(reply: _Reply, exchange: Exchange, wait: float) -> AsyncIterator[ServerSentEvent]:
+    """The SSE events of an answer whose 200 is already out: at once when it needs no agent, else after the
+    wait. A failure from here on can only travel as an SSE error event."""
+    if reply.review is None or exchange.status != ExchangeStatus.HELD:
+        body = reply.body(exchange)
+    else:
         try:
             body = await reply.final(exchange.id, wait)
         except GatewayError as exc:
             yield ServerSentEvent(data=wire.dumps(exc.body()))
             return
-        for event in reply.events(body):
-            yield event
-
-    # The headers leave with the 200, before any decision: they say the answer is held, and where to poll.
-    pending = exchanges.hitl_headers(reply.body(exchange)["hitl"])
-    return EventSourceResponse(held_stream(), ping=keepalive, headers=pending)
+    for event in reply.events(body):
+        yield event
 
 
 @router.get("/reviews/{review_id}", name="get_review")

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -159,7 +160,18 @@ async def record(
                 ReviewEvent(review_id=review.id, kind=kind, at=exchange.created_at, detail={"tier": review.tier})
             )
         await session.commit()
+    if held:
+        # The request now waits with this exchange in hand. The full body is stored for the heat map; in memory
+        # the waiter keeps only what its pending answer needs (no logprobs: about 0.5 MB of Python objects per
+        # open request otherwise). Set as the committed value, so it can never be written back by mistake; a
+        # deadline release or a decision reads the exchange again from the database.
+        slim = {**exchange.response, "choices": [_without_logprobs(c) for c in exchange.response.get("choices", [])]}
+        set_committed_value(exchange, "response", slim)
     return exchange, review if held else None
+
+
+def _without_logprobs(choice: Any) -> Any:
+    return {**choice, "logprobs": None} if isinstance(choice, dict) else choice
 
 
 async def load_review(sessions: Sessions, review_id: str, api_key_id: int) -> tuple[Review, Exchange]:

@@ -130,12 +130,16 @@ def test_release_outcome_sends_the_candidate_and_keeps_the_review_open_as_an_aud
     with app_with(make_settings, tmp_path, "release") as client:
         result = client.post(
             "/v1/chat/completions",
-            json={"model": MODEL, "messages": QUESTION, "hitl": {"wait": 0}},
+            json={"model": MODEL, "messages": QUESTION, "hitl": {"wait": 0}, "logprobs": True, "top_logprobs": 1},
             headers={"Authorization": f"Bearer {api_key}"},
         )
         assert result.json()["hitl"]["status"] == "released_on_deadline"
         assert result.json()["choices"][0]["message"]["content"] == '{"city": "Lyon"}'
+        # The waiter held a copy without logprobs; what it releases is read back whole from the database.
         exchange, review = stored(database_url)
+        sent, kept = result.json()["choices"][0]["logprobs"]["content"], exchange.response["choices"][0]["logprobs"]
+        assert [(t["token"], t["logprob"]) for t in sent] == [(t["token"], t["logprob"]) for t in kept["content"]]
+        assert sent and all(len(t["top_logprobs"]) == 1 for t in sent)  # as many as the client asked for
         assert exchange.status == "released_on_deadline" and exchange.deadline_outcome == "release"
         assert review.status == "open" and review.kind == ReviewKind.AUDIT
         runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]

@@ -6,9 +6,11 @@ spelled differently (`1e-6` for `1e-06`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import httpx
 import orjson
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
@@ -91,20 +93,22 @@ def test_without_logprobs_asked_none_are_sent(
     assert released.content == wire_json(expected) and same_json(released.content, stdlib_json(expected))
 
 
-def test_a_streamed_release_is_these_events(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
-    upstream.answer(upstream_body())
-    ask = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Capital?"}],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "logprobs": True,
-        "top_logprobs": 1,
-    }
-    with client.stream("POST", "/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {api_key}"}) as r:
-        text = r.read().decode()
-    events = [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
-    first = json.loads(events[0])
+STREAMED = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Capital?"}],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "logprobs": True,
+    "top_logprobs": 1,
+}
+
+
+def data_of(text: str) -> list[str]:
+    return [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
+
+
+def expected_events(first: dict[str, Any]) -> list[str]:
+    """The events of the streamed release of `upstream_body()`, whose first chunk is `first`."""
     whole = expected_release(first["id"], first["hitl"]["confidence"], 1)
     base = {key: whole[key] for key in ("id", "created", "model", "system_fingerprint")}
     base |= {"object": "chat.completion.chunk", "hitl": whole["hitl"], "usage": None}
@@ -113,14 +117,62 @@ def test_a_streamed_release_is_these_events(client: TestClient, api_key: str, up
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return orjson.dumps({**base, "choices": [choice]}).decode()
 
-    expected = [
+    return [
         chunk({"role": "assistant", "content": ""}),
         chunk({"content": "Paris is it"}, whole["choices"][0]["logprobs"]),
         chunk({}, finish="stop"),
         orjson.dumps({**base, "choices": [], "usage": whole["usage"]}).decode(),
         "[DONE]",
     ]
-    assert events == expected
+
+
+def test_a_streamed_release_is_these_events(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
+    upstream.answer(upstream_body())
+    auth = {"Authorization": f"Bearer {api_key}"}
+    with client.stream("POST", "/v1/chat/completions", json=STREAMED, headers=auth) as r:
+        text = r.read().decode()
+    assert r.headers["x-hitl-status"] == "released"
+    events = data_of(text)
+    assert events == expected_events(json.loads(events[0]))
+    assert text.startswith("data: ")  # a fast upstream: no keep-alive before the answer
+
+
+def test_a_slow_upstream_streams_keepalives_then_the_same_events(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    """Past one keep-alive interval (1 s here) the 200 goes out with `x-hitl-status: generating` and comments
+    follow while the upstream generates, so an idle-timeout proxy does not cut it; then the same events."""
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(2.6)
+        return httpx.Response(200, json=upstream_body())
+
+    upstream.respond(slow)
+    auth = {"Authorization": f"Bearer {api_key}"}
+    with client.stream("POST", "/v1/chat/completions", json=STREAMED, headers=auth) as r:
+        text = r.read().decode()
+    assert r.status_code == 200 and r.headers["x-hitl-status"] == "generating"
+    before = text[: text.index("data: ")]
+    assert before.startswith(": generating") and before.count(": ping") >= 1
+    events = data_of(text)
+    assert events == expected_events(json.loads(events[0]))
+    assert json.loads(events[0])["hitl"]["status"] == "released"
+
+
+def test_a_slow_upstream_that_fails_ends_the_stream_with_its_error(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    async def slow_failure(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(1.4)
+        return httpx.Response(503, json={"error": {"message": "overloaded"}})
+
+    upstream.respond(slow_failure)
+    auth = {"Authorization": f"Bearer {api_key}"}
+    with client.stream("POST", "/v1/chat/completions", json=STREAMED, headers=auth) as r:
+        text = r.read().decode()
+    assert r.headers["x-hitl-status"] == "generating"
+    (event,) = data_of(text)
+    assert json.loads(event)["error"]["type"] == "upstream_error"
 
 
 def test_a_held_answer_decided_is_these_bytes(
