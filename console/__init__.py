@@ -12,10 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.types import Scope
+from starlette.types import ASGIApp, Scope
 
-from console import auth, error_pages, history, queue, review, routes, webhooks
-from console.guard import ConsoleGuard
+from console import auth, error_pages, exports, history, queue, review, routes, webhooks
+from console.guard import ConsoleGuard, ConsoleOnly
 from console.rendering import make_templates
 from gateway.settings import Settings
 
@@ -30,7 +30,7 @@ def _not_console(scope: Scope) -> bool:
 def install(app: FastAPI, settings: Settings) -> None:
     secret = app.state.secret_key
     app.state.console_templates = make_templates()
-    for module in (routes, queue, review, history, webhooks):
+    for module in (routes, queue, review, history, webhooks, exports):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
 
@@ -39,15 +39,19 @@ def install(app: FastAPI, settings: Settings) -> None:
 
     app.add_exception_handler(auth.LoginRequired, login_required)
     error_pages.install(app, PREFIX)
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=secret,
-        session_cookie="hitl_session",
-        max_age=settings.session_max_age,
-        path=PREFIX,
-        same_site="lax",
-        https_only=False,
-    )
-    # Added after the session middleware, so it wraps it: a forged POST is refused before anything runs.
-    app.add_middleware(asgi_csrf, signing_secret=secret, skip_if_scope=_not_console, cookie_path=PREFIX)
-    app.add_middleware(ConsoleGuard, prefix=PREFIX)
+
+    def console_stack(inner: ASGIApp) -> ASGIApp:
+        session = SessionMiddleware(
+            inner,
+            secret_key=secret,
+            session_cookie="hitl_session",
+            max_age=settings.session_max_age,
+            path=PREFIX,
+            same_site="lax",
+            https_only=False,
+        )
+        # CSRF wraps the session: a forged POST is refused before anything runs.
+        csrf = asgi_csrf(session, signing_secret=secret, skip_if_scope=_not_console, cookie_path=PREFIX)
+        return ConsoleGuard(csrf, prefix=PREFIX)
+
+    app.add_middleware(ConsoleOnly, prefix=PREFIX, wrap=console_stack)

@@ -83,9 +83,9 @@ class _Reply:
         self.record_delivery(body["hitl"]["status"])
         return body
 
-    def events(self, body: dict[str, Any]) -> list[ServerSentEvent]:
-        found = [ServerSentEvent(data=wire.dumps(chunk)) for chunk in completion.chunks(body, self.chat.include_usage)]
-        return [*found, ServerSentEvent(data="[DONE]")]
+    def events(self, body: dict[str, Any]) -> bytes:
+        """The answer's SSE events, chunks then `[DONE]`, in one piece: one write to the client, not one each."""
+        return b"".join([*map(wire.event, completion.chunks(body, self.chat.include_usage)), wire.DONE])
 
     async def wait_and_load(self, exchange_id: str, wait: float) -> Exchange:
         assert self.review is not None
@@ -143,12 +143,12 @@ async def create_chat_completion(
         return await _respond(_Reply(runtime, request, chat, raw, review), exchange, wait)
     runtime.outlive_client(proposal)
 
-    async def generating() -> AsyncIterator[ServerSentEvent]:
+    async def generating() -> AsyncIterator[ServerSentEvent | bytes]:
         yield ServerSentEvent(comment=GENERATING)
         try:
             exchange, review = await asyncio.shield(proposal)
         except GatewayError as exc:
-            yield ServerSentEvent(data=wire.dumps(exc.body()))
+            yield wire.event(exc.body())
             return
         async for event in _events(_Reply(runtime, request, chat, raw, review), exchange, wait):
             yield event
@@ -238,7 +238,7 @@ async def _respond(reply: _Reply, exchange: Exchange, wait: float) -> Response:
         body = reply.body(exchange)
         headers = exchanges.hitl_headers(body["hitl"])
         if reply.chat.stream:
-            return EventSourceResponse(iter(reply.events(body)), ping=keepalive, headers=headers)
+            return EventSourceResponse(_at_once(reply.events(body)), ping=keepalive, headers=headers)
         return CompletionResponse(body, headers=headers)
 
     if not reply.chat.stream:
@@ -250,7 +250,12 @@ async def _respond(reply: _Reply, exchange: Exchange, wait: float) -> Response:
     return EventSourceResponse(_events(reply, exchange, wait), ping=keepalive, headers=pending)
 
 
-async def _events(reply: _Reply, exchange: Exchange, wait: float) -> AsyncIterator[ServerSentEvent]:
+async def _at_once(events: bytes) -> AsyncIterator[bytes]:
+    """Events ready now, from an async generator: a plain iterator would be read in a worker thread."""
+    yield events
+
+
+async def _events(reply: _Reply, exchange: Exchange, wait: float) -> AsyncIterator[bytes]:
     """The SSE events of an answer whose 200 is already out: at once when it needs no agent, else after the
     wait. A failure from here on can only travel as an SSE error event."""
     if reply.review is None or exchange.status != ExchangeStatus.HELD:
@@ -259,10 +264,9 @@ async def _events(reply: _Reply, exchange: Exchange, wait: float) -> AsyncIterat
         try:
             body = await reply.final(exchange.id, wait)
         except GatewayError as exc:
-            yield ServerSentEvent(data=wire.dumps(exc.body()))
+            yield wire.event(exc.body())
             return
-    for event in reply.events(body):
-        yield event
+    yield reply.events(body)
 
 
 @router.get("/reviews/{review_id}", name="get_review")

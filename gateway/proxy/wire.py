@@ -20,6 +20,15 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value, option=_OPTIONS).decode()
 
 
+def event(value: Any) -> bytes:
+    """One SSE event carrying `value` as JSON, the bytes sse-starlette's `ServerSentEvent(data=...)` writes:
+    orjson escapes every line break inside strings, so the JSON is a single `data:` line."""
+    return b"data: " + orjson.dumps(value, option=_OPTIONS) + b"\r\n\r\n"
+
+
+DONE = b"data: [DONE]\r\n\r\n"
+
+
 class CompletionResponse(JSONResponse):
     """A JSON response written by orjson (the completion bodies the API returns)."""
 

@@ -14,8 +14,10 @@ import httpx
 import orjson
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
+from sse_starlette import ServerSentEvent
 
 from gateway.models import Exchange
+from gateway.proxy import wire
 from tests import factories
 from tests.factories import MODEL
 
@@ -134,7 +136,17 @@ def test_a_streamed_release_is_these_events(client: TestClient, api_key: str, up
     assert r.headers["x-hitl-status"] == "released"
     events = data_of(text)
     assert events == expected_events(json.loads(events[0]))
-    assert text.startswith("data: ")  # a fast upstream: no keep-alive before the answer
+    # The whole body, byte for byte: what sse-starlette writes for each event, and nothing else (a fast
+    # upstream: no keep-alive before the answer).
+    assert text == "".join(ServerSentEvent(data=event).encode().decode() for event in events)
+
+
+def test_an_sse_event_is_what_sse_starlette_writes() -> None:
+    """The gateway writes its events itself (one write per answer); they are the bytes `ServerSentEvent` makes,
+    even for strings holding line breaks, which JSON escapes."""
+    for value in ({"a": "line\nbreak\r\nand\rmore", "b": "\u2028\u2029"}, {"n": 1e-06, "s": "é"}, []):
+        assert wire.event(value) == ServerSentEvent(data=wire.dumps(value)).encode()
+    assert wire.DONE == ServerSentEvent(data="[DONE]").encode()
 
 
 def test_a_slow_upstream_streams_keepalives_then_the_same_events(
