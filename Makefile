@@ -12,8 +12,12 @@ $(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/pip
+# TRL's data helpers (the dataset tests run them) import without torch; TRL's own dependencies would pull it.
+TRL ?= trl==1.16.0
+
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/pip
 	$(BIN)/pip install --quiet -e '.[local,eval,test]'
+	$(BIN)/pip install --quiet --no-deps '$(TRL)'
 	touch $@
 
 install: $(VENV)/.installed

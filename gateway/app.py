@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from gateway import db, errors, memory, notices
 from gateway.clock import Clock, SystemClock
+from gateway.datasets import api as datasets_api
 from gateway.learning import store
 from gateway.prompt_templates import Prompts
 from gateway.proxy import api, policy, upstream
@@ -133,6 +134,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
     app.state.secret_key = settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_urlsafe(32)
     errors.install(app)
     app.include_router(api.router)
+    app.include_router(datasets_api.router)
     if plugins:
         for entry in entry_points(group=PLUGIN_GROUP):
             entry.load()(app, settings)

@@ -8,18 +8,26 @@ import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from tqdm import tqdm
 
 from gateway import db
+from gateway.datasets import export as dataset_export
+from gateway.datasets import filters as dataset_filters
+from gateway.datasets import formats, manifest, rendering
+from gateway.datasets import records as dataset_records
+from gateway.datasets.quality import Quality
 from gateway.errors import GatewayError
-from gateway.learning import evaluation, exports, fitting, labels, reports, store
-from gateway.models import ApiKey, Role
+from gateway.learning import evaluation, fitting, labels, reports, store
+from gateway.models import ApiKey, KeyRole, Role
 from gateway.proxy import apikeys, policy
 from gateway.proxy.policy import PolicyError
 from gateway.review import agents
@@ -48,6 +56,23 @@ def _settings() -> Settings:
         return Settings()
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         raise _fail(f"bad configuration:\n{exc}") from None
+
+
+def _run_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run work that needs the engine itself (a stream) against an up-to-date database."""
+    db.upgrade(settings.database_url)
+
+    async def main() -> T:
+        engine = db.create_engine(settings.database_url)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except GatewayError as exc:
+        raise _fail(exc.message) from None
 
 
 def _run(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -142,9 +167,14 @@ def serve(
 
 
 @keys_app.command("create")
-def keys_create(name: Annotated[str, typer.Argument(help="Who or what the key is for.")]) -> None:
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    role: Annotated[
+        KeyRole, typer.Option(help="client: calls the chat API; export: reads the dataset export API only.")
+    ] = KeyRole.CLIENT,
+) -> None:
     """Create an API key and print it once; only its hash is stored."""
-    _, plaintext = _run(_settings(), lambda session: apikeys.create(session, name))
+    _, plaintext = _run(_settings(), lambda session: apikeys.create(session, name, role))
     typer.echo(plaintext)
 
 
@@ -158,7 +188,9 @@ def keys_list() -> None:
     for key in _run(_settings(), listing):
         state = "disabled" if key.disabled else "active"
         hook = key.webhook_url or "-"
-        typer.echo(f"{key.id}\t{key.name}\t{key.prefix}...\t{state}\t{key.created_at:%Y-%m-%d}\twebhook {hook}")
+        typer.echo(
+            f"{key.id}\t{key.name}\t{key.role}\t{key.prefix}...\t{state}\t{key.created_at:%Y-%m-%d}\twebhook {hook}"
+        )
 
 
 @keys_app.command("disable")
@@ -234,17 +266,79 @@ def users_list() -> None:
 
 @app.command()
 def export(
-    format: Annotated[exports.Format, typer.Option("--format", help="dpo: TRL conversational DPO JSONL.")] = "dpo",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help=f"One of {', '.join(formats.NAMES)} (README, Datasets).")
+    ] = "dpo",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write, a manifest beside it (default: stdout).")
+    ] = None,
+    since: Annotated[datetime | None, typer.Option(help="Decisions from this time (UTC unless it says).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Decisions before this time.")] = None,
+    after_cursor: Annotated[
+        int | None, typer.Option(help="Continue after an earlier export: its manifest's cursor.next.")
+    ] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Only this model (repeat for more).")] = None,
+    tier: Annotated[list[str] | None, typer.Option(help="Only decisions in this tier (repeat for more).")] = None,
+    agent: Annotated[list[str] | None, typer.Option(help="Only this agent's decisions (repeat for more).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Only decisions with this reason tag (repeat: any).")] = None,
+    action: Annotated[list[str] | None, typer.Option(help="approve, edit or override (repeat for more).")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="Only exchanges scored at least this.")] = None,
+    max_confidence: Annotated[float | None, typer.Option(help="Only exchanges scored at most this.")] = None,
+    min_edit_ratio: Annotated[
+        float, typer.Option(min=0, max=1, help="Drop pairs whose answers differ by less than this share.")
+    ] = 0.0,
+    keep_duplicates: Annotated[bool, typer.Option(help="Keep every record of a repeated prompt.")] = False,
+    test_size: Annotated[
+        float, typer.Option(min=0, max=0.9, help="Share of prompts in a test file (needs --output).")
+    ] = 0.0,
+    seed: Annotated[str, typer.Option(help="Salt of the split's hash: another seed, another split.")] = "hitl",
+    with_metadata: Annotated[bool, typer.Option(help="Add each row's provenance as `metadata`.")] = False,
+    chat_template: Annotated[
+        Path | None, typer.Option(help="dpo-standard: a Jinja chat template or tokenizer_config.json.")
+    ] = None,
 ) -> None:
-    """Export preference pairs made from agents' edits and overrides."""
+    """Export the agents' decisions as training data, streamed; counts and drops go to stderr."""
     settings = _settings()
-    if output is None:
-        written = _run(settings, lambda session: exports.write(session, sys.stdout, format))
-    else:
-        with output.open("w", encoding="utf-8") as out:
-            written = _run(settings, lambda session: exports.write(session, out, format))
-    typer.echo(f"exported {written} pairs", err=True)
+    try:
+        chosen = {
+            "since": since, "until": until, "after_cursor": after_cursor, "models": model, "tiers": tier,
+            "agents": agent, "tags": tag, "actions": action, "min_confidence": min_confidence,
+            "max_confidence": max_confidence,
+        }  # fmt: skip
+        template = rendering.ChatTemplate.load(chat_template) if chat_template else None
+        plan = dataset_export.Plan(
+            format=formats.named(format),
+            filters=dataset_filters.parse(chosen),
+            quality=Quality(min_edit_ratio),
+            options=formats.Options(with_metadata=with_metadata, template=template),
+            split=dataset_export.Split(test_size, seed),
+            dedupe=not keep_duplicates,
+        )
+    except GatewayError as exc:
+        raise _fail(exc.message) from None
+    if output is None and test_size > 0:
+        raise _fail("a split writes two files: give --output")
+    summary = _run_engine(settings, lambda engine: _exported(engine, plan, output))
+    typer.echo(json.dumps(summary, indent=2), err=True)
+
+
+def _advance(bar: tqdm[Any]) -> None:
+    bar.update()
+
+
+async def _exported(engine: AsyncEngine, plan: dataset_export.Plan, output: Path | None) -> dict[str, object]:
+    upto = await dataset_records.snapshot(engine)
+    total = await dataset_records.count(engine, plan.filters, upto)
+    with tqdm(total=total, unit="record", desc=f"export {plan.format.name}", file=sys.stderr, leave=False) as bar:
+        if output is not None:
+            written = await manifest.write_files(engine, plan, output, lambda: _advance(bar))
+            shown = ("files", "counts", "dropped", "cursor")
+            return {**{key: written[key] for key in shown}, "manifest": str(manifest.manifest_path(output))}
+        exporter = dataset_export.Exporter(plan, lambda: _advance(bar))
+        async for found in manifest.lines(engine, exporter, upto, None):
+            sys.stdout.buffer.write(found)
+        sys.stdout.flush()
+    return {**exporter.tally.summary(), "cursor": {"after": plan.filters.after_cursor, "next": upto}}
 
 
 @app.command()

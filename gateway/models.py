@@ -121,11 +121,17 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class KeyRole(StrEnum):
+    CLIENT = "client"  # calls the chat API
+    EXPORT = "export"  # reads the training-data export API (a data pipeline), nothing else
+
+
 class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
 
     id: int | None = Field(default=None, primary_key=True)
     name: str
+    role: KeyRole = _enum(default=KeyRole.CLIENT)
     prefix: str = Field(description="First characters of the key, shown to people to tell keys apart.")
     key_hash: str = Field(index=True, unique=True)
     created_at: datetime = _when()
@@ -237,6 +243,9 @@ class Decision(SQLModel, table=True):
     tags: list[Any] = _json(list, nullable=False)
     from_tier: str | None = None
     to_tier: str | None = Field(default=None, description="Where an escalation sent the review.")
+    prompt_key: str | None = Field(
+        default=None, max_length=64, index=True, description="Which prompt a closing decision answered (datasets)."
+    )
     created_at: datetime = _when()
 
 

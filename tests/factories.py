@@ -30,6 +30,8 @@ from sqlalchemy import create_engine
 from sqlmodel import Session, col, select
 
 from gateway import db
+from gateway.datasets import formats, records
+from gateway.datasets.export import Exporter, Plan
 from gateway.models import (
     Action,
     Agent,
@@ -37,6 +39,7 @@ from gateway.models import (
     Decision,
     Exchange,
     ExchangeStatus,
+    KeyRole,
     Review,
     ReviewKind,
     ReviewStatus,
@@ -203,11 +206,11 @@ def sync_session(url: str) -> Iterator[Session]:
         engine.dispose()
 
 
-def make_api_key(url: str, name: str = "test", plaintext: str | None = None) -> str:
+def make_api_key(url: str, name: str = "test", plaintext: str | None = None, role: KeyRole = KeyRole.CLIENT) -> str:
     """A gateway API key; `plaintext` gives one a foreign test suite already uses."""
     plaintext = plaintext or apikeys.KEY_PREFIX + name + "-" + "x" * 20
     with sync_session(url) as session:
-        session.add(ApiKey(name=name, prefix=plaintext[:11], key_hash=apikeys.hash_key(plaintext)))
+        session.add(ApiKey(name=name, role=role, prefix=plaintext[:11], key_hash=apikeys.hash_key(plaintext)))
         session.commit()
     return plaintext
 
@@ -304,13 +307,14 @@ async def decide_as(
     comment: str = "",
     *,
     arguments: dict[str, str] | None = None,
+    tags: list[str] | None = None,
     desk: ReviewDesk | None = None,
 ) -> Decided:
     """Decide a review as the named agent, through a review desk (by default the app's own)."""
     async with runtime.sessions() as session:
         agent = (await session.exec(select(Agent).where(Agent.username == username))).one()
     desk = desk or runtime.desk
-    return await desk.decide(review_id, agent, action, text=text, arguments=arguments, comment=comment)
+    return await desk.decide(review_id, agent, action, text=text, arguments=arguments, comment=comment, tags=tags)
 
 
 def make_labelled(
@@ -464,3 +468,82 @@ def held(client: TestClient, upstream: UpstreamMock, key: str, text: str = "Lyon
     response = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
     hitl: dict[str, Any] = response.json()["hitl"]
     return hitl
+
+
+# --- datasets ---------------------------------------------------------------------------------------------
+
+
+async def export_rows(database_url: str, format: str = "dpo", **plan: Any) -> list[dict[str, Any]]:
+    """The rows an export in `format` writes now (`plan`: the rest of an export Plan)."""
+    engine = db.create_engine(database_url)
+    try:
+        exporter = Exporter(Plan(formats.named(format), **plan))
+        return [row async for _, row in exporter.stream(engine, await records.snapshot(engine))]
+    finally:
+        await engine.dispose()
+
+
+def exported(database_url: str, format: str = "dpo", **plan: Any) -> list[dict[str, Any]]:
+    return asyncio.run(export_rows(database_url, format, **plan))
+
+
+REFUND_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "issue_refund",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
+                "required": ["order_id", "amount"],
+            },
+        },
+    }
+]
+
+
+async def held_review(
+    aclient: httpx.AsyncClient, upstream: UpstreamMock, key: str, question: str, answer: dict[str, Any], **extra: Any
+) -> str:
+    """Ask `question`; the upstream answers `answer`, which the bundled policy holds; the review id."""
+    upstream.answer(answer)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": question}], "hitl": {"wait": 0}, **extra}
+    reply = await aclient.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert reply.json()["hitl"]["status"] == "pending", reply.text
+    return str(reply.json()["hitl"]["review_id"])
+
+
+async def decided_dataset(
+    runtime: Runtime, aclient: httpx.AsyncClient, upstream: UpstreamMock, key: str, agent: str, senior: str
+) -> dict[str, str]:
+    """Six decisions, a minute apart, as an export sees them; their review ids by what they show:
+    `edit` (tagged wrong-facts), `approve`, `override` (a senior's, tagged policy), `near_duplicate` (the
+    first question again in other case and spacing, edited later, untagged), `case_only` (an edit that only
+    changes case) and `tool_call` (a senior edits a held refund's amount)."""
+    clock = runtime.clock
+    unsure = {"logprob": -0.2}
+    found: dict[str, str] = {}
+
+    async def decided(name: str, question: str, answer: dict[str, Any], who: str, action: Action, **how: Any) -> None:
+        found[name] = await held_review(aclient, upstream, key, question, answer, **how.pop("extra", {}))
+        await decide_as(runtime, who, found[name], action, **how)
+        assert isinstance(clock, ManualClock)
+        clock.advance(60)
+
+    await decided("edit", "Capital of France?", completion_body("Lyon.", **unsure), agent, Action.EDIT,
+                  text="Paris.", tags=["wrong-facts"], comment="wrong city")  # fmt: skip
+    await decided("approve", "Is my refund on its way?", completion_body("Yes, it shipped today.", **unsure),
+                  agent, Action.APPROVE)  # fmt: skip
+    await decided("override", "Cancel my order", completion_body("I cannot help with that.", **unsure), senior,
+                  Action.OVERRIDE, text="Use the cancel link in your order email.", tags=["policy"])  # fmt: skip
+    await decided("near_duplicate", "capital of  FRANCE", completion_body("Lyon", **unsure), agent, Action.EDIT,
+                  text="Paris, of course.")  # fmt: skip
+    await decided("case_only", "Opening hours?", completion_body("We open at 9.", **unsure), agent, Action.EDIT,
+                  text="we open at 9.")  # fmt: skip
+    refund = completion_body(
+        "Refunding now.", tool_calls=[tool_call("issue_refund", {"order_id": "42", "amount": 500}, "call_a")]
+    )
+    await decided("tool_call", "Refund order 42", refund, senior, Action.EDIT,
+                  arguments={"call_a": '{"order_id": "42", "amount": 50}'},
+                  extra={"tools": REFUND_TOOLS, "metadata": {"stakes": "high"}})  # fmt: skip
+    return found

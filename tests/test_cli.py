@@ -88,9 +88,12 @@ def test_export_dpo_is_trl_conversational(
             )
 
     out = tmp_path / "dpo.jsonl"
-    result = runner.invoke(cli, ["export", "--format", "dpo", "--output", str(out)])
+    # The same prompt three times: both pairs only with --keep-duplicates (else the newest alone).
+    result = runner.invoke(cli, ["export", "--format", "dpo", "--output", str(out), "--keep-duplicates"])
     assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = sorted(
+        (json.loads(line) for line in out.read_text().splitlines()), key=lambda row: len(row["chosen"][0]["content"])
+    )
     assert lines == [
         {
             "prompt": prompt,
@@ -103,14 +106,25 @@ def test_export_dpo_is_trl_conversational(
             "rejected": [{"role": "assistant", "content": "Lyon."}],
         },
     ]
-    assert "exported 2 pairs" in result.output
+    assert '"train": 2' in result.output and '"not_a_pair": 1' in result.output  # the summary, on stderr
     to_stdout = runner.invoke(cli, ["export"])
-    assert to_stdout.output.count('"chosen"') == 2
+    assert to_stdout.stdout.count('"chosen"') == 1 and '"duplicate_prompt": 1' in to_stdout.stderr
 
 
-def test_unknown_export_format(env: str) -> None:
-    result = runner.invoke(cli, ["export", "--format", "csv"])
-    assert result.exit_code == 2
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["--format", "csv"], "Unknown export format 'csv'; the formats are dpo, dpo-standard, kto"),
+        (["--tag", "rude"], "unknown reason tags ['rude']"),
+        (["--action", "escalate"], "do not close a review"),
+        (["--since", "2026-02-01", "--until", "2026-01-01"], "since must be before until"),
+        (["--test-size", "0.2"], "a split writes two files: give --output"),
+        (["--chat-template", "/nonexistent/template.jinja"], "Cannot read the chat template"),
+    ],
+)
+def test_a_bad_export_option_is_a_clear_error(env: str, arguments: list[str], says: str) -> None:
+    result = runner.invoke(cli, ["export", *arguments])
+    assert result.exit_code == 1 and says in result.output, result.output
 
 
 def test_first_run_bootstrap_creates_admin_and_demo_key_once(env: str) -> None:

@@ -11,7 +11,8 @@ from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel, select
 
 from gateway import db, models  # noqa: F401
-from gateway.models import PreferencePair
+from gateway.datasets.prompt_keys import prompt_key
+from gateway.models import ApiKey, Decision, KeyRole, PreferencePair
 from tests import factories
 
 
@@ -86,3 +87,58 @@ def test_pairs_made_before_0005_get_their_answers_as_messages(database_url: str)
         pair = session.exec(select(PreferencePair)).one()
     assert pair.chosen_message == {"role": "assistant", "content": "No."}
     assert pair.rejected_message == {"role": "assistant", "content": None, "tool_calls": [call]}
+
+
+def test_decisions_made_before_0009_get_their_prompt_key_and_old_keys_are_client_keys(database_url: str) -> None:
+    config = db.alembic_config(database_url)
+    command.downgrade(config, "0008")
+    request = {"model": "m", "messages": [{"role": "user", "content": "Where is my REFUND?"}]}
+    at = {"t": "2026-01-01 00:00:00+00:00"}
+    engine = create_engine(db.sync_url(database_url))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (name, prefix, key_hash, created_at, disabled) VALUES ('k', 'p', 'h', :t, false)"
+            ),
+            at,
+        )
+        connection.execute(
+            text(
+                "INSERT INTO agents (username, password_hash, role, active, created_at)"
+                " VALUES ('a', 'x', 'agent', true, :t)"
+            ),
+            at,
+        )
+        for number, action in enumerate(("approve", "escalate")):
+            connection.execute(
+                text(
+                    "INSERT INTO exchanges (id, request_id, api_key_id, model, upstream_model, stream, request,"
+                    " response, candidate_text, signals, policy_version, route, reason, status, calibrator,"
+                    " upstream_ms, request_hash, created_at)"
+                    f" VALUES ('chatcmpl-{number}', 'r', 1, 'm', 'm', false, :request, '{{}}', 'x', '{{}}', 'v',"
+                    " 'hold', '', 'approved', 'default', 0, '', :t)"
+                ),
+                {"request": json.dumps(request), **at},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO reviews (id, exchange_id, api_key_id, tier, kind, status, created_at, deadline_at)"
+                    f" VALUES ('rev-{number}', 'chatcmpl-{number}', 1, 'agent', 'hold', 'decided', :t, :t)"
+                ),
+                at,
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO decisions (review_id, agent_id, action, comment, tags, created_at)"
+                    f" VALUES ('rev-{number}', 1, '{action}', '', '[]', :t)"
+                ),
+                at,
+            )
+    engine.dispose()
+    db.upgrade(database_url)
+    with factories.sync_session(database_url) as session:
+        approve, escalate = session.exec(select(Decision).order_by(Decision.id)).all()  # type: ignore[arg-type]
+        key = session.exec(select(ApiKey)).one()
+    assert approve.prompt_key == prompt_key({"messages": [{"role": "user", "content": "where is my refund"}]})
+    assert escalate.prompt_key is None  # an escalation closes nothing: no record, no key
+    assert key.role == KeyRole.CLIENT

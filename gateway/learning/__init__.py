@@ -1,3 +1,3 @@
-"""The offline learning loop: labels, calibration metrics, evaluation, reports and dataset exports.
+"""The offline learning loop: labels, calibration metrics, evaluation and reports.
 
 The only package that imports scikit-learn and matplotlib; nothing on the request path imports it."""

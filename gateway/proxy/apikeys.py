@@ -9,8 +9,8 @@ import secrets
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.errors import AuthenticationFailed, NotFound
-from gateway.models import ApiKey
+from gateway.errors import AuthenticationFailed, Forbidden, NotFound
+from gateway.models import ApiKey, KeyRole
 
 KEY_PREFIX = "hitl-"
 
@@ -19,10 +19,10 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def create(session: AsyncSession, name: str) -> tuple[ApiKey, str]:
+async def create(session: AsyncSession, name: str, role: KeyRole = KeyRole.CLIENT) -> tuple[ApiKey, str]:
     """Store a new key and return it with its plaintext, which is never stored."""
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, prefix=plaintext[: len(KEY_PREFIX) + 6], key_hash=hash_key(plaintext))
+    key = ApiKey(name=name, role=role, prefix=plaintext[: len(KEY_PREFIX) + 6], key_hash=hash_key(plaintext))
     session.add(key)
     await session.commit()
     await session.refresh(key)
@@ -40,12 +40,18 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticate(session: AsyncSession, authorization: str | None) -> ApiKey:
+async def authenticate(session: AsyncSession, authorization: str | None, role: KeyRole = KeyRole.CLIENT) -> ApiKey:
+    """The enabled key the header names, when it has the role the route needs (a client key calls the chat
+    API, an export key reads exports; neither does the other's work)."""
     token = bearer_token(authorization)
     key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))).first()
     if key is None or key.disabled:
         shown = token[:9] + "..." if len(token) > 9 else "..."
         raise AuthenticationFailed(f"Incorrect API key provided: {shown}. Create one with `hitl keys create`.")
+    if key.role != role:
+        raise Forbidden(
+            f"This is an API key for {key.role}, not {role}: create one with `hitl keys create NAME --role {role}`."
+        )
     return key
 
 

@@ -23,6 +23,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import notices
+from gateway.datasets.prompt_keys import prompt_key
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.models import (
     DECIDED_STATUS,
@@ -101,6 +102,12 @@ def _assistant(content: Any, tool_calls: list[dict[str, Any]] | None) -> dict[st
     return message
 
 
+def candidate_message(response: dict[str, Any]) -> dict[str, Any]:
+    """The model's answer (its first choice) as an assistant message, tool calls structured."""
+    candidate = (response.get("choices") or [{}])[0].get("message") or {}
+    return _assistant(candidate.get("content"), tool_edits.candidate_calls(response))
+
+
 def _checked_tags(tags: list[str]) -> list[str]:
     unknown = sorted(set(tags) - set(REASON_TAGS))
     if unknown:
@@ -155,6 +162,7 @@ async def decide(
         comment=comment,
         tags=tags,
         from_tier=review.tier,
+        prompt_key=prompt_key(exchange.request),
         created_at=now,
     )
     session.add(decision)
@@ -171,7 +179,7 @@ async def decide(
     if action in (Action.EDIT, Action.OVERRIDE):
         prompt = [dict(message) for message in exchange.request.get("messages", [])]
         candidate = (exchange.response.get("choices") or [{}])[0].get("message") or {}
-        rejected = _assistant(candidate.get("content"), tool_edits.candidate_calls(exchange.response))
+        rejected = candidate_message(exchange.response)
         # An edited tool call keeps whatever the model said beside its calls; an override is text alone.
         chosen = (
             _assistant(candidate.get("content"), final.tool_calls) if final.tool_calls else _assistant(final.text, None)

@@ -16,7 +16,6 @@ from sqlmodel import select
 
 from gateway.app import create_app
 from gateway.errors import InvalidRequest
-from gateway.learning import exports
 from gateway.models import Action, Decision, Exchange, ExchangeStatus, PreferencePair
 from gateway.review import tool_edits
 from gateway.runtime import Runtime
@@ -187,8 +186,7 @@ def test_an_edit_reaches_the_client_as_tool_calls_with_the_same_ids(
     assert pair.chosen_message == {"role": "assistant", "content": "Refunding now.", "tool_calls": [call]}
     assert pair.rejected_message["tool_calls"][0]["function"]["arguments"] == json.dumps(BIG)
 
-    with factories.sync_session(database_url) as session:
-        row = exports.dpo_row(session.exec(select(PreferencePair)).one())
+    (row,) = factories.exported(database_url, "dpo")
     assert row["chosen"] == [{"role": "assistant", "content": "Refunding now.", "tool_calls": [call]}]
     assert isinstance(row["rejected"][0]["tool_calls"], list) and row["prompt"] == REQUEST["messages"]
 
