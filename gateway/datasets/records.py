@@ -93,7 +93,7 @@ def _selected(filters: Filters, snapshot: int) -> sa.Select[Any]:
         D.id, D.prompt_key, D.action, D.text, D.tool_calls, D.comment, D.tags, D.from_tier, D.created_at,
         A.username, R.id.label("review_id"), R.kind, R.created_at.label("held_at"),
         E.id.label("exchange_id"), E.model, E.upstream_model, E.policy_version, E.calibrator, E.confidence,
-        E.signals, E.request, E.response, E.created_at.label("asked_at"),
+        E.signals, E.request, E.response[("choices", 0, "message")].label("answer"), E.created_at.label("asked_at"),
         P.chosen_message, P.rejected_message,
     ]  # fmt: skip
     query = (
@@ -144,7 +144,8 @@ async def count(engine: AsyncEngine, filters: Filters, upto: int) -> int:
 
 def _record(row: Any) -> Record:
     request = row.request or {}
-    candidate = candidate_message(row.response or {})
+    # Only the candidate's message is read, not the stored body: a held answer keeps every token's logprobs.
+    candidate = candidate_message({"choices": [{"message": row.answer if isinstance(row.answer, dict) else {}}]})
     action = Action(row.action)
     final = row.chosen_message if row.chosen_message is not None and action != Action.APPROVE else candidate
     return Record(
