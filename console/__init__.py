@@ -40,7 +40,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(auth.LoginRequired, login_required)
     error_pages.install(app, PREFIX)
 
-    def console_stack(inner: ASGIApp) -> ASGIApp:
+    def console_stack(inner: ASGIApp, secure: bool) -> ASGIApp:
         session = SessionMiddleware(
             inner,
             secret_key=secret,
@@ -48,10 +48,12 @@ def install(app: FastAPI, settings: Settings) -> None:
             max_age=settings.session_max_age,
             path=PREFIX,
             same_site="lax",
-            https_only=False,
+            https_only=secure,
         )
         # CSRF wraps the session: a forged POST is refused before anything runs.
-        csrf = asgi_csrf(session, signing_secret=secret, skip_if_scope=_not_console, cookie_path=PREFIX)
+        csrf = asgi_csrf(
+            session, signing_secret=secret, skip_if_scope=_not_console, cookie_path=PREFIX, cookie_secure=secure
+        )
         return ConsoleGuard(csrf, prefix=PREFIX)
 
     app.add_middleware(ConsoleOnly, prefix=PREFIX, wrap=console_stack)

@@ -1,5 +1,6 @@
-"""Console sessions: a signed session cookie holding the agent's id and when they logged in (a login lasts
-`HITL_SESSION_MAX_AGE` however active). Passwords and the login throttle are the review desk's."""
+"""Console sessions: a signed cookie carrying a session token the review desk keeps server-side, so logging out
+ends it at once (a login lasts `HITL_SESSION_MAX_AGE` however active). Passwords and the login throttle are
+the review desk's too."""
 
 from __future__ import annotations
 
@@ -9,27 +10,32 @@ from fastapi import Depends, Request
 
 from gateway.deps import DeskDep, RuntimeDep
 from gateway.models import Agent
+from gateway.review.desk import ReviewDesk
 
 
 class LoginRequired(Exception):
     """Raised by `current_agent` when there is no valid session; the console redirects to the login."""
 
 
-def start_session(request: Request, agent: Agent, now: float) -> None:
+async def start_session(request: Request, desk: ReviewDesk, agent: Agent) -> None:
     request.session.clear()
-    request.session["agent_id"] = agent.id
-    request.session["since"] = int(now)
+    request.session["token"] = await desk.start_session(agent)
+
+
+async def end_session(request: Request, desk: ReviewDesk) -> None:
+    token = request.session.get("token")
+    if isinstance(token, str):
+        await desk.end_session(token)
+    request.session.clear()
 
 
 async def current_agent(request: Request, runtime: RuntimeDep, desk: DeskDep) -> Agent:
-    agent_id = request.session.get("agent_id")
-    if not isinstance(agent_id, int):
-        raise LoginRequired
-    # The cookie is re-signed on every response, so its own expiry slides; the login time does not.
-    if runtime.clock.now().timestamp() - request.session.get("since", 0) > runtime.settings.session_max_age:
+    token = request.session.get("token")
+    if not isinstance(token, str):
         request.session.clear()
         raise LoginRequired
-    agent = await desk.agent(agent_id)
+    # The cookie is re-signed on every response, so its own expiry slides; the session's start does not.
+    agent = await desk.session_agent(token, runtime.settings.session_max_age)
     if agent is None:
         request.session.clear()
         raise LoginRequired

@@ -101,7 +101,7 @@ async def renew_claim(
     try:
         await desk.claim(review_id, agent)
     except Conflict as exc:
-        claim_error = exc.message
+        claim_error = exc.message  # someone else holds it: the banner says who; Forbidden is a 403 page
     context = await _context(desk, runtime, review_id, agent, claim_error)
     return render(request, "partials/_claim.html", context)
 

@@ -46,11 +46,12 @@ async def login(
     if agent is None:
         context = {"next": _safe_next(next), "error": "Unknown username or wrong password."}
         return render(request, "login.html", context, status_code=401)
-    auth.start_session(request, agent, runtime.clock.now().timestamp())
+    await auth.start_session(request, desk, agent)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
-    request.session.clear()
+async def logout(request: Request, desk: DeskDep) -> Response:
+    """Ends the session server-side: a copy of the cookie kept from before stops working too."""
+    await auth.end_session(request, desk)
     return RedirectResponse("/console/login", status_code=303)

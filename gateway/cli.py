@@ -161,7 +161,9 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
-        proxy_headers=True,
+        # Forwarded headers only from the proxies the operator named; uvicorn's default trusts all of loopback.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 

@@ -311,6 +311,19 @@ class ReviewEvent(SQLModel, table=True):
     at: datetime = _when(index=True)
 
 
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in console session, kept server-side so logging out (or a new password) ends it at once: the
+    cookie carries a random token, only its SHA-256 is stored."""
+
+    __tablename__ = "console_sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    created_at: datetime = _when()
+    ended_at: datetime | None = _maybe_when()
+
+
 class LoginFailure(SQLModel, table=True):
     """A failed console login, counted to throttle password guessing (per username and per address)."""
 

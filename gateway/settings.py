@@ -144,6 +144,14 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None, description="Signs console sessions; set it when running more than one replica."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Addresses or networks (CIDR) of the reverse proxies in front of the gateway: only their"
+            " X-Forwarded-For and X-Forwarded-Proto are believed (the client's address for the login throttle,"
+            " https for Secure cookies). Empty: no proxy is trusted, loopback included."
+        ),
+    )
     session_max_age: int = Field(
         8 * 3600, gt=0, description="Seconds a console login lasts, however active (then log in again)."
     )

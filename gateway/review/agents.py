@@ -10,7 +10,8 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.errors import Conflict, InvalidRequest, NotFound
-from gateway.models import Agent, Role
+from gateway.models import Agent, Role, utcnow
+from gateway.review import sessions
 
 MIN_PASSWORD = 8
 
@@ -48,9 +49,12 @@ async def _named(session: AsyncSession, username: str) -> Agent:
 
 
 async def set_password(session: AsyncSession, username: str, password: str) -> Agent:
+    """A new password; every session signed in with the old one ends."""
     agent = await _named(session, username)
     agent.password_hash = password_hasher().hash(_checked(password))
     session.add(agent)
+    assert agent.id is not None
+    await sessions.end_all(session, agent.id, utcnow())
     await session.commit()
     return agent
 
@@ -60,10 +64,13 @@ async def count(session: AsyncSession) -> int:
 
 
 async def set_active(session: AsyncSession, username: str, active: bool) -> Agent:
-    """Disable an account (its sessions stop at their next request) or enable it again."""
+    """Disable an account (its sessions end: they stay ended if it is enabled again) or enable it again."""
     agent = await _named(session, username)
     agent.active = active
     session.add(agent)
+    if not active:
+        assert agent.id is not None
+        await sessions.end_all(session, agent.id, utcnow())
     await session.commit()
     return agent
 

@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
-from gateway.errors import NotFound
+from gateway.errors import Forbidden, NotFound
 from gateway.models import Action, Agent, Review, wellformed_id
 from gateway.proxy.holds import HoldHub
 from gateway.review import claims, decisions, history, logins, queue, record
+from gateway.review import sessions as console_sessions
 from gateway.review.decisions import Decided
 from gateway.review.history import HistoryFilter, HistoryRow
 from gateway.review.logins import LoginLimits
@@ -54,8 +55,14 @@ class ReviewDesk:
     # -- claims ------------------------------------------------------------------------------------------
 
     async def claim(self, review_id: str, agent: Agent) -> Review:
-        """Claim the review, or renew this agent's claim; `Conflict` when someone else holds it."""
-        return await claims.claim(self.sessions, _known(review_id), agent, self.lease, self.clock)
+        """Claim the review, or renew this agent's claim; `Conflict` when someone else holds it, `Forbidden`
+        when the agent may not decide it (a claim locks a review: only those who may decide it may take it)."""
+        review = await self.review(_known(review_id))
+        if review is None:
+            raise NotFound(f"No review with id {review_id!r}.")
+        if not self.tiers.may_decide_review(agent.role, review):
+            raise Forbidden(f"The {agent.role} role cannot claim reviews in the {review.tier!r} tier.")
+        return await claims.claim(self.sessions, review_id, agent, self.lease, self.clock)
 
     async def release(self, review_id: str, agent: Agent) -> bool:
         if not wellformed_id(review_id):
@@ -147,10 +154,24 @@ class ReviewDesk:
     # -- agents -------------------------------------------------------------------------------------------
 
     async def agent(self, agent_id: int) -> Agent | None:
-        """The signed-in agent, if the account still exists and is active."""
+        """The agent, if the account still exists and is active."""
         async with self.sessions() as session:
             found = await session.get(Agent, agent_id)
         return found if found is not None and found.active else None
+
+    async def start_session(self, agent: Agent) -> str:
+        """A console session for a signed-in agent; the token its cookie carries."""
+        async with self.sessions() as session:
+            return await console_sessions.start(session, agent, self.clock.now())
+
+    async def session_agent(self, token: str, max_age: float) -> Agent | None:
+        """Whose live session `token` is (None once it ended, ran past `max_age`, or the account is disabled)."""
+        async with self.sessions() as session:
+            return await console_sessions.agent_of(session, token, self.clock.now(), max_age)
+
+    async def end_session(self, token: str) -> None:
+        async with self.sessions() as session:
+            await console_sessions.end(session, token, self.clock.now())
 
     async def sign_in(self, username: str, password: str, address: str) -> Agent | None:
         async with self.sessions() as session:

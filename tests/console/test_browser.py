@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 
 from gateway.app import create_app
 from gateway.settings import HoldSettings
@@ -258,3 +260,24 @@ def test_a_held_tool_call_is_edited_in_its_json_editor_and_the_client_gets_the_c
     assert choice.finish_reason == "tool_calls"  # type: ignore[attr-defined]
     (call,) = choice.message.tool_calls  # type: ignore[attr-defined]
     assert call.id == "call_refund" and json.loads(call.function.arguments) == {"order_id": "42", "amount": 50}
+
+
+def test_a_login_forged_from_another_site_does_not_sign_the_victim_in(live: str, page, agent) -> None:
+    """Login CSRF: a page on another site posts the console's login form with the attacker's credentials (here
+    an agent's) as soon as the victim opens it. The browser sends no console cookie with a cross-site post,
+    the console refuses it, and the victim is not signed in as anyone."""
+    attacker = FastAPI()
+    form = (
+        f'<form id="f" method="post" action="{live}/console/login">'
+        f'<input name="username" value="{agent[0]}"><input name="password" value="{agent[1]}">'
+        '<input name="next" value="/console/"></form><script>document.getElementById("f").submit()</script>'
+    )
+    attacker.get("/")(lambda: HTMLResponse(form))
+    with factories.serving(attacker) as evil:
+        page.goto(live + "/console/login")  # the victim has the console's cookies from an earlier visit
+        landed = page.goto(evil.replace("127.0.0.1", "localhost") + "/")  # another site
+        page.wait_for_load_state()
+        assert page.url.startswith(f"{live}/console/login") and "security token is missing" in page.content()
+        assert landed is not None
+        page.goto(f"{live}/console/")
+        assert page.url.startswith(f"{live}/console/login")  # nobody is signed in
