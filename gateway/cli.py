@@ -94,12 +94,14 @@ def _run(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 
 async def _bootstrap(session: AsyncSession) -> list[str]:
-    """First run: an admin account and a demo API key, so a newcomer can try everything at once."""
+    """First run: an admin and an agent account and a demo API key, so a newcomer can try everything at once."""
     lines = []
     if await agents.count(session) == 0:
-        password = secrets.token_urlsafe(12)
-        await agents.create(session, "admin", password, Role.ADMIN)
-        lines.append(f"  First admin login:  admin / {password}")
+        # An admin, and an agent beside it, so a newcomer sees both views of the console at once.
+        for username, role, label in (("admin", Role.ADMIN, "First admin login"), ("agent", Role.AGENT, "Agent login")):
+            password = secrets.token_urlsafe(12)
+            await agents.create(session, username, password, role)
+            lines.append(f"  {label + ':':20}{username} / {password}")
     if not (await session.exec(select(ApiKey.id))).first():
         _, plaintext = await apikeys.create(session, "demo")
         lines.append(f"  Demo API key:       {plaintext}")

@@ -133,7 +133,9 @@ def test_first_run_bootstrap_creates_admin_and_demo_key_once(env: str) -> None:
 
     settings = Settings()
     lines = _run(settings, _bootstrap)
-    assert lines[0].startswith("  First admin login:  admin / ") and lines[1].startswith("  Demo API key:       hitl-")
-    [admin] = rows(env, Agent)
-    assert admin.role == "admin"
+    assert lines[0].startswith("  First admin login:  admin / ") and lines[1].startswith(
+        "  Agent login:        agent / "
+    )
+    assert lines[2].startswith("  Demo API key:       hitl-")
+    assert {(found.username, found.role) for found in rows(env, Agent)} == {("admin", "admin"), ("agent", "agent")}
     assert _run(settings, _bootstrap) == []

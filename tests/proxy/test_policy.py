@@ -35,8 +35,8 @@ rules:
         (0.95, Route.RELEASE, None),
         (0.92, Route.RELEASE, None),
         (0.91, Route.HOLD, "agent"),
-        (0.70, Route.HOLD, "agent"),
-        (0.69, Route.HOLD, "senior"),
+        (0.30, Route.HOLD, "agent"),
+        (0.29, Route.HOLD, "senior"),
         (0.0, Route.HOLD, "senior"),
     ],
 )
@@ -47,7 +47,7 @@ def test_default_bands(confidence: float, route: Route, tier: str | None) -> Non
 
 def test_band_reason_names_the_band() -> None:
     default = policy.load(None)
-    assert default.route(0.8, {}, []).reason == "confidence 0.800 in [0.7, 0.92) -> agent"
+    assert default.route(0.8, {}, []).reason == "confidence 0.800 in [0.3, 0.92) -> agent"
     assert default.route(0.95, {}, []).reason == "confidence 0.950 in [0.92, 1] -> release"
 
 
