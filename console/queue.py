@@ -33,7 +33,7 @@ async def queue(
     key: Annotated[str, Query(max_length=20, pattern=r"^\d*$")] = "",  # "" from the "All keys" option
 ) -> Response:
     tiers = desk.tiers.queues
-    current = tier if tier in tiers else desk.first_queue(agent)
+    current = tier if tier in tiers else desk.first_queue(agent, await desk.queue_counts())
     key_id = int(key) if key else None
     found = await desk.queue(QueueFilter(tier=current, sort=sort, desc=desc, model=model or None, api_key_id=key_id))
     context = {
@@ -51,6 +51,7 @@ async def queue(
         "keys": found.keys,
         "can_decide": desk.may_decide(agent, current),
         "query": request.url.query,
+        "sla": desk.sla(current),
     }
     return render(request, "queue.html", context, block="queue_panel")
 

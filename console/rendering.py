@@ -17,6 +17,7 @@ from starlette.responses import Response
 from gateway.models import EventKind, ReviewKind, ReviewStatus
 from gateway.proxy.chat import question_of
 from gateway.proxy.exchanges import HitlStatus
+from gateway.review import explanations
 
 HX_REQUEST = "HX-Request"
 HX_HISTORY_RESTORE = "HX-History-Restore-Request"  # htmx lost its history cache: it needs the whole page
@@ -38,10 +39,19 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.0f}%"
 
 
+def sla_level(since: datetime, target: float | None, now: datetime) -> str:
+    """`ok`, `near` (75% of the tier's target wait gone) or `over`; "" when the tier has no target."""
+    if not target:
+        return ""
+    share = (now - since).total_seconds() / target
+    return "over" if share >= 1 else "near" if share >= 0.75 else "ok"
+
+
 def make_templates() -> Jinja2Blocks:
     """The console's Jinja environment, with its filters and the state enums templates compare against."""
     templates = Jinja2Blocks(directory=str(TEMPLATES))
-    templates.env.filters.update(age=_age, question=question_of, percent=_percent)
+    templates.env.filters.update(age=_age, question=question_of, percent=_percent, why_held=explanations.why_held)
+    templates.env.globals.update(sla_level=sla_level)
     templates.env.globals.update(
         ReviewStatus=ReviewStatus, ReviewKind=ReviewKind, EventKind=EventKind, HitlStatus=HitlStatus
     )

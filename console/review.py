@@ -16,13 +16,21 @@ from console.auth import CurrentAgent
 from console.rendering import render
 from gateway.deps import DeskDep, RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest
-from gateway.models import Action, Agent, ReviewStatus
+from gateway.models import Action, Agent, DeadlineOutcome, ReviewStatus
 from gateway.prompt_templates import canned_responses
+from gateway.review import explanations
 from gateway.review.decisions import REASON_TAGS
 from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/console/reviews", include_in_schema=False)
+# What a waiting client gets when its deadline passes, as the review page says it.
+OUTCOMES = {
+    DeadlineOutcome.PLACEHOLDER: "the placeholder",
+    DeadlineOutcome.REFUSAL: "a refusal",
+    DeadlineOutcome.ERROR: "an error naming this review",
+    DeadlineOutcome.RELEASE: "the model's answer",
+}
 _WORDS = re.compile(r"\s+|[^\s]+")
 
 
@@ -74,6 +82,10 @@ async def _context(
         "canned": canned,
         "canned_version": canned_version,
         "segments": [],
+        "why_held": explanations.why_held(exchange),
+        "said": explanations.sentences(exchange),
+        "deadline_outcome": OUTCOMES[runtime.policy.on_deadline(review.tier, exchange.request)],
+        "can_take_next": desk.may_decide(agent, review.tier) and review.tier in desk.tiers.queues,
     }
 
 
@@ -144,7 +156,8 @@ async def decide(
 ) -> Response:
     """One decision. A held tool call's editor sends each call's id (`call`) with its arguments (`arguments`),
     in the same order; they count only for an edit."""
-    if action == Action.OVERRIDE and canned is not None:
+    if action == Action.OVERRIDE and canned is not None and not (text or "").strip():
+        # Choosing a canned response fills the answer box; the text sent wins (the agent may have adapted it).
         _, responses = canned_responses()
         if not 0 <= canned < len(responses):
             raise InvalidRequest("No such canned response.", param="canned")
@@ -167,5 +180,9 @@ async def decide(
         context = await _context(desk, runtime, review_id, agent)
         context.update(error=exc.message, draft=text, argument_drafts=drafts)
         return render(request, "review.html", context, status_code=exc.status_code)
+    # Decide and open next: the oldest review of the same tier nobody holds, or the queue when there is none.
     tier = decided.decision.from_tier or decided.review.tier
-    return RedirectResponse(f"/console/?tier={tier}&decided={review_id}", status_code=303)
+    following = await desk.next(agent, tier)
+    if following is None:
+        return RedirectResponse(f"/console/?tier={tier}&decided={review_id}&empty=1", status_code=303)
+    return RedirectResponse(f"/console/reviews/{following.id}?decided={review_id}", status_code=303)

@@ -108,6 +108,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 lease=settings.claim_lease,
                 clock=clock,
                 logins=LoginLimits(settings.login_max_failures, settings.login_window),
+                policy_sla=dict(routing.spec.sla),
             )
             app.state.runtime = runtime = Runtime(
                 settings=settings,

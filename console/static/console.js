@@ -55,6 +55,24 @@
     answer.focus();
   }
 
+  // Canned response N (0-based): chosen in the select, its text in the answer box, the box focused; from there
+  // Ctrl+Enter sends it as an override. False when there is no such response.
+  function canned(index) {
+    var select = document.getElementById("canned");
+    var answer = document.getElementById("answer");
+    if (!select || !answer || index + 1 >= select.options.length) return false;
+    select.selectedIndex = index + 1; // option 0 is "None"
+    answer.value = select.options[index + 1].dataset.text || "";
+    answer.dispatchEvent(new Event("input", { bubbles: true }));
+    answer.focus();
+    return true;
+  }
+
+  function cannedChosen() {
+    var select = document.getElementById("canned");
+    return !!select && select.value !== "";
+  }
+
   function cheatsheet() {
     var dialog = document.getElementById("cheatsheet");
     if (dialog && !dialog.open) dialog.showModal();
@@ -83,6 +101,14 @@
       case "a": if (page === "review") press("a"); else handled = false; break;
       case "e": if (page === "review") focusAnswer(false); else handled = false; break;
       case "o": if (page === "review") focusAnswer(true); else handled = false; break;
+      case "q": {
+        var back = document.getElementById("back");
+        if (page === "review" && back) window.location.href = back.getAttribute("href"); else handled = false;
+        break;
+      }
+      case "1": case "2": case "3": case "4": case "5": case "6": case "7": case "8": case "9":
+        if (page === "review") handled = canned(Number(event.key) - 1); else handled = false;
+        break;
       case "s": {
         var comment = document.getElementById("comment");
         if (page === "review" && comment) { comment.placeholder = "Why escalate? Then press Escalate."; comment.focus(); }
@@ -98,7 +124,8 @@
   // call, whose edits are its arguments), an edit from a tool call's arguments, an escalation from the reason box.
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
-    if (event.target.id === "answer") { event.preventDefault(); press(toolMode() ? "o" : "e"); }
+    // A chosen canned response is an override, not an edit of the model's answer.
+    if (event.target.id === "answer") { event.preventDefault(); press(toolMode() || cannedChosen() ? "o" : "e"); }
     if (event.target.classList.contains("arguments")) { event.preventDefault(); press("e"); }
     if (event.target.id === "comment") { event.preventDefault(); press("s"); }
   });
@@ -109,7 +136,8 @@
     if (row && !event.target.closest("a")) window.location.href = row.dataset.href;
   });
 
-  // A canned response fills the answer box, so the agent sees (and the diff shows) what will be sent.
+  // A canned response fills the answer box, so the agent sees (and the diff shows) what will be sent; choosing
+  // "None" again gives the model's answer back to edit.
   document.addEventListener("change", function (event) {
     if (event.target.id !== "canned") return;
     var option = event.target.selectedOptions[0];
@@ -119,6 +147,23 @@
       answer.dispatchEvent(new Event("input", { bubbles: true }));
     }
   });
+
+  // Ages and countdowns tick every second: "arrived 42 s ago", "12 s before it gets the placeholder".
+  function tick() {
+    var now = Date.now() / 1000;
+    document.querySelectorAll("[data-since]").forEach(function (node) {
+      var seconds = Math.max(0, Math.floor(now - Number(node.dataset.since)));
+      node.textContent = seconds < 60 ? seconds + "s" : seconds < 3600 ? Math.floor(seconds / 60) + "m"
+        : Math.floor(seconds / 3600) + "h " + Math.floor((seconds % 3600) / 60) + "m";
+    });
+    document.querySelectorAll("[data-deadline]").forEach(function (node) {
+      var left = Math.max(0, Math.round(Number(node.dataset.deadline) - now));
+      node.textContent = String(left);
+      var marker = node.closest("[data-waiting]");
+      if (marker && left === 0) marker.classList.add("gone");
+    });
+  }
+  window.setInterval(tick, 1000);
 
   // After a live refresh of the queue, keep the agent's place.
   document.addEventListener("htmx:afterSwap", function () {

@@ -182,6 +182,11 @@ class PolicyFile(_Strict):
         description="Per tier, what a client gets when its wait runs out (default: `refusal` for requests with "
         "`tools` or `response_format`, else `placeholder`).",
     )
+    sla: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per tier, the seconds a review should wait at most; the queue colours a review as it nears "
+        "and passes its tier's target (no target: no colour).",
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -215,6 +220,11 @@ class PolicyFile(_Strict):
         for tier in self.on_deadline:
             if tier not in self.tiers:
                 found.append((("on_deadline", tier), f"tier {tier!r} is not in tiers {self.tiers}"))
+        for tier, seconds in self.sla.items():
+            if tier not in self.tiers:
+                found.append((("sla", tier), f"tier {tier!r} is not in tiers {self.tiers}"))
+            elif seconds <= 0:
+                found.append((("sla", tier), "an SLA target is a number of seconds above 0"))
         return found
 
 
@@ -256,6 +266,10 @@ class Policy:
     @property
     def calibrator(self) -> int | None:
         return self.spec.calibrator
+
+    def sla(self, tier: str) -> float | None:
+        """The seconds a review of `tier` should wait at most, if the policy sets a target."""
+        return self.spec.sla.get(tier)
 
     def on_deadline(self, tier: str, request: dict[str, Any]) -> DeadlineOutcome:
         """What a client held in `tier` gets when its wait runs out: the tier's setting, else a refusal for

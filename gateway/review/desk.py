@@ -7,7 +7,7 @@ clients, the tier rules, the claim lease, the clock), so callers pass only what 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -41,16 +41,24 @@ class ReviewDesk:
     lease: float  # seconds a claim lasts unless renewed
     clock: Clock
     logins: LoginLimits
+    policy_sla: dict[str, float] = field(default_factory=dict)  # tier -> target wait in seconds
 
     # -- who may do what ---------------------------------------------------------------------------------
 
     def may_decide(self, agent: Agent, tier: str) -> bool:
         return self.tiers.may_decide(agent.role, tier)
 
-    def first_queue(self, agent: Agent) -> str:
-        """The tab the queue opens on: the first tier this agent may decide."""
+    def first_queue(self, agent: Agent, counts: dict[str, int] | None = None) -> str:
+        """The tab the queue opens on: of the tiers this agent may decide, the one with the most open reviews
+        (the lowest on a tie, and when none has any)."""
         queues = self.tiers.queues
-        return next((tier for tier in queues if self.may_decide(agent, tier)), queues[0])
+        mine = [tier for tier in queues if self.may_decide(agent, tier)] or queues[:1]
+        found = counts or {}
+        return max(mine, key=lambda tier: (found.get(tier, 0), -mine.index(tier)))
+
+    def sla(self, tier: str) -> float | None:
+        """The policy's target wait for a review of `tier`, in seconds, if it sets one."""
+        return self.policy_sla.get(tier)
 
     # -- claims ------------------------------------------------------------------------------------------
 
@@ -124,6 +132,10 @@ class ReviewDesk:
     async def queue(self, wanted: QueueFilter) -> QueueView:
         async with self.sessions() as session:
             return await queue.view(session, wanted)
+
+    async def queue_counts(self) -> dict[str, int]:
+        async with self.sessions() as session:
+            return await queue.counts(session)
 
     async def queue_version(self) -> int:
         async with self.sessions() as session:

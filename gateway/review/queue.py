@@ -4,13 +4,25 @@ filtered, the count per tier, and the version number live updates watch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, NamedTuple
 
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.models import Agent, ApiKey, Exchange, Review, ReviewEvent, ReviewStatus
+from gateway.models import (
+    Action,
+    Agent,
+    ApiKey,
+    Decision,
+    Exchange,
+    ExchangeStatus,
+    Review,
+    ReviewEvent,
+    ReviewKind,
+    ReviewStatus,
+)
 
 Sort = Literal["age", "confidence"]
 LIMIT = 200
@@ -29,6 +41,16 @@ class QueueRow(NamedTuple):
     review: Review
     exchange: Exchange
     holder: str | None  # who holds a claim on it (the claim may have run out)
+    tags: list[str]  # the reason tags of its escalations, if it was escalated
+
+    def client_waiting(self, now: datetime) -> bool:
+        """A client is still waiting on this review's decision (until its deadline outcome goes out)."""
+        return (
+            self.review.kind == ReviewKind.HOLD
+            and self.exchange.status == ExchangeStatus.HELD
+            and self.exchange.deadline_outcome is None
+            and self.review.deadline_at > now
+        )
 
 
 @dataclass(frozen=True)
@@ -53,16 +75,36 @@ async def view(session: AsyncSession, wanted: QueueFilter) -> QueueView:
         query = query.where(col(Exchange.model) == wanted.model)
     if wanted.api_key_id is not None:
         query = query.where(col(Review.api_key_id) == wanted.api_key_id)
-    per_tier = select(Review.tier, func.count()).where(col(Review.status) == ReviewStatus.OPEN).group_by(Review.tier)
-    counts = {tier: int(count) for tier, count in (await session.exec(per_tier)).all()}
-    rows = [QueueRow(review, exchange, holder) for review, exchange, holder in (await session.exec(query)).all()]
+    open_counts = await counts(session)
+    found = (await session.exec(query)).all()
+    tags = await _escalation_tags(session, [review.id for review, _, _ in found])
+    rows = [QueueRow(review, exchange, holder, tags.get(review.id, [])) for review, exchange, holder in found]
     models = list((await session.exec(select(Exchange.model).distinct().order_by(Exchange.model))).all())
     keys = [
         (key_id, name)
         for key_id, name in (await session.exec(select(ApiKey.id, ApiKey.name))).all()
         if key_id is not None
     ]
-    return QueueView(rows=rows, counts=counts, models=models, keys=sorted(keys))
+    return QueueView(rows=rows, counts=open_counts, models=models, keys=sorted(keys))
+
+
+async def _escalation_tags(session: AsyncSession, review_ids: list[str]) -> dict[str, list[str]]:
+    if not review_ids:
+        return {}
+    escalations = select(Decision.review_id, Decision.tags).where(
+        col(Decision.review_id).in_(review_ids), col(Decision.action) == Action.ESCALATE
+    )
+    found: dict[str, list[str]] = {}
+    for review_id, tags in (await session.exec(escalations.order_by(col(Decision.id)))).all():
+        found.setdefault(review_id, [])
+        found[review_id] += [tag for tag in tags or [] if tag not in found[review_id]]
+    return found
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    """Open reviews per tier."""
+    per_tier = select(Review.tier, func.count()).where(col(Review.status) == ReviewStatus.OPEN).group_by(Review.tier)
+    return {tier: int(count) for tier, count in (await session.exec(per_tier)).all()}
 
 
 async def version(session: AsyncSession) -> int:

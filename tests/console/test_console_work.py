@@ -175,7 +175,7 @@ def test_escalate_moves_the_review_up_with_its_reason(
         top = other.post(path, data={"action": "escalate", "comment": "?", "csrftoken": grace_token})
         assert top.status_code == 400 and "highest tier" in top.text
         done = other.post(path, data={"action": "approve", "csrftoken": grace_token}, follow_redirects=False)
-        assert done.headers["location"] == f"/console/?tier=senior&decided={review_id}"
+        assert done.headers["location"] == f"/console/?tier=senior&decided={review_id}&empty=1"  # nothing next
     with factories.sync_session(database_url) as session:
         actions = [(d.action, d.from_tier, d.to_tier, d.tags) for d in session.exec(select(Decision)).all()]
     assert actions == [("escalate", "agent", "senior", ["policy"]), ("approve", "senior", None, [])]
