@@ -50,7 +50,13 @@ def sla_level(since: datetime, target: float | None, now: datetime) -> str:
 def make_templates() -> Jinja2Blocks:
     """The console's Jinja environment, with its filters and the state enums templates compare against."""
     templates = Jinja2Blocks(directory=str(TEMPLATES))
-    templates.env.filters.update(age=_age, question=question_of, percent=_percent, why_held=explanations.why_held)
+    templates.env.filters.update(
+        age=_age,
+        question=question_of,
+        percent=_percent,
+        why_held=explanations.why_held,
+        why_held_briefly=explanations.why_held_briefly,
+    )
     templates.env.globals.update(sla_level=sla_level)
     templates.env.globals.update(
         ReviewStatus=ReviewStatus, ReviewKind=ReviewKind, EventKind=EventKind, HitlStatus=HitlStatus

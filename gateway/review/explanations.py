@@ -58,6 +58,20 @@ def why_held(exchange: Exchange) -> str:
     return reason or "Held"
 
 
+def why_held_briefly(exchange: Exchange) -> str:
+    """The same in a few words, for a queue column: "Unsure, 41%", "Rule “high-stakes”", "Calls issue_refund"."""
+    reason = exchange.reason or ""
+    if found := _BAND.match(reason):
+        return f"Unsure, {_percent(float(found['value']))}"
+    if found := _RULE.match(reason):
+        return f"Rule “{found['name']}”"
+    if found := _TOOLS.match(reason):
+        return f"Calls {found['names']}"
+    if _UNSCORED.match(reason):
+        return "Not scored"
+    return reason or "Held"
+
+
 def _unsure_words(response: dict[str, Any]) -> tuple[int, int, float | None]:
     """How many tokens of the first choice were unsure, of how many, and the least likely one's odds."""
     choices = response.get("choices") or [{}]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +21,10 @@ import openai
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+from sqlmodel import col, select
 
 from gateway.app import create_app
+from gateway.models import Decision
 from gateway.settings import HoldSettings
 from tests import factories
 from tests.factories import MODEL
@@ -281,3 +284,87 @@ def test_a_login_forged_from_another_site_does_not_sign_the_victim_in(live: str,
         assert landed is not None
         page.goto(f"{live}/console/")
         assert page.url.startswith(f"{live}/console/login")  # nobody is signed in
+
+
+def hold_many(live: str, api_key: str, upstream: factories.UpstreamMock, answers: list[str], **extra: object) -> None:
+    """Held answers for the agent tier, one per text, their clients gone (wait 0)."""
+    with httpx.Client(base_url=live, headers={"Authorization": f"Bearer {api_key}"}) as http:
+        for number, text in enumerate(answers):
+            mock_answer(upstream, text)
+            body = {"model": MODEL, "messages": [{"role": "user", "content": f"Question {number}: where is my order?"}]}
+            reply = http.post("/v1/chat/completions", json={**body, "hitl": {"wait": 0}, **extra})
+            assert reply.json()["hitl"]["status"] == "pending", reply.text
+
+
+@pytest.mark.parametrize(("width", "height"), [(1440, 900), (1280, 720)])
+def test_the_decision_bar_is_in_sight_without_scrolling(
+    live: str, page, api_key: str, upstream: factories.UpstreamMock, agent, width: int, height: int
+) -> None:
+    page.set_viewport_size({"width": width, "height": height})
+    long_answer = " ".join(f"Paragraph {n}: your order left the warehouse and is on its way." for n in range(400))
+    hold_many(live, api_key, upstream, [long_answer])
+    log_in(page, live, *agent)
+    page.goto(f"{live}/console/?tier=agent")
+    page.keyboard.press("n")
+    page.wait_for_url(f"{live}/console/reviews/**")
+    assert page.evaluate("window.scrollY") == 0 and page.evaluate("document.body.scrollHeight") > 3 * height
+    for key in ("a", "e", "o", "s"):
+        box = page.locator(f'#decision-bar button[data-key="{key}"]').bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height, (key, box)
+    if width == 1440:
+        page.screenshot(path=str(ARTIFACTS / "review-long-answer.png"))  # the window, as the agent sees it
+
+
+def test_each_decision_in_a_few_keys_and_the_next_review_opens(
+    live: str, page, api_key: str, upstream: factories.UpstreamMock, agent, database_url: str
+) -> None:
+    """Approve, edit, canned override and escalate from the keyboard, timed from the first key to the next
+    review on screen; the keystrokes are counted as pressed (typed text counts one per character). The
+    figures go to artifacts/console_timings.json and the README."""
+    page.set_viewport_size({"width": 1440, "height": 900})
+    hold_many(live, api_key, upstream, [f"Your order {n} is lost." for n in range(30)])
+    log_in(page, live, *agent)
+    page.goto(f"{live}/console/")
+    page.wait_for_selector("#queue-rows tr[data-href]")
+    screenshot(page, "queue-30")
+    page.keyboard.press("n")
+    page.wait_for_url(f"{live}/console/reviews/**")
+
+    def timed(name: str, keys: list[str], typed: str = "") -> dict[str, object]:
+        before = page.url
+        started = time.perf_counter()
+        strokes = 0
+        for key in keys:
+            if key == "<type>":
+                page.keyboard.type(typed)
+                strokes += len(typed)
+            else:
+                page.keyboard.press(key)
+                strokes += 1
+        page.wait_for_url(lambda url: url != before and "/console/reviews/" in url and "decided=" in url)
+        page.wait_for_selector("#decision-bar")
+        return {"action": name, "keystrokes": strokes, "seconds": round(time.perf_counter() - started, 2)}
+
+    timings = [
+        timed("approve", ["a"]),
+        timed("edit", ["e", "ControlOrMeta+a", "<type>", "ControlOrMeta+Enter"], "It is on its way."),
+        timed("canned override", ["1", "ControlOrMeta+Enter"]),
+        timed("escalate", ["s", "<type>", "ControlOrMeta+Enter"], "refund?"),
+    ]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS.parent / "console_timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    print("\n" + "\n".join(f"{t['action']:16} {t['keystrokes']:>3} keys {t['seconds']:>5} s" for t in timings))
+    assert timings[0]["keystrokes"] == 1 and timings[2]["keystrokes"] <= 4
+
+    with factories.sync_session(database_url) as session:
+        actions = [decision.action for decision in session.exec(select(Decision).order_by(col(Decision.id)))]
+    assert actions == ["approve", "edit", "override", "escalate"]  # the canned one is an override
+
+    page.keyboard.press("?")
+    assert page.is_visible("#cheatsheet") and "Ctrl" in page.inner_text("#cheatsheet")
+    page.screenshot(path=str(ARTIFACTS / "cheatsheet.png"))
+    page.keyboard.press("Escape")
+    page.keyboard.press("q")
+    page.wait_for_url(f"{live}/console/?tier=agent")
+    page.goto(f"{live}/console/history")
+    screenshot(page, "history")
