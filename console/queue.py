@@ -14,6 +14,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from console.auth import CurrentAgent
 from console.rendering import render
 from gateway.deps import DeskDep, RuntimeDep
+from gateway.models import Role
 from gateway.review.desk import ReviewDesk
 from gateway.review.queue import QueueFilter, Sort
 
@@ -31,11 +32,24 @@ async def queue(
     desc: bool = False,
     model: Annotated[str | None, Query(max_length=200)] = None,
     key: Annotated[str, Query(max_length=20, pattern=r"^\d*$")] = "",  # "" from the "All keys" option
+    mine: bool = False,
 ) -> Response:
+    """A tier's open reviews, or with `mine` the ones assigned to this agent in every tier."""
     tiers = desk.tiers.queues
+    # Read before the rows: the page's live updates start from here, so a change made while it renders (or
+    # before its event stream connects) still reaches it.
+    version = await desk.queue_version()
     current = tier if tier in tiers else desk.first_queue(agent, await desk.queue_counts())
     key_id = int(key) if key else None
-    found = await desk.queue(QueueFilter(tier=current, sort=sort, desc=desc, model=model or None, api_key_id=key_id))
+    wanted = QueueFilter(
+        tier=None if mine else current,
+        sort=sort,
+        desc=desc,
+        model=model or None,
+        api_key_id=key_id,
+        assigned_to=agent.id if mine else None,
+    )
+    found = await desk.queue(wanted)
     context = {
         "agent": agent,
         "tiers": tiers,
@@ -51,7 +65,13 @@ async def queue(
         "keys": found.keys,
         "can_decide": desk.may_decide(agent, current),
         "query": request.url.query,
-        "sla": desk.sla(current),
+        "sla_of": desk.sla,
+        "mine": mine,
+        "mine_count": await desk.assigned_count(agent),
+        "team": await desk.agent_names(),
+        "lead": agent.role != Role.AGENT,
+        "progress": await desk.progress_today(),
+        "version": version,
     }
     return render(request, "queue.html", context, block="queue_panel")
 
@@ -65,14 +85,14 @@ async def take_next(agent: CurrentAgent, desk: DeskDep, tier: Annotated[str, For
 
 
 async def queue_changes(
-    desk: ReviewDesk, interval: float, disconnected: Callable[[], Awaitable[bool]]
+    desk: ReviewDesk, interval: float, disconnected: Callable[[], Awaitable[bool]], since: int | None = None
 ) -> AsyncIterator[ServerSentEvent]:
     """A `queue` event whenever a review arrives, is claimed, escalated or decided, on any replica.
 
     Every such change writes a review event, so the newest event id is the queue's version; it is
-    checked every `HITL_HOLD__POLL_INTERVAL` seconds.
+    checked every `HITL_HOLD__POLL_INTERVAL` seconds, from `since` (the version the page was rendered at).
     """
-    seen = await desk.queue_version()
+    seen = since if since is not None else await desk.queue_version()
     while not await disconnected():
         await asyncio.sleep(interval)
         latest = await desk.queue_version()
@@ -82,6 +102,8 @@ async def queue_changes(
 
 
 @router.get("/events")
-async def events(request: Request, agent: CurrentAgent, desk: DeskDep, runtime: RuntimeDep) -> EventSourceResponse:
-    changes = queue_changes(desk, runtime.settings.hold.poll_interval, request.is_disconnected)
+async def events(
+    request: Request, agent: CurrentAgent, desk: DeskDep, runtime: RuntimeDep, since: int | None = None
+) -> EventSourceResponse:
+    changes = queue_changes(desk, runtime.settings.hold.poll_interval, request.is_disconnected, since)
     return EventSourceResponse(changes, ping=15)

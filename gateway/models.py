@@ -225,6 +225,9 @@ class Review(SQLModel, table=True):
     decided_at: datetime | None = _maybe_when()
     claimed_by: int | None = Field(default=None, foreign_key="agents.id")
     claim_expires_at: datetime | None = _maybe_when()
+    assigned_to: int | None = Field(
+        default=None, foreign_key="agents.id", index=True, description="The agent whose work it is (team leads assign)."
+    )
 
 
 class Decision(SQLModel, table=True):
@@ -296,6 +299,7 @@ class EventKind(StrEnum):
     DECIDED = "decided"
     DELIVERED = "delivered"  # the waiting client got its answer (the decision's, or the placeholder)
     RETRIED = "retried"  # a client's retry of the same request joined the review instead of making another
+    ASSIGNED = "assigned"  # given to an agent (detail: to, from); "to" None when the assignment was taken away
 
 
 class ReviewEvent(SQLModel, table=True):

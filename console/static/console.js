@@ -132,8 +132,15 @@
 
   document.addEventListener("click", function (event) {
     if (event.target.closest("[data-cheatsheet]")) { cheatsheet(); return; }
+    if (event.target.id === "pick-all") {
+      // Select every review shown: with the filters, that is the filtered set.
+      document.querySelectorAll('#queue-rows input[name="review_id"]').forEach(function (box) {
+        box.checked = event.target.checked;
+      });
+      return;
+    }
     var row = event.target.closest("#queue-rows tr[data-href]");
-    if (row && !event.target.closest("a")) window.location.href = row.dataset.href;
+    if (row && !event.target.closest("a") && !event.target.closest("td.pick")) window.location.href = row.dataset.href;
   });
 
   // A canned response fills the answer box, so the agent sees (and the diff shows) what will be sent; choosing
@@ -165,9 +172,24 @@
   }
   window.setInterval(tick, 1000);
 
-  // After a live refresh of the queue, keep the agent's place.
+  // The reviews ticked for a bulk action, kept across live refreshes of the queue.
+  var picked = {};
+  document.addEventListener("change", function (event) {
+    if (event.target.name === "review_id") picked[event.target.value] = event.target.checked;
+    if (event.target.id === "pick-all") {
+      document.querySelectorAll('#queue-rows input[name="review_id"]').forEach(function (box) {
+        picked[box.value] = box.checked;
+      });
+    }
+  });
+
+  // After a live refresh of the queue, keep the agent's place and its ticks.
   document.addEventListener("htmx:afterSwap", function () {
-    if (document.body.dataset.page !== "queue" || !selected) return;
+    if (document.body.dataset.page !== "queue") return;
+    document.querySelectorAll('#queue-rows input[name="review_id"]').forEach(function (box) {
+      if (picked[box.value]) box.checked = true;
+    });
+    if (!selected) return;
     var index = current();
     if (index >= 0) select(index);
   });

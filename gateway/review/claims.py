@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import case, or_
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -59,7 +59,8 @@ async def release(sessions: Sessions, review_id: str, agent: Agent, clock: Clock
 
 async def next_review(sessions: Sessions, agent: Agent, tier: str, lease: float, clock: Clock) -> Review | None:
     """Claim the oldest open review of `tier` that nobody holds (this agent's own claims count as held,
-    so "next" moves on); None when there is none."""
+    so "next" moves on), those assigned to this agent first, never one assigned to someone else; None when
+    there is none."""
     assert agent.id is not None
     for _ in range(5):  # someone may take a candidate between the look and the claim: look again
         now = clock.now()
@@ -70,7 +71,8 @@ async def next_review(sessions: Sessions, agent: Agent, tier: str, lease: float,
                     .where(col(Review.status) == ReviewStatus.OPEN, col(Review.tier) == tier)
                     # Nobody's, or a claim that ran out; not one this agent holds already (that is "next").
                     .where(or_(col(Review.claimed_by).is_(None), col(Review.claim_expires_at) < now))
-                    .order_by(col(Review.created_at))
+                    .where(or_(col(Review.assigned_to).is_(None), col(Review.assigned_to) == agent.id))
+                    .order_by(case((col(Review.assigned_to) == agent.id, 0), else_=1), col(Review.created_at))
                     .limit(10)
                 )
             ).all()

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
-from gateway.errors import Forbidden, NotFound
-from gateway.models import Action, Agent, Review, wellformed_id
+from gateway.errors import Forbidden, InvalidRequest, NotFound
+from gateway.models import Action, Agent, Review, ReviewStatus, wellformed_id
 from gateway.proxy.holds import HoldHub
-from gateway.review import claims, decisions, history, logins, queue, record
+from gateway.review import assignments, claims, decisions, history, logins, progress, queue, record
 from gateway.review import sessions as console_sessions
 from gateway.review.decisions import Decided
 from gateway.review.history import HistoryFilter, HistoryRow
@@ -132,6 +133,51 @@ class ReviewDesk:
     async def queue(self, wanted: QueueFilter) -> QueueView:
         async with self.sessions() as session:
             return await queue.view(session, wanted)
+
+    # -- team work ---------------------------------------------------------------------------------------
+
+    async def assign(self, review_ids: list[str], to_username: str | None, by: Agent) -> list[Review]:
+        """Give reviews to an agent (None: to nobody); all or none, each change in its review's trail."""
+        for review_id in review_ids:
+            _known(review_id)
+        async with self.sessions() as session:
+            to = None
+            if to_username:
+                to = (await session.exec(select(Agent).where(col(Agent.username) == to_username))).first()
+                if to is None:
+                    raise NotFound(f"No agent called {to_username!r}.")
+            return await assignments.assign(session, self.tiers, self.clock.now(), review_ids, to, by)
+
+    async def approve_many(self, review_ids: list[str], agent: Agent) -> list[Decided]:
+        """Approve each review as it stands, one decision each (through `decide`, so each client is answered and
+        each trail written); refused as a whole when any is not a plain text answer this agent may decide."""
+        records = [await self.record(review_id) for review_id in dict.fromkeys(review_ids)]
+        if not records:
+            raise InvalidRequest("Choose at least one review.", param="review_ids")
+        for found in records:
+            problem = self.bulk_problem(found, agent)
+            if problem:
+                raise InvalidRequest(f"Review {found.review.id}: {problem}", param="review_ids")
+        return [await self.decide(found.review.id, agent, Action.APPROVE) for found in records]
+
+    def bulk_problem(self, found: ReviewRecord, agent: Agent) -> str | None:
+        """Why a review cannot be approved in bulk, or None: only open text answers the agent may decide."""
+        if found.review.status != ReviewStatus.OPEN:
+            return "it is decided already"
+        if not self.tiers.may_decide_review(agent.role, found.review):
+            return f"the {agent.role} role cannot decide the {found.review.tier!r} tier"
+        if found.tool_calls():
+            return "it calls tools: decide it on its own page"
+        return None
+
+    async def assigned_count(self, agent: Agent) -> int:
+        assert agent.id is not None
+        async with self.sessions() as session:
+            return await queue.assigned_count(session, agent.id)
+
+    async def progress_today(self) -> dict[str, int]:
+        async with self.sessions() as session:
+            return await progress.today(session, self.clock.now())
 
     async def queue_counts(self) -> dict[str, int]:
         async with self.sessions() as session:

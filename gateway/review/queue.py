@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Literal, NamedTuple
 
 from sqlalchemy import func
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -30,11 +31,12 @@ LIMIT = 200
 
 @dataclass(frozen=True)
 class QueueFilter:
-    tier: str
+    tier: str | None  # None: every tier (with `assigned_to`, an agent's own work)
     sort: Sort = "age"  # oldest first; by confidence, least sure first
     desc: bool = False  # flips either
     model: str | None = None
     api_key_id: int | None = None
+    assigned_to: int | None = None  # only the reviews assigned to this agent
 
 
 class QueueRow(NamedTuple):
@@ -42,6 +44,7 @@ class QueueRow(NamedTuple):
     exchange: Exchange
     holder: str | None  # who holds a claim on it (the claim may have run out)
     tags: list[str]  # the reason tags of its escalations, if it was escalated
+    assignee: str | None = None  # whose work it is, when a team lead (or the agent) assigned it
 
     def client_waiting(self, now: datetime) -> bool:
         """A client is still waiting on this review's decision (until its deadline outcome goes out)."""
@@ -63,22 +66,31 @@ class QueueView:
 
 async def view(session: AsyncSession, wanted: QueueFilter) -> QueueView:
     order = col(Review.created_at) if wanted.sort == "age" else col(Exchange.confidence)
+    assignee = aliased(Agent)
     query = (
-        select(Review, Exchange, Agent.username)
+        select(Review, Exchange, Agent.username, assignee.username)
         .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
         .outerjoin(Agent, col(Agent.id) == col(Review.claimed_by))
-        .where(col(Review.status) == ReviewStatus.OPEN, col(Review.tier) == wanted.tier)
+        .outerjoin(assignee, col(assignee.id) == col(Review.assigned_to))
+        .where(col(Review.status) == ReviewStatus.OPEN)
         .order_by(order.desc() if wanted.desc else order.asc(), col(Review.created_at))
         .limit(LIMIT)
     )
+    if wanted.tier is not None:
+        query = query.where(col(Review.tier) == wanted.tier)
+    if wanted.assigned_to is not None:
+        query = query.where(col(Review.assigned_to) == wanted.assigned_to)
     if wanted.model:
         query = query.where(col(Exchange.model) == wanted.model)
     if wanted.api_key_id is not None:
         query = query.where(col(Review.api_key_id) == wanted.api_key_id)
     open_counts = await counts(session)
     found = (await session.exec(query)).all()
-    tags = await _escalation_tags(session, [review.id for review, _, _ in found])
-    rows = [QueueRow(review, exchange, holder, tags.get(review.id, [])) for review, exchange, holder in found]
+    tags = await _escalation_tags(session, [review.id for review, *_ in found])
+    rows = [
+        QueueRow(review, exchange, holder, tags.get(review.id, []), assigned)
+        for review, exchange, holder, assigned in found
+    ]
     models = list((await session.exec(select(Exchange.model).distinct().order_by(Exchange.model))).all())
     keys = [
         (key_id, name)
@@ -105,6 +117,12 @@ async def counts(session: AsyncSession) -> dict[str, int]:
     """Open reviews per tier."""
     per_tier = select(Review.tier, func.count()).where(col(Review.status) == ReviewStatus.OPEN).group_by(Review.tier)
     return {tier: int(count) for tier, count in (await session.exec(per_tier)).all()}
+
+
+async def assigned_count(session: AsyncSession, agent_id: int) -> int:
+    """Open reviews assigned to an agent, every tier."""
+    mine = select(func.count()).select_from(Review).where(col(Review.status) == ReviewStatus.OPEN)
+    return int((await session.exec(mine.where(col(Review.assigned_to) == agent_id))).one())
 
 
 async def version(session: AsyncSession) -> int:

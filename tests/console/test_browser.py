@@ -368,3 +368,62 @@ def test_each_decision_in_a_few_keys_and_the_next_review_opens(
     page.wait_for_url(f"{live}/console/?tier=agent")
     page.goto(f"{live}/console/history")
     screenshot(page, "history")
+
+
+def test_a_lead_assigns_a_filtered_set_and_an_agent_approves_in_bulk(
+    live: str, page, api_key: str, upstream: factories.UpstreamMock, agent, senior, database_url: str
+) -> None:
+    """Point 4 in a browser: a senior ticks every review shown and assigns them to an agent; the agent's "mine"
+    tab lists them, it ticks two, sees what will be released, confirms, and the queue says so. Meanwhile a
+    client waiting on another review shows as waiting, with its seconds ticking down."""
+    page.set_viewport_size({"width": 1440, "height": 900})
+    hold_many(live, api_key, upstream, [f"Your parcel {n} arrives tomorrow." for n in range(3)])
+    log_in(page, live, *senior)
+    page.goto(f"{live}/console/?tier=agent")
+    page.check("#pick-all")
+    page.select_option('select[name="to"]', agent[0])
+    page.click('button[name="do"][value="assign"]')
+    page.wait_for_url(f"{live}/console/?tier=agent&assigned=3")
+    assert page.locator("#queue-rows td", has_text=agent[0]).count() == 3
+
+    page.context.clear_cookies()
+    log_in(page, live, *agent)
+    page.goto(f"{live}/console/?mine=true")
+    boxes = page.locator('#queue-rows input[name="review_id"]')
+    assert boxes.count() == 3
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+
+    # A client asks meanwhile and waits: the live refresh adds its row and keeps the ticks.
+    mock_answer(upstream, "Soon.")
+    waiting = threading.Thread(
+        target=lambda: httpx.post(
+            f"{live}/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "When?"}], "hitl": {"wait": 8}},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=30,
+        )
+    )
+    waiting.start()
+    page.goto(f"{live}/console/?tier=agent")
+    marker = page.wait_for_selector("#queue-rows [data-waiting] [data-deadline]", timeout=10_000)
+    first = int(marker.inner_text())
+    page.wait_for_timeout(2100)
+    assert int(page.inner_text("#queue-rows [data-waiting] [data-deadline]")) <= first - 1  # it ticks
+    screenshot(page, "queue-waiting")
+
+    page.goto(f"{live}/console/?mine=true")
+    boxes = page.locator('#queue-rows input[name="review_id"]')
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.click('button[name="do"][value="approve"]')
+    page.wait_for_selector("#confirm-approve")
+    assert page.inner_text("#confirm-approve") == "Approve 2 answers"
+    assert page.locator("table.bulk tbody tr").count() == 2
+    page.click("#confirm-approve")
+    page.wait_for_url(f"{live}/console/?mine=true&approved=2")
+    assert page.locator('#queue-rows input[name="review_id"]').count() == 1
+    waiting.join(30)
+    with factories.sync_session(database_url) as session:
+        approved = session.exec(select(Decision).where(Decision.action == "approve")).all()
+    assert len(approved) == 2 and {d.agent_id for d in approved} == {approved[0].agent_id}

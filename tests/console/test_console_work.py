@@ -309,6 +309,28 @@ async def test_queue_events_follow_new_reviews(
     await changes.aclose()
 
 
+async def test_a_change_between_the_page_and_its_event_stream_is_not_missed(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, agent
+) -> None:
+    """The page says which queue version it shows; its stream starts there, so a review that arrived after the
+    page was rendered but before the stream connected still refreshes it."""
+    runtime: Runtime = app.state.runtime
+    upstream.answer(factories.completion_body("Lyon.", logprob=-0.2))
+    await factories.aconsole_login(aclient, *agent)
+    page = (await aclient.get("/console/")).text
+    rendered = int(re.search(r'sse-connect="/console/events\?since=(\d+)"', page)[1])  # type: ignore[index]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Q?"}], "hitl": {"wait": 0}}
+    await aclient.post("/v1/chat/completions", json=body, headers={AUTH: f"Bearer {api_key}"})
+
+    async def never() -> bool:
+        return False
+
+    changes = console_queue.queue_changes(runtime.desk, runtime.settings.hold.poll_interval, never, rendered)
+    event = await asyncio.wait_for(anext(changes), timeout=5)
+    assert event.event == "queue" and int(str(event.data)) > rendered
+    await changes.aclose()
+
+
 # --- accounts and safety ----------------------------------------------------------------------------
 
 
