@@ -59,7 +59,7 @@ def page() -> Iterator[object]:
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
         )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(viewport={"width": 1440, "height": 900})  # the agent's screen in the issue
         tab = context.new_page()
         tab.on("dialog", lambda dialog: pytest.fail(f"a dialog opened: {dialog.message}"))
         yield tab
@@ -168,13 +168,14 @@ def test_hostile_model_output_never_runs_and_the_layout_holds(
     violations: list[str] = []
     page.on("console", lambda message: violations.append(message.text) if "Content Security" in message.text else None)
     log_in(page, live, *agent)
+    screen = page.viewport_size["width"]
 
     def assert_safe(where: str) -> None:
         assert page.evaluate("window.__pwned === undefined"), f"{where}: a payload ran"
         assert page.locator("main script, main img, main iframe, main svg, main meta, main style").count() == 0, where
         assert page.locator("#evil-link").count() == 0, where
         width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 1280, f"{where}: the page is {width}px wide; a long line broke the layout"
+        assert width <= screen, f"{where}: the page is {width}px wide; a long line broke the layout"
         assert page.is_visible("header.top") and page.is_visible("main"), where
 
     page.goto(f"{live}/console/?tier=agent")
@@ -190,7 +191,7 @@ def test_hostile_model_output_never_runs_and_the_layout_holds(
         assert_safe(f"review {index}")
         assert page.is_visible("#decide-form button[value=approve]"), f"review {index}: the form is hidden"
         box = page.locator("#decide-form button[value=approve]").bounding_box()
-        assert box is not None and box["x"] + box["width"] <= 1280, f"review {index}: the form was pushed aside"
+        assert box is not None and box["x"] + box["width"] <= screen, f"review {index}: the form was pushed aside"
         if index == 0:
             screenshot(page, "review-hostile")
     # The text is shown, as text.
