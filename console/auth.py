@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.deps import DeskDep, RuntimeDep
-from gateway.models import Agent
+from gateway.errors import Forbidden
+from gateway.models import Agent, Role
 from gateway.review.desk import ReviewDesk
 
 
@@ -43,3 +44,10 @@ async def current_agent(request: Request, runtime: RuntimeDep, desk: DeskDep) ->
 
 
 CurrentAgent = Annotated[Agent, Depends(current_agent)]
+
+
+def admin_only(agent: Agent, what: str) -> Agent:
+    """The agent, when an admin; else a 403 saying `what` only admins do."""
+    if agent.role != Role.ADMIN:
+        raise Forbidden(f"Only admins {what}.")
+    return agent

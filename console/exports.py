@@ -6,27 +6,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from console.auth import CurrentAgent
+from console.auth import CurrentAgent, admin_only
 from console.rendering import render
 from gateway.datasets import export, formats, manifest, params, records
 from gateway.datasets.filters import CLOSING
 from gateway.deps import RuntimeDep
-from gateway.errors import Forbidden
-from gateway.models import Agent, Role
 from gateway.review.decisions import REASON_TAGS
 
 router = APIRouter(prefix="/console/exports", include_in_schema=False)
 
 
-def _admin(agent: Agent) -> Agent:
-    if agent.role != Role.ADMIN:
-        raise Forbidden("Only admins export datasets.")
-    return agent
-
-
 @router.get("", name="console_exports")
 async def exports(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -> Response:
-    _admin(agent)
+    admin_only(agent, "export datasets")
     plan, _ = params.plan(request.query_params)
     tallies = await export.counts(runtime.engine, plan)
     query = request.url.query
@@ -45,7 +37,7 @@ async def exports(request: Request, agent: CurrentAgent, runtime: RuntimeDep) ->
 
 @router.get("/download/{format_name}", name="console_export_download")
 async def download(format_name: str, request: Request, agent: CurrentAgent, runtime: RuntimeDep) -> Response:
-    _admin(agent)
+    admin_only(agent, "export datasets")
     plan, side = params.plan(request.query_params, format_name)
     upto = await records.snapshot(runtime.engine)
     rows = manifest.lines(runtime.engine, export.Exporter(plan), upto, side)

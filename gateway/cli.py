@@ -59,7 +59,8 @@ def _settings() -> Settings:
 
 
 def _run_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Run work that needs the engine itself (a stream) against an up-to-date database."""
+    """Run work that needs the engine itself (a stream) against an up-to-date database; a gateway error is
+    the command's error."""
     db.upgrade(settings.database_url)
 
     async def main() -> T:
@@ -76,21 +77,13 @@ def _run_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]])
 
 
 def _run(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run one unit of work against an up-to-date database."""
-    db.upgrade(settings.database_url)
+    """Run one unit of work, in a session, against an up-to-date database."""
 
-    async def main() -> T:
-        engine = db.create_engine(settings.database_url)
-        try:
-            async with db.session_factory(engine)() as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
+    async def in_session(engine: AsyncEngine) -> T:
+        async with db.session_factory(engine)() as session:
+            return await work(session)
 
-    try:
-        return asyncio.run(main())
-    except GatewayError as exc:
-        raise _fail(exc.message) from None
+    return _run_engine(settings, in_session)
 
 
 async def _bootstrap(session: AsyncSession) -> list[str]:

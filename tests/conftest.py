@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from gateway import db
 from gateway.app import create_app
 from gateway.models import Role
+from gateway.runtime import Runtime
 from gateway.settings import (
     AuditSettings,
     HoldSettings,
@@ -146,3 +147,17 @@ def unsure_upstream() -> Iterator[str]:
     unsure = factories.completion_body("Lyon is the capital of France.", logprob=-1.5)
     with factories.serving(factories.fake_upstream(unsure)) as base:
         yield f"{base}/v1"
+
+
+@pytest.fixture
+async def decided(
+    app: FastAPI,
+    aclient: httpx.AsyncClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    agent: tuple[str, str],
+    senior: tuple[str, str],
+) -> dict[str, str]:
+    """The six decisions of `factories.decided_dataset`, made through the app's review desk; their review ids."""
+    runtime: Runtime = app.state.runtime
+    return await factories.decided_dataset(runtime, aclient, upstream, api_key, agent[0], senior[0])

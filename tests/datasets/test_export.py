@@ -27,30 +27,17 @@ from tests import factories
 from tests.factories import MODEL, REFUND_TOOLS
 
 
-@pytest.fixture
-async def dataset(
-    app: FastAPI,
-    aclient: httpx.AsyncClient,
-    api_key: str,
-    upstream: factories.UpstreamMock,
-    agent: tuple[str, str],
-    senior: tuple[str, str],
-) -> dict[str, str]:
-    runtime: Runtime = app.state.runtime
-    return await factories.decided_dataset(runtime, aclient, upstream, api_key, agent[0], senior[0])
-
-
 def by_review(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {row["review_id"]: row for row in rows}
 
 
 async def test_every_decision_is_a_record_with_its_provenance(
-    dataset: dict[str, str], database_url: str, agent: tuple[str, str], senior: tuple[str, str]
+    decided: dict[str, str], database_url: str, agent: tuple[str, str], senior: tuple[str, str]
 ) -> None:
     found = by_review(await factories.export_rows(database_url, "records", dedupe=False))
-    assert set(found) == set(dataset.values())
+    assert set(found) == set(decided.values())
 
-    edit = found[dataset["edit"]]
+    edit = found[decided["edit"]]
     assert edit["prompt"] == [{"role": "user", "content": "Capital of France?"}] and edit["tools"] is None
     assert edit["candidate"] == {"role": "assistant", "content": "Lyon."}
     assert edit["final"] == {"role": "assistant", "content": "Paris."}
@@ -63,18 +50,18 @@ async def test_every_decision_is_a_record_with_its_provenance(
     assert edit["signals"]["choices"] and edit["signals"]["formula"]
     assert edit["asked_at"] <= edit["held_at"] <= edit["decided_at"]
     with factories.sync_session(database_url) as session:
-        review = session.get(Review, dataset["edit"])
-        decision = session.exec(select(Decision).where(Decision.review_id == dataset["edit"])).one()
+        review = session.get(Review, decided["edit"])
+        decision = session.exec(select(Decision).where(Decision.review_id == decided["edit"])).one()
     assert review is not None and edit["exchange_id"] == review.exchange_id and edit["decision_id"] == decision.id
 
-    approve = found[dataset["approve"]]
+    approve = found[decided["approve"]]
     assert approve["final"] == approve["candidate"] == {"role": "assistant", "content": "Yes, it shipped today."}
 
-    override = found[dataset["override"]]
+    override = found[decided["override"]]
     assert (override["agent"], override["tags"]) == (senior[0], ["policy"])
     assert override["final"]["content"] == "Use the cancel link in your order email."
 
-    tool = found[dataset["tool_call"]]
+    tool = found[decided["tool_call"]]
     assert tool["tools"] == REFUND_TOOLS
     (candidate_call,) = tool["candidate"]["tool_calls"]
     (final_call,) = tool["final"]["tool_calls"]
@@ -84,7 +71,7 @@ async def test_every_decision_is_a_record_with_its_provenance(
 
 
 async def test_each_pair_belongs_to_its_prompt_and_its_answers_differ(
-    dataset: dict[str, str], database_url: str
+    decided: dict[str, str], database_url: str
 ) -> None:
     """The proof pairing is not assumed: every DPO row, traced back through its metadata to the exchange it
     came from, has that exchange's prompt, the model's candidate as rejected, what the client got as
@@ -101,10 +88,10 @@ async def test_each_pair_belongs_to_its_prompt_and_its_answers_differ(
             (chosen,) = row["chosen"]
             assert chosen.get("tool_calls") == exchange.final_tool_calls or chosen["content"] == exchange.final_text
             assert row["chosen"] != row["rejected"]
-            assert row["metadata"]["review_id"] in dataset.values()
+            assert row["metadata"]["review_id"] in decided.values()
 
 
-async def test_the_formats_by_name(dataset: dict[str, str], database_url: str) -> None:
+async def test_the_formats_by_name(decided: dict[str, str], database_url: str) -> None:
     dpo = await factories.export_rows(database_url, "dpo")
     # The case-only edit is dropped, the approval is not a pair, and of the two "capital of France" prompts
     # only the newest (the near-duplicate's edit) is kept.
@@ -154,7 +141,7 @@ async def test_the_formats_by_name(dataset: dict[str, str], database_url: str) -
 
 
 async def test_a_chat_template_renders_the_standard_prompt(
-    dataset: dict[str, str], database_url: str, tmp_path: Path
+    decided: dict[str, str], database_url: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "tokenizer_config.json"
     template = (
@@ -175,7 +162,7 @@ async def test_a_chat_template_renders_the_standard_prompt(
 
 
 async def test_filters_narrow_the_records(
-    dataset: dict[str, str], database_url: str, agent: tuple[str, str], senior: tuple[str, str]
+    decided: dict[str, str], database_url: str, agent: tuple[str, str], senior: tuple[str, str]
 ) -> None:
     async def reviews(**given: Any) -> set[str]:
         rows = await factories.export_rows(database_url, "records", filters=filters.parse(given), dedupe=False)
@@ -183,14 +170,14 @@ async def test_filters_narrow_the_records(
 
     everything = await factories.export_rows(database_url, "records", dedupe=False)
     times = sorted(row["decided_at"] for row in everything)
-    assert await reviews(actions=["approve"]) == {dataset["approve"]}
-    assert await reviews(tags=["policy"]) == {dataset["override"]}
-    assert await reviews(tags=["policy", "wrong-facts"]) == {dataset["override"], dataset["edit"]}
-    assert await reviews(agents=[senior[0]]) == {dataset["override"], dataset["tool_call"]}
-    assert await reviews(tiers=["senior"]) == {dataset["tool_call"]}
+    assert await reviews(actions=["approve"]) == {decided["approve"]}
+    assert await reviews(tags=["policy"]) == {decided["override"]}
+    assert await reviews(tags=["policy", "wrong-facts"]) == {decided["override"], decided["edit"]}
+    assert await reviews(agents=[senior[0]]) == {decided["override"], decided["tool_call"]}
+    assert await reviews(tiers=["senior"]) == {decided["tool_call"]}
     assert await reviews(models=["another-model"]) == set()
-    assert await reviews(models=[MODEL]) == set(dataset.values())
-    assert await reviews(since=times[1], until=times[3]) == {dataset["approve"], dataset["override"]}
+    assert await reviews(models=[MODEL]) == set(decided.values())
+    assert await reviews(since=times[1], until=times[3]) == {decided["approve"], decided["override"]}
     confidences = sorted(row["confidence"] for row in everything if row["confidence"] is not None)
     assert await reviews(min_confidence=1.0) == set()
     assert len(await reviews(max_confidence=confidences[-1])) == len(confidences)
@@ -209,7 +196,7 @@ async def test_filters_narrow_the_records(
 
 
 async def test_an_incremental_export_continues_after_the_cursor(
-    dataset: dict[str, str],
+    decided: dict[str, str],
     database_url: str,
     app: FastAPI,
     aclient: httpx.AsyncClient,
@@ -233,7 +220,7 @@ async def test_an_incremental_export_continues_after_the_cursor(
         await engine.dispose()
 
 
-async def test_quality_drops_trivial_pairs_and_says_why(dataset: dict[str, str], database_url: str) -> None:
+async def test_quality_drops_trivial_pairs_and_says_why(decided: dict[str, str], database_url: str) -> None:
     engine = db.create_engine(database_url)
     try:
 
@@ -267,7 +254,7 @@ def test_near_duplicate_prompts_share_a_key_and_different_ones_do_not() -> None:
     assert prompt_key(system) != prompt_key(ask("Refund 42"))
 
 
-async def test_the_split_keeps_each_prompt_on_one_side(dataset: dict[str, str], database_url: str) -> None:
+async def test_the_split_keeps_each_prompt_on_one_side(decided: dict[str, str], database_url: str) -> None:
     sides_seen = set()
     for seed in range(12):
         split = Split(0.5, str(seed))
@@ -283,7 +270,7 @@ async def test_the_split_keeps_each_prompt_on_one_side(dataset: dict[str, str], 
     assert sides_seen == {"train", "test"}
 
 
-async def test_files_and_their_manifest(dataset: dict[str, str], database_url: str, tmp_path: Path) -> None:
+async def test_files_and_their_manifest(decided: dict[str, str], database_url: str, tmp_path: Path) -> None:
     engine = db.create_engine(database_url)
     try:
         plan = Plan(formats.named("kto"), filters.parse({"actions": ["edit", "override"]}), split=Split(0.5, "7"))

@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import httpx
 import pytest
-from fastapi import FastAPI
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 from trl.data_utils import is_conversational, maybe_apply_chat_template, unpair_preference_dataset
@@ -20,8 +18,6 @@ from trl.data_utils import is_conversational, maybe_apply_chat_template, unpair_
 from gateway import db
 from gateway.datasets import formats, manifest
 from gateway.datasets.export import Plan
-from gateway.runtime import Runtime
-from tests import factories
 
 # A chat template in the shape of the common ones (ChatML-like), tools and tool calls included.
 TEMPLATE = (
@@ -42,19 +38,8 @@ def tokenizer() -> PreTrainedTokenizerFast:
 
 
 @pytest.fixture
-async def files(
-    app: FastAPI,
-    aclient: httpx.AsyncClient,
-    api_key: str,
-    upstream: factories.UpstreamMock,
-    agent: tuple[str, str],
-    senior: tuple[str, str],
-    database_url: str,
-    tmp_path: Path,
-) -> dict[str, Path]:
+async def files(decided: dict[str, str], database_url: str, tmp_path: Path) -> dict[str, Path]:
     """Every format written to a file, with metadata, from the six decisions of `decided_dataset`."""
-    runtime: Runtime = app.state.runtime
-    await factories.decided_dataset(runtime, aclient, upstream, api_key, agent[0], senior[0])
     engine = db.create_engine(database_url)
     written = {}
     try:

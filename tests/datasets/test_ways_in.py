@@ -8,32 +8,16 @@ import json
 from pathlib import Path
 
 import httpx
-import pytest
-from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli
 from gateway.models import KeyRole
-from gateway.runtime import Runtime
 from tests import factories
 
 runner = CliRunner()
 
 
-@pytest.fixture
-async def dataset(
-    app: FastAPI,
-    aclient: httpx.AsyncClient,
-    api_key: str,
-    upstream: factories.UpstreamMock,
-    agent: tuple[str, str],
-    senior: tuple[str, str],
-) -> dict[str, str]:
-    runtime: Runtime = app.state.runtime
-    return await factories.decided_dataset(runtime, aclient, upstream, api_key, agent[0], senior[0])
-
-
-async def test_the_command_writes_the_split_and_its_manifest(dataset: dict[str, str], env: str, tmp_path: Path) -> None:
+async def test_the_command_writes_the_split_and_its_manifest(decided: dict[str, str], env: str, tmp_path: Path) -> None:
     out = tmp_path / "exports" / "sft.jsonl"
     arguments = ["export", "-f", "sft", "-o", str(out), "--test-size", "0.5", "--seed", "3", "--with-metadata"]
     result = await asyncio.to_thread(runner.invoke, cli, arguments)
@@ -51,7 +35,7 @@ async def test_the_command_writes_the_split_and_its_manifest(dataset: dict[str, 
 
 
 async def test_the_admin_api_streams_an_export_for_an_export_key(
-    dataset: dict[str, str], aclient: httpx.AsyncClient, api_key: str, database_url: str
+    decided: dict[str, str], aclient: httpx.AsyncClient, api_key: str, database_url: str
 ) -> None:
     export_key = factories.make_api_key(database_url, "pipeline", role=KeyRole.EXPORT)
     auth = {"Authorization": f"Bearer {export_key}"}
@@ -87,7 +71,7 @@ async def test_the_admin_api_streams_an_export_for_an_export_key(
 
 
 async def test_the_console_page_counts_every_format_and_downloads_one(
-    dataset: dict[str, str], aclient: httpx.AsyncClient, database_url: str, agent: tuple[str, str]
+    decided: dict[str, str], aclient: httpx.AsyncClient, database_url: str, agent: tuple[str, str]
 ) -> None:
     factories.make_agent(database_url, "root", "admin password 1", factories.Role.ADMIN)
     await factories.aconsole_login(aclient, "root", "admin password 1")
