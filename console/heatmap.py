@@ -3,12 +3,14 @@ model's top alternatives for the hover text. Built from the logprobs the gateway
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-# Probability bands: `low` and `very-low` tokens are the ones an agent should read twice.
-LEVELS = ((0.9, "sure"), (0.6, "ok"), (0.3, "low"), (0.0, "very-low"))
+from gateway.review.explanations import UNSURE_WORD, token_prob
+
+# Probability bands: `low` and `very-low` tokens are the ones an agent should read twice, and the ones the
+# review's sentences count as words the model was unsure of.
+LEVELS = ((0.9, "sure"), (UNSURE_WORD, "ok"), (0.3, "low"), (0.0, "very-low"))
 
 
 @dataclass(frozen=True)
@@ -17,13 +19,6 @@ class Token:
     prob: float
     level: str
     alternatives: str  # for the title attribute: "'Paris' 62%, 'Lyon' 20%"
-
-
-def _prob(logprob: Any) -> float:
-    try:
-        return math.exp(max(float(logprob), -100.0))
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _level(prob: float) -> str:
@@ -38,9 +33,9 @@ def tokens(response: dict[str, Any], choice: int = 0) -> list[Token]:
     content = ((choices[choice].get("logprobs") or {}).get("content")) or []
     found = []
     for item in content:
-        prob = _prob(item.get("logprob"))
+        prob = token_prob(item.get("logprob"))
         others = [alt for alt in item.get("top_logprobs") or [] if alt.get("token") != item.get("token")]
-        hint = ", ".join(f"{alt.get('token', '')!r} {_prob(alt.get('logprob')):.0%}" for alt in others[:5])
+        hint = ", ".join(f"{alt.get('token', '')!r} {token_prob(alt.get('logprob')):.0%}" for alt in others[:5])
         label = f"p = {prob:.0%}" + (f"; alternatives: {hint}" if hint else "")
         found.append(Token(text=str(item.get("token", "")), prob=prob, level=_level(prob), alternatives=label))
     return found

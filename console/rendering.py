@@ -14,7 +14,7 @@ from fastapi import Request
 from jinja2_fragments.fastapi import Jinja2Blocks
 from starlette.responses import Response
 
-from gateway.models import EventKind, ReviewKind, ReviewStatus
+from gateway.models import DeadlineOutcome, EventKind, ReviewKind, ReviewStatus
 from gateway.proxy.chat import question_of
 from gateway.proxy.exchanges import HitlStatus
 from gateway.review import explanations
@@ -24,6 +24,13 @@ HX_HISTORY_RESTORE = "HX-History-Restore-Request"  # htmx lost its history cache
 HX_RETARGET = "HX-Retarget"
 HX_RESWAP = "HX-Reswap"
 TEMPLATES = Path(__file__).with_name("templates")
+# What a waiting client gets when its deadline passes, as the review page and the audit trail say it.
+DEADLINE_OUTCOMES = {
+    DeadlineOutcome.PLACEHOLDER: "the placeholder",
+    DeadlineOutcome.REFUSAL: "a refusal",
+    DeadlineOutcome.ERROR: "an error naming this review",
+    DeadlineOutcome.RELEASE: "the model's answer, unreviewed",
+}
 
 
 def _age(moment: datetime) -> str:
@@ -59,7 +66,11 @@ def make_templates() -> Jinja2Blocks:
     )
     templates.env.globals.update(sla_level=sla_level)
     templates.env.globals.update(
-        ReviewStatus=ReviewStatus, ReviewKind=ReviewKind, EventKind=EventKind, HitlStatus=HitlStatus
+        ReviewStatus=ReviewStatus,
+        ReviewKind=ReviewKind,
+        EventKind=EventKind,
+        HitlStatus=HitlStatus,
+        DEADLINE_OUTCOMES=DEADLINE_OUTCOMES,
     )
     return templates
 

@@ -13,10 +13,10 @@ from pydantic import StringConstraints
 
 from console import heatmap
 from console.auth import CurrentAgent
-from console.rendering import render
+from console.rendering import DEADLINE_OUTCOMES, render
 from gateway.deps import DeskDep, RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest
-from gateway.models import Action, Agent, DeadlineOutcome, ReviewStatus
+from gateway.models import Action, Agent, ReviewStatus
 from gateway.prompt_templates import canned_responses
 from gateway.review import explanations
 from gateway.review.decisions import REASON_TAGS
@@ -24,13 +24,7 @@ from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/console/reviews", include_in_schema=False)
-# What a waiting client gets when its deadline passes, as the review page says it.
-OUTCOMES = {
-    DeadlineOutcome.PLACEHOLDER: "the placeholder",
-    DeadlineOutcome.REFUSAL: "a refusal",
-    DeadlineOutcome.ERROR: "an error naming this review",
-    DeadlineOutcome.RELEASE: "the model's answer",
-}
+
 _WORDS = re.compile(r"\s+|[^\s]+")
 
 
@@ -84,7 +78,7 @@ async def _context(
         "segments": [],
         "why_held": explanations.why_held(exchange),
         "said": explanations.sentences(exchange),
-        "deadline_outcome": OUTCOMES[runtime.policy.on_deadline(review.tier, exchange.request)],
+        "deadline_outcome": DEADLINE_OUTCOMES[runtime.policy.on_deadline(review.tier, exchange.request)],
         "can_take_next": desk.may_decide(agent, review.tier) and review.tier in desk.tiers.queues,
     }
 

@@ -15,7 +15,7 @@ from gateway.review.logins import TooManyFailures
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 
-def _safe_next(target: str | None) -> str:
+def console_path(target: str | None) -> str:
     # Only paths inside the console: a login link must not bounce agents to another site.
     if target and target.startswith("/console") and not target.startswith("//"):
         return target
@@ -24,7 +24,7 @@ def _safe_next(target: str | None) -> str:
 
 @router.get("/login", name="console_login")
 async def login_page(request: Request, next: str | None = None) -> Response:
-    return render(request, "login.html", {"next": _safe_next(next), "error": None})
+    return render(request, "login.html", {"next": console_path(next), "error": None})
 
 
 @router.post("/login")
@@ -41,13 +41,13 @@ async def login(
         agent = await desk.sign_in(username.strip(), password, address)
     except TooManyFailures as exc:
         minutes = max(1, exc.retry_after // 60)
-        context = {"next": _safe_next(next), "error": f"Too many failed logins. Try again in {minutes} minutes."}
+        context = {"next": console_path(next), "error": f"Too many failed logins. Try again in {minutes} minutes."}
         return render(request, "login.html", context, status_code=429, headers={"Retry-After": str(exc.retry_after)})
     if agent is None:
-        context = {"next": _safe_next(next), "error": "Unknown username or wrong password."}
+        context = {"next": console_path(next), "error": "Unknown username or wrong password."}
         return render(request, "login.html", context, status_code=401)
     await auth.start_session(request, desk, agent)
-    return RedirectResponse(_safe_next(next), status_code=303)
+    return RedirectResponse(console_path(next), status_code=303)
 
 
 @router.post("/logout")

@@ -12,16 +12,12 @@ from pydantic import StringConstraints
 
 from console.auth import CurrentAgent
 from console.rendering import render
+from console.routes import console_path
 from gateway.deps import DeskDep
 from gateway.errors import InvalidRequest
 
 router = APIRouter(prefix="/console/bulk", include_in_schema=False)
 ReviewIds = Annotated[list[Annotated[str, StringConstraints(max_length=64)]] | None, Form()]
-
-
-def _back(target: str) -> str:
-    """Where to return: a console page only (the queue with its filters), never another site."""
-    return target if target.startswith("/console/") and not target.startswith("//") else "/console/"
 
 
 def _with(target: str, notice: str) -> str:
@@ -45,12 +41,12 @@ async def bulk(
     if do == "approve":
         records = [await desk.record(found) for found in dict.fromkeys(chosen)]
         rows = [(found, desk.bulk_problem(found, agent)) for found in records]
-        return render(request, "bulk_approve.html", {"agent": agent, "rows": rows, "back": _back(back)})
+        return render(request, "bulk_approve.html", {"agent": agent, "rows": rows, "back": console_path(back)})
     target = {"assign": to or None, "take": agent.username, "unassign": None}[do]
     if do == "assign" and not target:
         raise InvalidRequest("Choose whom to assign them to.", param="to")
     done = await desk.assign(chosen, target, agent)
-    return RedirectResponse(_with(_back(back), f"assigned={len(done)}"), status_code=303)
+    return RedirectResponse(_with(console_path(back), f"assigned={len(done)}"), status_code=303)
 
 
 @router.post("/approve")
@@ -62,4 +58,4 @@ async def approve(
 ) -> Response:
     """Approve the confirmed reviews, each its own decision (each waiting client is answered)."""
     decided = await desk.approve_many(review_id or [], agent)
-    return RedirectResponse(_with(_back(back), f"approved={len(decided)}"), status_code=303)
+    return RedirectResponse(_with(console_path(back), f"approved={len(decided)}"), status_code=303)

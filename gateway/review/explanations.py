@@ -72,16 +72,21 @@ def why_held_briefly(exchange: Exchange) -> str:
     return reason or "Held"
 
 
+def token_prob(logprob: Any) -> float:
+    """A token's probability from its logprob (0 when there is none to read)."""
+    try:
+        return math.exp(max(float(logprob), -100.0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _unsure_words(response: dict[str, Any]) -> tuple[int, int, float | None]:
     """How many tokens of the first choice were unsure, of how many, and the least likely one's odds."""
     choices = response.get("choices") or [{}]
     content = ((choices[0].get("logprobs") or {}).get("content")) or []
-    probs = []
-    for token in content:
-        try:
-            probs.append(math.exp(max(float(token.get("logprob")), -100.0)))
-        except (TypeError, ValueError):
-            continue
+    # Tokens without a readable logprob are not counted (the heat map shows them at 0%).
+    readable = [token.get("logprob") for token in content if isinstance(token, dict)]
+    probs = [token_prob(value) for value in readable if isinstance(value, int | float) and not isinstance(value, bool)]
     unsure = [prob for prob in probs if prob < UNSURE_WORD]
     return len(unsure), len(probs), min(probs) if probs else None
 
