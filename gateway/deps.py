@@ -1,4 +1,8 @@
-"""Typed dependencies: routes read like sentences (`key: CurrentKey, runtime: RuntimeDep`)."""
+"""Typed dependencies: routes read like sentences (`key: CurrentKey, runtime: RuntimeDep`).
+
+Each is `async def` though none awaits: FastAPI runs a plain `def` dependency in a worker thread, a thread hop
+per dependency per request on the API's hot path.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.models import ApiKey
-from gateway.proxy import apikeys
 from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime
 from gateway.webhooks.outbox import Outbox
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -21,7 +24,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_desk(request: Request) -> ReviewDesk:
+async def get_desk(request: Request) -> ReviewDesk:
     desk: ReviewDesk = request.app.state.runtime.desk
     return desk
 
@@ -29,7 +32,7 @@ def get_desk(request: Request) -> ReviewDesk:
 DeskDep = Annotated[ReviewDesk, Depends(get_desk)]
 
 
-def get_outbox(request: Request) -> Outbox:
+async def get_outbox(request: Request) -> Outbox:
     outbox: Outbox = request.app.state.runtime.outbox
     return outbox
 
@@ -38,14 +41,13 @@ OutboxDep = Annotated[Outbox, Depends(get_outbox)]
 
 
 async def current_key(request: Request, runtime: RuntimeDep) -> ApiKey:
-    async with runtime.sessions() as session:
-        return await apikeys.authenticate(session, request.headers.get("authorization"))
+    return await runtime.keys.authenticate(request.headers.get("authorization"))
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_key)]
 
 
-def request_id(request: Request) -> str:
+async def request_id(request: Request) -> str:
     return str(request.scope["state"]["request_id"])
 
 
