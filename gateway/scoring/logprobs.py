@@ -63,32 +63,37 @@ def top_k_entropy(top: Sequence[dict[str, Any]]) -> float | None:
 def signals(content: Sequence[dict[str, Any]] | None) -> LogprobSignals:
     """All logprob signals of one answer; `NO_SIGNALS` when it has no scored tokens.
 
-    Vectorized with numpy (the request path scores every answer): the same arithmetic as
-    `top_k_entropy` per token, on a tokens x k array padded where a token has fewer alternatives.
+    Vectorized with numpy (the request path scores every answer): the same arithmetic as `top_k_entropy` per
+    token, on a tokens x k array padded where a token has fewer alternatives. A few whole-array operations,
+    not one per token: `p * log(p)` is `p * x` for `p = exp(x)`, and every floored `x` has `p > 0`.
     """
     if not content:
         return NO_SIGNALS
-    n = len(content)
-    chosen = _floor_array(np.fromiter((token["logprob"] for token in content), dtype=float, count=n))
+    chosen = _floor_array(np.array([token["logprob"] for token in content], dtype=float))
     tops = [token.get("top_logprobs") or () for token in content]
-    k = np.fromiter((len(top) for top in tops), dtype=int, count=n)
+    counts = [len(top) for top in tops]
+    width = max(counts)
     mean_entropy = None
-    if k.any():
-        raw = np.full((n, int(k.max())), LOGPROB_FLOOR)
-        for row, top in enumerate(tops):
-            if top:
-                raw[row, : len(top)] = [alternative["logprob"] for alternative in top]
-        present = np.arange(raw.shape[1]) < k[:, None]
-        probs = np.where(present, np.exp(_floor_array(raw)), 0.0)
+    if width:
+        flat = np.array([alternative["logprob"] for top in tops for alternative in top], dtype=float)
+        if min(counts) == width:  # the usual answer: every token has its k alternatives
+            raw = _floor_array(flat).reshape(len(tops), width)
+            k = np.full(len(tops), width)
+            probs = np.exp(raw)
+        else:
+            k = np.array(counts)
+            present = np.arange(width) < k[:, None]
+            raw = np.zeros((len(tops), width))  # a missing alternative: x = 0 with p = 0, so p * x = 0
+            raw[present] = _floor_array(flat)
+            probs = np.where(present, np.exp(raw), 0.0)
+            raw, probs, k = raw[k > 0], probs[k > 0], k[k > 0]
+        terms = (probs * raw).sum(axis=1)
         rest = 1.0 - probs.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(probs > 0.0, probs * np.log(probs), 0.0).sum(axis=1)
-            terms += np.where(rest > 1e-12, rest * np.log(np.where(rest > 1e-12, rest, 1.0)), 0.0)
-        scored = k > 0
-        normalized = np.clip(-terms[scored] / np.log(k[scored] + 1), 0.0, 1.0)
-        mean_entropy = float(normalized.mean())
+        outside = rest > 1e-12
+        terms[outside] += rest[outside] * np.log(rest[outside])
+        mean_entropy = float(np.clip(-terms / np.log(k + 1), 0.0, 1.0).mean())
     return LogprobSignals(
-        tokens=n,
+        tokens=len(content),
         mean_logprob=float(chosen.mean()),
         min_prob=float(np.exp(min(chosen.min(), 0.0))),
         mean_entropy=mean_entropy,
@@ -96,5 +101,6 @@ def signals(content: Sequence[dict[str, Any]] | None) -> LogprobSignals:
 
 
 def _floor_array(values: np.ndarray) -> np.ndarray:
-    floored = np.maximum(np.nan_to_num(values, nan=LOGPROB_FLOOR, neginf=LOGPROB_FLOOR), LOGPROB_FLOOR)
-    return np.asarray(floored, dtype=float)
+    """`values` floored at `LOGPROB_FLOOR`; NaN becomes the floor too (`fmax` takes the number over a NaN)."""
+    floored: np.ndarray = np.fmax(values, LOGPROB_FLOOR)
+    return floored
