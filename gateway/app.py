@@ -23,6 +23,7 @@ from gateway.datasets import api as datasets_api
 from gateway.learning import store
 from gateway.prompt_templates import Prompts
 from gateway.proxy import api, policy, upstream
+from gateway.proxy.apikeys import KeyCache
 from gateway.proxy.holds import HoldHub
 from gateway.requestid import RequestIdMiddleware
 from gateway.review.desk import ReviewDesk
@@ -125,6 +126,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 if db.is_postgres(settings.database_url)
                 else None,
                 outbox=Outbox(sessions, clock),
+                keys=KeyCache(sessions, clock, settings.key_cache_seconds),
                 sender=Sender(sessions, client, settings.webhooks, clock) if settings.webhooks.enabled else None,
             )
             stack.push_async_callback(runtime.drain)

@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.clock import Clock
 from gateway.notices import Listener
 from gateway.prompt_templates import Prompts
+from gateway.proxy.apikeys import KeyCache
 from gateway.proxy.holds import HoldHub
 from gateway.proxy.policy import Policy
 from gateway.proxy.retries import InFlight
@@ -40,6 +41,7 @@ class Runtime:
     desk: ReviewDesk
     clock: Clock
     outbox: Outbox
+    keys: KeyCache
     listener: Listener | None = None  # the LISTEN connection for decisions elsewhere (PostgreSQL only)
     sender: Sender | None = None  # the webhook delivery loop (delivers while this process holds the lease)
     in_flight: InFlight = field(default_factory=InFlight)

@@ -162,6 +162,12 @@ class Settings(BaseSettings):
         5, gt=0, description="Failed logins per username (x4 per address) before logins are refused for a while."
     )
     login_window: float = Field(900.0, gt=0, description="Seconds failed logins are counted over, and locked out.")
+    key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds each process remembers an API key it looked up: a disabled key is refused everywhere "
+        "within this time. 0 looks the key up on every request.",
+    )
     idempotency_window: float = Field(
         3600.0,
         ge=0,

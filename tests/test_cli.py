@@ -36,15 +36,27 @@ def test_keys_create_stores_only_a_hash(env: str) -> None:
     assert "billing-bot" in listing.output and plaintext not in listing.output
 
 
-def test_disabled_key_is_refused(env: str, make_settings) -> None:
+def test_disabled_key_is_refused_once_the_key_cache_runs_out(env: str, make_settings) -> None:
     plaintext = runner.invoke(cli, ["keys", "create", "leaked"]).output.strip()
-    with TestClient(create_app(make_settings())) as client:
+    clock = factories.ManualClock()
+    with TestClient(create_app(make_settings(), clock=clock)) as client:
+        headers = {"Authorization": f"Bearer {plaintext}"}
+        assert client.get("/v1/models", headers=headers).status_code == 200
+        assert runner.invoke(cli, ["keys", "disable", "1"]).exit_code == 0
+        clock.advance(make_settings().key_cache_seconds)
+        refused = client.get("/v1/models", headers=headers)
+        assert refused.status_code == 401 and "Incorrect API key" in refused.json()["error"]["message"]
+    missing = runner.invoke(cli, ["keys", "disable", "99"])
+    assert missing.exit_code == 1 and "No API key" in missing.output
+
+
+def test_without_a_key_cache_a_disabled_key_is_refused_at_once(env: str, make_settings) -> None:
+    plaintext = runner.invoke(cli, ["keys", "create", "leaked"]).output.strip()
+    with TestClient(create_app(make_settings(key_cache_seconds=0))) as client:
         headers = {"Authorization": f"Bearer {plaintext}"}
         assert client.get("/v1/models", headers=headers).status_code == 200
         assert runner.invoke(cli, ["keys", "disable", "1"]).exit_code == 0
         assert client.get("/v1/models", headers=headers).status_code == 401
-    missing = runner.invoke(cli, ["keys", "disable", "99"])
-    assert missing.exit_code == 1 and "No API key" in missing.output
 
 
 def test_users_add_and_passwd(env: str) -> None:

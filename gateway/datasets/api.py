@@ -16,7 +16,6 @@ from gateway.datasets import manifest, params, records
 from gateway.datasets.export import Exporter
 from gateway.deps import RuntimeDep
 from gateway.models import KeyRole
-from gateway.proxy import apikeys
 
 router = APIRouter(prefix="/admin")
 CURSOR = "x-hitl-export-cursor"
@@ -24,8 +23,7 @@ CURSOR = "x-hitl-export-cursor"
 
 @router.get("/exports/{format_name}", name="export_dataset")
 async def export_dataset(format_name: str, request: Request, runtime: RuntimeDep) -> StreamingResponse:
-    async with runtime.sessions() as session:
-        await apikeys.authenticate(session, request.headers.get("authorization"), KeyRole.EXPORT)
+    await runtime.keys.authenticate(request.headers.get("authorization"), KeyRole.EXPORT)
     plan, side = params.plan(request.query_params, format_name)
     upto = await records.snapshot(runtime.engine)
     rows = manifest.lines(runtime.engine, Exporter(plan), upto, side)

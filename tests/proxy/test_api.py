@@ -8,6 +8,7 @@ import logging
 import httpx
 import openai
 import pytest
+import sqlalchemy
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
@@ -189,6 +190,28 @@ def test_bad_and_missing_key(client: TestClient, api_key: str) -> None:
     assert (
         _error(client.get("/v1/models", headers={"Authorization": "Basic abc"}), 401)["type"] == "authentication_error"
     )
+
+
+def test_a_key_is_looked_up_once_per_cache_period(
+    client: TestClient, api_key: str, clock: factories.ManualClock
+) -> None:
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    lookups: list[str] = []
+
+    def seen(conn, cursor, statement: str, *args: object) -> None:
+        if "FROM api_keys" in statement:
+            lookups.append(statement)
+
+    sqlalchemy.event.listen(runtime.engine.sync_engine, "before_cursor_execute", seen)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    assert [client.get("/v1/models", headers=headers).status_code for _ in range(5)] == [200] * 5
+    assert len(lookups) == 1
+    for _ in range(3):
+        assert _error(client.get("/v1/models", headers={"Authorization": "Bearer hitl-wrong"}), 401)
+    assert len(lookups) == 4  # a wrong key is looked up every time, never remembered
+    clock.advance(runtime.settings.key_cache_seconds)
+    assert client.get("/v1/models", headers=headers).status_code == 200
+    assert len(lookups) == 5
 
 
 @pytest.mark.parametrize(
