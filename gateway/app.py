@@ -14,10 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import entry_points
 
-import httpx
 from fastapi import FastAPI
 
-from gateway import db, errors, memory, notices
+from gateway import db, errors, http, memory, notices
 from gateway.clock import Clock, SystemClock
 from gateway.datasets import api as datasets_api
 from gateway.learning import store
@@ -85,12 +84,11 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = db.create_engine(settings.database_url)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)
             sessions = db.session_factory(engine)
             calibrator = await store.for_policy(sessions, routing)
-            client = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
+            client = await stack.enter_async_context(http.client())
             upstreams = upstream.build(settings, client)
             stack.callback(upstreams.close)
             judge = Judge(prompts, upstreams)

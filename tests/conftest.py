@@ -6,7 +6,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
 import sqlalchemy
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -115,7 +114,7 @@ def api_key(database_url: str) -> str:
 @pytest.fixture
 def upstream() -> Iterator[factories.UpstreamMock]:
     """The mocked upstream every test's gateway talks to; its routes are named (`upstream.chat`)."""
-    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as mock:
+    with factories.mocked(UPSTREAM, assert_all_called=False) as mock:
         yield factories.UpstreamMock(mock)
 
 

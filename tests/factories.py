@@ -389,6 +389,37 @@ async def open_review(runtime: Runtime, timeout: float = 5.0) -> Review:
 # --- the mocked upstream --------------------------------------------------------------------------------
 
 
+class AiohttpMocker(respx.mocks.AbstractRequestMocker):
+    """respx at the gateway's client transport (httpx-aiohttp). respx mocks at httpcore by default, which that
+    transport never reaches; here requests and responses are httpx's own, so nothing needs translating."""
+
+    name = "httpx-aiohttp"
+    targets = ["httpx_aiohttp.transport.AiohttpTransport"]
+    target_methods = ["handle_async_request"]
+
+    @classmethod
+    def to_httpx_request(cls, **kwargs: Any) -> httpx.Request:
+        request: httpx.Request = kwargs["request"]
+        return request
+
+    @classmethod
+    async def from_async_httpx_response(cls, httpx_response: httpx.Response, target: Any, **kwargs: Any) -> Any:
+        return httpx_response
+
+
+@contextmanager
+def mocked(base_url: str, **options: Any) -> Iterator[respx.MockRouter]:
+    """A respx router answering both the gateway's client and plain httpx clients (litellm's, the SDK's)."""
+    with respx.mock(base_url=base_url, **options) as router:
+        AiohttpMocker.register(router)
+        AiohttpMocker.start()
+        try:
+            yield router
+        finally:
+            AiohttpMocker.unregister(router)
+            AiohttpMocker.stop()
+
+
 class UpstreamMock:
     """The respx-mocked OpenAI-compatible upstream at `UPSTREAM`, with named routes: `chat` is
     POST /chat/completions. `answer()` gives it one reply, `respond()` a function of the request."""

@@ -29,7 +29,7 @@ settings = Settings(
 )
 key = factories.make_api_key(url)
 factories.make_agent(url, "ada", "correct horse")
-with respx.mock(base_url={UPSTREAM!r}) as mock, TestClient(create_app(settings)) as client:
+with factories.mocked({UPSTREAM!r}) as mock, TestClient(create_app(settings)) as client:
     unsure = factories.completion_body("Lyon.", logprob=-0.2)
     mock.post("/chat/completions").mock(return_value=httpx.Response(200, json=unsure))
     question = {{"model": {MODEL!r}, "messages": [{{"role": "user", "content": "Capital?"}}], "hitl": {{"wait": 0}}}}

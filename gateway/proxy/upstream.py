@@ -21,6 +21,7 @@ import httpx
 import openai
 import orjson
 
+from gateway import http
 from gateway.errors import InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
 
@@ -76,14 +77,14 @@ class OpenAICompatible:
         payload["model"] = self.model
         try:
             response = await self._client.post(self._url, json=payload, headers=self._headers, timeout=self._timeout)
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
+            if not http.timed_out(exc):
+                raise self._unreachable(http.failure(exc)) from None
             raise UpstreamTimeout(
                 f"Upstream {self.name!r} did not answer within {self._timeout:g} s.", failure="timeout"
             ) from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"Upstream {self.name!r} could not be reached ({type(exc).__name__}).", failure="unreachable"
-            ) from None
+            raise self._unreachable(http.failure(exc)) from None
         status = response.status_code
         if status >= 400:
             message = _upstream_message(response)
@@ -112,6 +113,9 @@ class OpenAICompatible:
                 f"Upstream {self.name!r} returned a body that is not JSON.", failure="malformed", upstream_status=status
             ) from None
         return _checked(data, self.name)
+
+    def _unreachable(self, why: str) -> UpstreamError:
+        return UpstreamError(f"Upstream {self.name!r} could not be reached ({why}).", failure="unreachable")
 
     def close(self) -> None:
         pass  # the HTTP client is shared and closed by the app

@@ -32,6 +32,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from standardwebhooks import Webhook
 
+from gateway import http
 from gateway.clock import Clock
 from gateway.models import ApiKey, DeliveryStatus, WebhookDelivery
 from gateway.settings import WebhookSettings
@@ -139,7 +140,7 @@ class Sender:
                 status = response.status_code
                 error = None if 200 <= status < 300 else f"HTTP {status}"
             except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: no answer"
+                error = f"{http.failure(exc)}: no answer"
         await self._settle(delivery, status, error)
 
     async def _settle(self, delivery: WebhookDelivery, status: int | None, error: str | None) -> None:

@@ -1,0 +1,122 @@
+"""The process's HTTP client on aiohttp's connections, against real sockets on loopback (no respx): an answer,
+a refused or dropped connection, a silent server, and a proxy named in the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from gateway import http
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.proxy.upstream import OpenAICompatible
+from gateway.settings import UpstreamSettings
+from tests import factories
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@asynccontextmanager
+async def listening(handler: Handler) -> AsyncIterator[int]:
+    """A server on a free loopback port running `handler` per connection, which it then closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+async def _request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head
+
+
+def _answer(body: dict[str, object]) -> bytes:
+    payload = json.dumps(body).encode()
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(payload),
+        payload,
+    )
+
+
+def _upstream(base: str, client: object, timeout: float = 5.0) -> OpenAICompatible:
+    config = UpstreamSettings(name="real", api_base=base, model="m", timeout=timeout)
+    return OpenAICompatible(config, client)  # type: ignore[arg-type]
+
+
+async def test_an_answer_is_read_whole() -> None:
+    body = factories.completion_body("Paris.", logprob=-0.01)
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await _request(reader))
+        writer.write(_answer(body))
+        await writer.drain()
+
+    async with listening(answer) as port, http.client() as client:
+        found = await _upstream(f"http://127.0.0.1:{port}/v1", client).complete(ASK)
+    assert found == body
+    assert heads[0].startswith(b"POST /v1/chat/completions HTTP/1.1")
+
+
+async def test_a_refused_connection_is_unreachable_not_a_timeout() -> None:
+    port = factories.free_port()
+    async with http.client() as client:
+        with pytest.raises(UpstreamError) as caught:
+            await _upstream(f"http://127.0.0.1:{port}/v1", client).complete(ASK)
+    assert not isinstance(caught.value, UpstreamTimeout)
+    assert caught.value.failure == "unreachable" and "ClientConnectorError" in caught.value.message
+
+
+async def test_a_dropped_connection_is_unreachable() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)  # and closes without a word
+
+    async with listening(hang_up) as port, http.client() as client:
+        with pytest.raises(UpstreamError) as caught:
+            await _upstream(f"http://127.0.0.1:{port}/v1", client).complete(ASK)
+    assert not isinstance(caught.value, UpstreamTimeout) and caught.value.failure == "unreachable"
+
+
+async def test_a_silent_server_times_out() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        await asyncio.sleep(5)
+
+    async with listening(silent) as port, http.client() as client:
+        with pytest.raises(UpstreamTimeout) as caught:
+            await _upstream(f"http://127.0.0.1:{port}/v1", client, timeout=0.3).complete(ASK)
+    assert caught.value.failure == "timeout" and "0.3 s" in caught.value.message
+
+
+async def test_a_proxy_from_the_environment_carries_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = factories.completion_body("Paris.", logprob=-0.01)
+    heads: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await _request(reader))
+        writer.write(_answer(body))
+        await writer.drain()
+
+    async with listening(proxy) as port:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with http.client() as client:
+            found = await _upstream("http://models.example/v1", client).complete(ASK)
+    assert found == body
+    assert heads[0].startswith(b"POST http://models.example/v1/chat/completions HTTP/1.1")
