@@ -58,18 +58,25 @@ def _upstream(base: str, client: object, timeout: float = 5.0) -> OpenAICompatib
     return OpenAICompatible(config, client)  # type: ignore[arg-type]
 
 
-async def test_an_answer_is_read_whole() -> None:
-    body = factories.completion_body("Paris.", logprob=-0.01)
-    heads: list[bytes] = []
+BODY = factories.completion_body("Paris.", logprob=-0.01)
+
+
+def answering(heads: list[bytes]) -> Handler:
+    """A server's handler that keeps each request's head and answers `BODY`."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         heads.append(await _request(reader))
-        writer.write(_answer(body))
+        writer.write(_answer(BODY))
         await writer.drain()
 
-    async with listening(answer) as port, http.client() as client:
+    return answer
+
+
+async def test_an_answer_is_read_whole() -> None:
+    heads: list[bytes] = []
+    async with listening(answering(heads)) as port, http.client() as client:
         found = await _upstream(f"http://127.0.0.1:{port}/v1", client).complete(ASK)
-    assert found == body
+    assert found == BODY
     assert heads[0].startswith(b"POST /v1/chat/completions HTTP/1.1")
 
 
@@ -104,19 +111,12 @@ async def test_a_silent_server_times_out() -> None:
 
 
 async def test_a_proxy_from_the_environment_carries_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    body = factories.completion_body("Paris.", logprob=-0.01)
     heads: list[bytes] = []
-
-    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(await _request(reader))
-        writer.write(_answer(body))
-        await writer.drain()
-
-    async with listening(proxy) as port:
+    async with listening(answering(heads)) as port:
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
         async with http.client() as client:
             found = await _upstream("http://models.example/v1", client).complete(ASK)
-    assert found == body
+    assert found == BODY
     assert heads[0].startswith(b"POST http://models.example/v1/chat/completions HTTP/1.1")
