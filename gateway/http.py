@@ -4,6 +4,11 @@ It is httpx's API on aiohttp's connections (httpx-aiohttp, the transport the Ope
 an 85 KB logprob answer in C where httpcore parses it in Python, about a third less CPU per upstream call. It
 keeps what httpx's own transport did: proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, certifi's CAs (or
 `SSL_CERT_FILE`), and up to 200 connections.
+
+A connection kept alive can be closed by the server as it is reused (its idle timeout ran out first). httpcore
+looks before reusing one; aiohttp retries only idempotent methods. So idle connections are let go before the
+usual server's timeout, and a request that a connection dropped before any answer is sent once more, as the
+OpenAI SDK itself does on a connection error.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+# Idle connections are let go after 4 s, before the 5 s idle timeout common to upstream servers (uvicorn, vLLM,
+# llama.cpp) closes them from the other end while a request goes out on one.
+LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=4.0)
 
 
 def _session() -> aiohttp.ClientSession:
@@ -24,9 +31,26 @@ def _session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, trust_env=True)
 
 
+class _Transport(AiohttpTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.TransportError as exc:
+            if not _dropped(exc.__cause__):
+                raise
+        return await super().handle_async_request(request)
+
+
+def _dropped(cause: BaseException | None) -> bool:
+    """Whether the connection was dropped under a request before it was answered (not refused: a refused
+    connection is a new one, so trying again at once would only be refused again)."""
+    lost = isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+    return lost and not isinstance(cause, aiohttp.ClientConnectorError)
+
+
 def client() -> httpx.AsyncClient:
     """A client for the app's lifetime (close it with `aclose`, or use it as an async context manager)."""
-    return httpx.AsyncClient(limits=LIMITS, transport=AiohttpTransport(client=_session))
+    return httpx.AsyncClient(limits=LIMITS, transport=_Transport(client=_session))
 
 
 def failure(exc: httpx.HTTPError) -> str:

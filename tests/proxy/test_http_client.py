@@ -27,6 +27,8 @@ async def listening(handler: Handler) -> AsyncIterator[int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await handler(reader, writer)
+        except asyncio.IncompleteReadError:
+            pass  # the client closed its connection
         finally:
             writer.close()
             await writer.wait_closed()
@@ -89,14 +91,37 @@ async def test_a_refused_connection_is_unreachable_not_a_timeout() -> None:
     assert caught.value.failure == "unreachable" and "ClientConnectorError" in caught.value.message
 
 
-async def test_a_dropped_connection_is_unreachable() -> None:
+async def test_a_dropped_connection_is_tried_once_more_then_unreachable() -> None:
+    heads: list[bytes] = []
+
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _request(reader)  # and closes without a word
+        heads.append(await _request(reader))  # and closes without a word
 
     async with listening(hang_up) as port, http.client() as client:
         with pytest.raises(UpstreamError) as caught:
             await _upstream(f"http://127.0.0.1:{port}/v1", client).complete(ASK)
     assert not isinstance(caught.value, UpstreamTimeout) and caught.value.failure == "unreachable"
+    assert "ServerDisconnectedError" in caught.value.message and len(heads) == 2
+
+
+async def test_a_kept_alive_connection_closed_under_a_request_is_not_a_failure() -> None:
+    """The server's idle timeout closes a kept-alive connection just as the next request goes out on it."""
+    heads: list[tuple[int, bytes]] = []
+
+    async def stale_after_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = len({number for number, _ in heads})
+        while not reader.at_eof():
+            heads.append((connection, await _request(reader)))
+            if connection == 0 and len(heads) == 2:
+                return  # the second request on the first connection: dropped unanswered
+            writer.write(_answer(BODY))
+            await writer.drain()
+
+    async with listening(stale_after_one) as port, http.client() as client:
+        upstream = _upstream(f"http://127.0.0.1:{port}/v1", client)
+        assert await upstream.complete(ASK) == BODY
+        assert await upstream.complete(ASK) == BODY
+    assert [number for number, _ in heads] == [0, 0, 1]
 
 
 async def test_a_silent_server_times_out() -> None:
