@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -142,3 +143,23 @@ def test_decisions_made_before_0009_get_their_prompt_key_and_old_keys_are_client
     assert approve.prompt_key == prompt_key({"messages": [{"role": "user", "content": "where is my refund"}]})
     assert escalate.prompt_key is None  # an escalation closes nothing: no record, no key
     assert key.role == KeyRole.CLIENT
+
+
+def test_large_bodies_are_lz4_compressed_on_postgresql(database_url: str) -> None:
+    """Migration 0012: PostgreSQL compresses a stored answer with LZ4 (a tenth of pglz's CPU in the commit)."""
+    if not db.is_postgres(database_url):
+        pytest.skip("PostgreSQL compresses TOAST values; SQLite does not")
+    engine = create_engine(db.sync_url(database_url))
+    compression = "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'exchanges'::regclass"
+    available = "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'"
+    try:
+        with engine.connect() as connection:
+            methods = dict(connection.execute(text(compression)).all())
+            assert "lz4" in connection.execute(text(available)).scalar(), "CI's PostgreSQL is built with LZ4"
+        assert methods["response"] == methods["request"] == methods["candidate_text"] == "l"
+        assert methods["signals"] == ""  # small columns keep the server's default
+        command.downgrade(db.alembic_config(database_url), "0011")
+        with engine.connect() as connection:
+            assert dict(connection.execute(text(compression)).all())["response"] == ""
+    finally:
+        engine.dispose()
