@@ -13,7 +13,7 @@ import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -73,6 +73,14 @@ def create_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(async_url(url), **kwargs)
     _configure(engine.sync_engine)
     return engine
+
+
+def single_statement(dialect: Dialect) -> dict[str, Any]:
+    """Execution options for a write of one statement, atomic by itself. PostgreSQL runs it in autocommit: it
+    commits (and syncs its WAL) as it runs, without the BEGIN and COMMIT round trips, about 0.6 ms of a write the
+    client waits for. SQLite keeps its transaction: aiosqlite would spend a thread hop switching to autocommit
+    and another switching back, more than the commit costs."""
+    return {"isolation_level": "AUTOCOMMIT"} if dialect.name == "postgresql" else {}
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway import db
 from gateway.errors import NotFound
 from gateway.models import (
     DeadlineOutcome,
@@ -159,7 +160,9 @@ async def record(
     async with sessions() as session:
         # Plain INSERTs in this order (the review's foreign key points at the exchange): the ORM's unit of work
         # would cost about as much CPU as the rest of the write, for objects this function only hands back.
-        connection = await session.connection()
+        # A released exchange is one INSERT, durable when it returns, so it needs no transaction around it.
+        options = db.single_statement(session.get_bind().dialect) if len(rows) == 1 else {}
+        connection = await session.connection(execution_options=options)
         for row in rows:
             await connection.execute(insert(type(row).__table__), _columns(row))  # type: ignore[attr-defined]
         await session.commit()

@@ -12,6 +12,7 @@ import sqlalchemy
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
+from gateway import db
 from gateway.models import Exchange
 from tests import factories
 from tests.factories import MODEL
@@ -212,6 +213,43 @@ def test_a_key_is_looked_up_once_per_cache_period(
     clock.advance(runtime.settings.key_cache_seconds)
     assert client.get("/v1/models", headers=headers).status_code == 200
     assert len(lookups) == 5
+
+
+def test_a_released_exchange_is_one_insert_and_a_held_one_a_transaction(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    """A released exchange is a single INSERT, on PostgreSQL in autocommit (no BEGIN and COMMIT round trips); a
+    held one and its review and trail event commit together or not at all."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    inserts: list[tuple[str, object]] = []
+
+    def seen(conn, cursor, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO"):
+            table = statement.split()[2]
+            inserts.append((table, conn.get_execution_options().get("isolation_level")))
+            if table == "review_events" and fail_events:
+                raise RuntimeError("the trail event could not be written")
+
+    fail_events = False
+    sqlalchemy.event.listen(runtime.engine.sync_engine, "before_cursor_execute", seen)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    question = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}], "hitl": {"wait": 0}}
+    upstream.answer(CONFIDENT)
+    assert client.post("/v1/chat/completions", json=question, headers=headers).json()["hitl"]["status"] == "released"
+    autocommit = "AUTOCOMMIT" if db.is_postgres(database_url) else None
+    assert inserts == [("exchanges", autocommit)]
+
+    inserts.clear()
+    upstream.answer(factories.completion_body("Lyon.", logprob=-1.5))
+    assert client.post("/v1/chat/completions", json=question, headers=headers).json()["hitl"]["status"] == "pending"
+    # The exchange, its review and the trail's `held` event, in one transaction (then the wait's own writes).
+    assert inserts[:3] == [("exchanges", None), ("reviews", None), ("review_events", None)]
+
+    fail_events = True
+    with pytest.raises(RuntimeError):
+        client.post("/v1/chat/completions", json=question, headers=headers)
+    with factories.sync_session(database_url) as session:
+        assert len(session.exec(select(Exchange)).all()) == 2  # the third exchange and its review rolled back
 
 
 @pytest.mark.parametrize(
