@@ -2,8 +2,8 @@
 
 It is httpx's API on aiohttp's connections (httpx-aiohttp, the transport the OpenAI SDK offers): aiohttp reads
 an 85 KB logprob answer in C where httpcore parses it in Python, about a third less CPU per upstream call. It
-keeps what httpx's own transport did: proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, certifi's CAs (or
-`SSL_CERT_FILE`), and up to 200 connections.
+keeps what httpx's own transport did: proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (read when the client
+is made), certifi's CAs (or `SSL_CERT_FILE`), up to 200 connections, and no .netrc.
 
 A connection kept alive can be closed by the server as it is reused (its idle timeout ran out first). httpcore
 looks before reusing one; aiohttp retries only idempotent methods. So idle connections are let go before the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import aiohttp
 import httpx
+from httpx._utils import get_environment_proxies  # what httpx itself mounts from the environment; httpx is pinned
 from httpx_aiohttp import AiohttpTransport
 
 # Idle connections are let go after 4 s, before the 5 s idle timeout common to upstream servers (uvicorn, vLLM,
@@ -28,7 +29,7 @@ def _session() -> aiohttp.ClientSession:
         keepalive_timeout=LIMITS.keepalive_expiry or 0,
         ssl=httpx.create_ssl_context(),
     )
-    return aiohttp.ClientSession(connector=connector, trust_env=True)
+    return aiohttp.ClientSession(connector=connector)
 
 
 class _Transport(AiohttpTransport):
@@ -48,9 +49,20 @@ def _dropped(cause: BaseException | None) -> bool:
     return lost and not isinstance(cause, aiohttp.ClientConnectorError)
 
 
+def _proxied() -> dict[str, httpx.AsyncBaseTransport | None]:
+    """The proxies the environment names, as httpx mounts, read once: the mounts httpx's own transport makes
+    (a host in `NO_PROXY` maps to None: no proxy). aiohttp's `trust_env` would read them again, and look for a
+    .netrc, in a worker thread on every request, and refuse a request whose host the .netrc names, since the
+    bearer token is already there."""
+    return {
+        pattern: _Transport(client=_session, proxy=httpx.Proxy(url)) if url else None
+        for pattern, url in get_environment_proxies().items()
+    }
+
+
 def client() -> httpx.AsyncClient:
     """A client for the app's lifetime (close it with `aclose`, or use it as an async context manager)."""
-    return httpx.AsyncClient(limits=LIMITS, transport=_Transport(client=_session))
+    return httpx.AsyncClient(limits=LIMITS, transport=_Transport(client=_session), mounts=_proxied())
 
 
 def failure(exc: httpx.HTTPError) -> str:

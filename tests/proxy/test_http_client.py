@@ -1,5 +1,5 @@
 """The process's HTTP client on aiohttp's connections, against real sockets on loopback (no respx): an answer,
-a refused or dropped connection, a silent server, and a proxy named in the environment."""
+a refused or dropped connection, a silent server, and the proxies named in the environment."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from gateway import http
 from gateway.errors import UpstreamError, UpstreamTimeout
@@ -55,8 +57,9 @@ def _answer(body: dict[str, object]) -> bytes:
     )
 
 
-def _upstream(base: str, client: object, timeout: float = 5.0) -> OpenAICompatible:
-    config = UpstreamSettings(name="real", api_base=base, model="m", timeout=timeout)
+def _upstream(base: str, client: object, timeout: float = 5.0, api_key: str | None = None) -> OpenAICompatible:
+    key = SecretStr(api_key) if api_key else None
+    config = UpstreamSettings(name="real", api_base=base, model="m", timeout=timeout, api_key=key)
     return OpenAICompatible(config, client)  # type: ignore[arg-type]
 
 
@@ -145,3 +148,28 @@ async def test_a_proxy_from_the_environment_carries_the_call(monkeypatch: pytest
             found = await _upstream("http://models.example/v1", client).complete(ASK)
     assert found == BODY
     assert heads[0].startswith(b"POST http://models.example/v1/chat/completions HTTP/1.1")
+
+
+async def test_a_host_in_no_proxy_is_reached_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    heads: list[bytes] = []
+    async with listening(answering(heads)) as port:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there: a proxied call would fail
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with http.client() as client:
+            found = await _upstream(f"http://127.0.0.1:{port}/v1", client).complete(ASK)
+    assert found == BODY
+    assert heads[0].startswith(b"POST /v1/chat/completions HTTP/1.1")
+
+
+async def test_a_netrc_entry_for_the_upstream_changes_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The upstream's key goes as the bearer token it is configured as, whatever the machine's .netrc holds
+    (aiohttp with `trust_env` would read it and refuse to send both)."""
+    heads: list[bytes] = []
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    async with listening(answering(heads)) as port, http.client() as client:
+        found = await _upstream(f"http://127.0.0.1:{port}/v1", client, api_key="sk-up").complete(ASK)
+    assert found == BODY
+    assert b"\r\nauthorization: bearer sk-up\r\n" in heads[0].lower()
