@@ -13,8 +13,9 @@ import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Dialect, Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
@@ -46,9 +47,18 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_reset(dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState) -> None:
+    """A connection back in the pool is rolled back only when a transaction is still open on it: after a commit,
+    the pool's own unconditional rollback would cost one more trip to aiosqlite's thread for nothing."""
+    driver = record.driver_connection
+    if state.asyncio_safe and not state.terminate_only and driver is not None and driver.in_transaction:
+        dbapi_connection.rollback()
+
+
 def _configure(engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "reset", _sqlite_reset)
 
 
 def _to_json(value: Any) -> str:
@@ -69,18 +79,10 @@ def create_engine(url: str) -> AsyncEngine:
         # SQLite takes one writer at a time: with several connections, concurrent commits wait in SQLite's busy
         # handler, which sleeps in steps of up to 100 ms (p99 of seconds under load). One connection queues
         # them in the event loop instead, in order, with no sleeping.
-        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60, pool_reset_on_return=None)  # _sqlite_reset
     engine = create_async_engine(async_url(url), **kwargs)
     _configure(engine.sync_engine)
     return engine
-
-
-def single_statement(dialect: Dialect) -> dict[str, Any]:
-    """Execution options for a write of one statement, atomic by itself. PostgreSQL runs it in autocommit: it
-    commits (and syncs its WAL) as it runs, without the BEGIN and COMMIT round trips, about 0.6 ms of a write the
-    client waits for. SQLite keeps its transaction: aiosqlite would spend a thread hop switching to autocommit
-    and another switching back, more than the commit costs."""
-    return {"isolation_level": "AUTOCOMMIT"} if dialect.name == "postgresql" else {}
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

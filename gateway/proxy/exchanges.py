@@ -10,12 +10,12 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import db
+from gateway import inserts
 from gateway.errors import NotFound
 from gateway.models import (
     DeadlineOutcome,
@@ -157,15 +157,18 @@ async def record(
             review,
             ReviewEvent(review_id=review.id, kind=kind, at=exchange.created_at, detail={"tier": review.tier}),
         ]
-    async with sessions() as session:
-        # Plain INSERTs in this order (the review's foreign key points at the exchange): the ORM's unit of work
-        # would cost about as much CPU as the rest of the write, for objects this function only hands back.
-        # A released exchange is one INSERT, durable when it returns, so it needs no transaction around it.
-        options = db.single_statement(session.get_bind().dialect) if len(rows) == 1 else {}
-        connection = await session.connection(execution_options=options)
-        for row in rows:
-            await connection.execute(insert(type(row).__table__), _columns(row))  # type: ignore[attr-defined]
-        await session.commit()
+    # Plain INSERTs, in this order (the review's foreign key points at the exchange): the ORM's unit of work would
+    # cost about as much CPU as the rest of the write, for objects this function only hands back.
+    if review is None:  # released: one INSERT, durable when it returns, the cheapest way the database has
+        engine = sessions.kw["bind"]
+        assert isinstance(engine, AsyncEngine)
+        await inserts.insert_one(engine, Exchange.__table__, _columns(exchange))  # type: ignore[attr-defined]
+    else:
+        async with sessions() as session:
+            connection = await session.connection()
+            for row in rows:
+                await connection.execute(insert(type(row).__table__), _columns(row))  # type: ignore[attr-defined]
+            await session.commit()
     if held:
         # The request now waits with this exchange in hand. The full body is stored for the heat map; in memory
         # the waiter keeps only what its pending answer needs (no logprobs: about 0.5 MB of Python objects per

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import aiosqlite
 import httpx
 import openai
 import pytest
@@ -215,41 +216,73 @@ def test_a_key_is_looked_up_once_per_cache_period(
     assert len(lookups) == 5
 
 
-def test_a_released_exchange_is_one_insert_and_a_held_one_a_transaction(
-    client: TestClient, api_key: str, upstream: factories.UpstreamMock, database_url: str
+def test_a_released_exchange_is_one_insert_in_one_trip(
+    client: TestClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A released exchange is a single INSERT, on PostgreSQL in autocommit (no BEGIN and COMMIT round trips); a
-    held one and its review and trail event commit together or not at all."""
+    """A released exchange is a single INSERT: on PostgreSQL in autocommit (no BEGIN and COMMIT round trips), on
+    SQLite written and committed in one trip to aiosqlite's thread, the whole request included."""
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     inserts: list[tuple[str, object]] = []
 
     def seen(conn, cursor, statement: str, *args: object) -> None:
         if statement.startswith("INSERT INTO"):
-            table = statement.split()[2]
-            inserts.append((table, conn.get_execution_options().get("isolation_level")))
-            if table == "review_events" and fail_events:
+            inserts.append((statement.split()[2], conn.get_execution_options().get("isolation_level")))
+
+    trips: list[object] = []
+    carry = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: object, *args: object, **kwargs: object) -> object:
+        trips.append(fn)
+        return await carry(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    sqlalchemy.event.listen(runtime.engine.sync_engine, "before_cursor_execute", seen)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    upstream.answer(CONFIDENT)
+    for number in range(4):
+        if number == 1:  # the first request opened the connection and looked its key up: not counted
+            inserts.clear(), trips.clear()
+        question = {"model": MODEL, "messages": [{"role": "user", "content": f"Capital? ({number})"}]}
+        answer = client.post("/v1/chat/completions", json=question, headers=headers).json()
+        assert answer["hitl"]["status"] == "released"
+    with factories.sync_session(database_url) as session:
+        assert len(session.exec(select(Exchange)).all()) == 4
+    if db.is_postgres(database_url):
+        assert inserts == [("exchanges", "AUTOCOMMIT")] * 3
+    else:
+        assert inserts == [] and len(trips) == 3
+
+
+def test_a_held_exchange_commits_with_its_review_or_not_at_all(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    inserts: list[str] = []
+    fail_events = False
+
+    def seen(conn, cursor, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO"):
+            inserts.append(statement.split()[2])
+            if inserts[-1] == "review_events" and fail_events:
                 raise RuntimeError("the trail event could not be written")
 
-    fail_events = False
     sqlalchemy.event.listen(runtime.engine.sync_engine, "before_cursor_execute", seen)
     headers = {"Authorization": f"Bearer {api_key}"}
     question = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}], "hitl": {"wait": 0}}
-    upstream.answer(CONFIDENT)
-    assert client.post("/v1/chat/completions", json=question, headers=headers).json()["hitl"]["status"] == "released"
-    autocommit = "AUTOCOMMIT" if db.is_postgres(database_url) else None
-    assert inserts == [("exchanges", autocommit)]
-
-    inserts.clear()
     upstream.answer(factories.completion_body("Lyon.", logprob=-1.5))
     assert client.post("/v1/chat/completions", json=question, headers=headers).json()["hitl"]["status"] == "pending"
-    # The exchange, its review and the trail's `held` event, in one transaction (then the wait's own writes).
-    assert inserts[:3] == [("exchanges", None), ("reviews", None), ("review_events", None)]
+    # The exchange, its review and the trail's `held` event (then the wait's own writes).
+    assert inserts[:3] == ["exchanges", "reviews", "review_events"]
 
     fail_events = True
     with pytest.raises(RuntimeError):
         client.post("/v1/chat/completions", json=question, headers=headers)
     with factories.sync_session(database_url) as session:
-        assert len(session.exec(select(Exchange)).all()) == 2  # the third exchange and its review rolled back
+        assert len(session.exec(select(Exchange)).all()) == 1  # the second exchange and its review rolled back
 
 
 @pytest.mark.parametrize(
