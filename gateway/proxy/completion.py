@@ -43,10 +43,14 @@ def _completion(
 
 def for_client(upstream: dict[str, Any], request: ChatRequest) -> dict[str, Any]:
     """The upstream's answer with only the logprobs the client asked for (none, or its `top_logprobs`); what a
-    released answer needs kept to be sent again, byte for byte (a retry's replay)."""
-    choices = [
-        {**choice, "logprobs": _client_logprobs(choice.get("logprobs"), request)} for choice in upstream["choices"]
-    ]
+    released answer needs kept to be sent again, byte for byte (a retry's replay). When the client takes every
+    choice's logprobs as they are, the answer itself, choices and all (nothing copied: their JSON, once written,
+    is reused)."""
+    kept = [_client_logprobs(choice.get("logprobs"), request) for choice in upstream["choices"]]
+    unchanged = zip(upstream["choices"], kept, strict=True)
+    if all("logprobs" in choice and ours is choice["logprobs"] for choice, ours in unchanged):
+        return upstream
+    choices = [{**choice, "logprobs": ours} for choice, ours in zip(upstream["choices"], kept, strict=True)]
     return {**upstream, "choices": choices}
 
 

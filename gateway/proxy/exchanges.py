@@ -30,7 +30,7 @@ from gateway.models import (
     utcnow,
     wellformed_id,
 )
-from gateway.proxy import completion
+from gateway.proxy import completion, wire
 from gateway.proxy.chat import ChatRequest
 from gateway.proxy.policy import Routing
 from gateway.scoring.confidence import Score
@@ -116,9 +116,14 @@ async def record(
     # agent will look at it, held or audited, for the heat map; for an answer released unseen, only what the
     # client was sent, so a retry's replay is the same bytes (signals and confidence are stored apart).
     seen = held or audit is not None
+    if seen:
+        response = candidate.response
+    else:  # stored, then sent to the client: its choices are written as JSON once for both
+        response = completion.for_client(candidate.response, incoming.chat)
+        response = {**response, "choices": wire.Written(response["choices"])}
     exchange = incoming.exchange(
         upstream_model=upstream_model,
-        response=candidate.response if seen else completion.for_client(candidate.response, incoming.chat),
+        response=response,
         candidate_text=candidate_text(candidate.response),
         signals=candidate.score.signals,
         confidence=candidate.score.confidence,
@@ -162,7 +167,8 @@ async def record(
     if review is None:  # released: one INSERT, durable when it returns, the cheapest way the database has
         engine = sessions.kw["bind"]
         assert isinstance(engine, AsyncEngine)
-        await inserts.insert_one(engine, Exchange.__table__, _columns(exchange))  # type: ignore[attr-defined]
+        values = {**_columns(exchange), "response": wire.written(exchange.response)}
+        await inserts.insert_one(engine, Exchange.__table__, values)  # type: ignore[attr-defined]
     else:
         async with sessions() as session:
             connection = await session.connection()

@@ -29,8 +29,33 @@ def event(value: Any) -> bytes:
 DONE = b"data: [DONE]\r\n\r\n"
 
 
+class Written(list[Any]):
+    """A list whose JSON is written once, however often it is written: a released answer's choices (about 85 KB
+    with their logprobs), stored with the exchange and then sent to the client from the same bytes. Nothing
+    changes an answer in place once it is built, so the bytes stay true to the list."""
+
+    __slots__ = ("_json",)
+
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__(items)
+        self._json: orjson.Fragment | None = None
+
+    @property
+    def json(self) -> orjson.Fragment:
+        """The list as JSON, to put in place of it in a value orjson writes."""
+        if self._json is None:
+            self._json = orjson.Fragment(orjson.dumps(self, option=_OPTIONS))
+        return self._json
+
+
+def written(content: Any) -> Any:
+    """`content` with its `choices` as the JSON already written of them, if they were."""
+    choices = content.get("choices") if isinstance(content, dict) else None
+    return {**content, "choices": choices.json} if isinstance(choices, Written) else content
+
+
 class CompletionResponse(JSONResponse):
     """A JSON response written by orjson (the completion bodies the API returns)."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=_OPTIONS)
+        return orjson.dumps(written(content), option=_OPTIONS)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
 from sse_starlette import ServerSentEvent
@@ -81,6 +82,44 @@ def test_a_released_answer_and_its_replay_are_these_bytes(
     assert b"-1.0728836e-6" in released.content and b"-2.5e-7" in released.content  # orjson's exponents
     replay = client.post("/v1/chat/completions", json=ask, headers={**auth, "x-stainless-retry-count": "1"})
     assert replay.headers["idempotent-replayed"] == "true" and replay.content == expected
+
+
+@pytest.mark.parametrize("top", [5, 2, None])
+def test_a_released_answers_choices_are_written_once(
+    client: TestClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    top: int | None,
+) -> None:
+    """The choices (about 85 KB with their logprobs) are written as JSON once, for the stored row and for the
+    client's body alike: every logprob the upstream sent, some of them, or none."""
+    whole, part = [], []
+    dumps = orjson.dumps
+
+    def spy(value: Any, *args: Any, **kwargs: Any) -> bytes:
+        if isinstance(value, wire.Written):
+            part.append(value)
+        elif isinstance(value, dict) and isinstance(value.get("choices"), list) and "finish_reason" in str(value):
+            whole.append(value)  # an answer whose choices are written out again
+        return dumps(value, *args, **kwargs)
+
+    upstream.answer(upstream_body())
+    logprobs = {"logprobs": True, "top_logprobs": top} if top else {}
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}], **logprobs}
+    monkeypatch.setattr(orjson, "dumps", spy)
+    released = client.post("/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {api_key}"})
+    monkeypatch.undo()
+    got = released.json()
+    expected = expected_release(got["id"], got["hitl"]["confidence"], top or 0)
+    if not top:
+        expected["choices"][0]["logprobs"] = None
+    assert released.content == wire_json(expected)
+    assert len(part) == 1 and whole == []
+    with factories.sync_session(database_url) as session:
+        stored = session.exec(select(Exchange)).one().response
+    assert stored["choices"] == expected["choices"]
 
 
 def test_without_logprobs_asked_none_are_sent(
