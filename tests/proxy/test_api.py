@@ -245,7 +245,8 @@ def test_a_released_exchange_is_one_insert_in_one_trip(
     upstream.answer(CONFIDENT)
     for number in range(4):
         if number == 1:  # the first request opened the connection and looked its key up: not counted
-            inserts.clear(), trips.clear()
+            inserts.clear()
+            trips.clear()
         question = {"model": MODEL, "messages": [{"role": "user", "content": f"Capital? ({number})"}]}
         answer = client.post("/v1/chat/completions", json=question, headers=headers).json()
         assert answer["hitl"]["status"] == "released"

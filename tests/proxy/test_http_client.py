@@ -153,6 +153,8 @@ async def test_a_proxy_from_the_environment_carries_the_call(monkeypatch: pytest
 async def test_a_host_in_no_proxy_is_reached_directly(monkeypatch: pytest.MonkeyPatch) -> None:
     heads: list[bytes] = []
     async with listening(answering(heads)) as port:
+        for lower in ("http_proxy", "no_proxy"):  # urllib prefers the lowercase names where both are set
+            monkeypatch.delenv(lower, raising=False)
         monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there: a proxied call would fail
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         async with http.client() as client:
