@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from gateway import db
+from gateway.app import create_app
 from gateway.models import Exchange
+from gateway.settings import HoldSettings
 from tests import factories
 from tests.factories import MODEL
 
@@ -344,10 +346,14 @@ def test_upstream_failures(
 
 
 def test_upstream_failure_reaches_the_sdk_as_an_api_error(
-    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+    make_settings, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
+    """A streamed request whose upstream fails within the first keep-alive interval gets an HTTP error. (Past it,
+    the 200 is out and the error travels as an SSE event: `test_wire_bytes`.) The interval is long here, so a
+    slow machine cannot push the failure past it."""
+    settings = make_settings(hold=HoldSettings(default_wait=2.0, max_wait=30.0, poll_interval=0.2, keepalive=30.0))
     upstream.respond(httpx.ReadTimeout("slow"))
-    with pytest.raises(openai.InternalServerError) as caught:
+    with TestClient(create_app(settings)) as client, pytest.raises(openai.InternalServerError) as caught:
         sdk(client, api_key).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
         )
@@ -372,8 +378,6 @@ def test_client_request_id_is_echoed(client: TestClient, api_key: str, upstream:
 def test_internal_error_is_json_without_traceback(
     make_settings, database_url: str, upstream: factories.UpstreamMock
 ) -> None:
-    from gateway.app import create_app
-
     app = create_app(make_settings())
 
     @app.get("/v1/explode")
