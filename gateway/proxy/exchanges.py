@@ -95,6 +95,7 @@ class Incoming:
 
 
 async def record(
+    engine: AsyncEngine,
     sessions: Sessions,
     incoming: Incoming,
     *,
@@ -106,6 +107,7 @@ async def record(
     audit: Audit | None = None,
 ) -> tuple[Exchange, Review | None]:
     """Store the exchange, and its review when held, in one commit, before the client hears anything.
+    `sessions` are bound to `engine`; a released exchange is written on `engine` directly.
 
     A released exchange drawn for audit gets an `audit` review too; the client does not wait for it,
     so it is not returned.
@@ -155,21 +157,15 @@ async def record(
             created_at=exchange.created_at,
             deadline_at=exchange.created_at,
         )
-    rows: list[SQLModel] = [exchange]
-    if review is not None:
-        kind = EventKind.HELD if held else EventKind.AUDIT
-        rows += [
-            review,
-            ReviewEvent(review_id=review.id, kind=kind, at=exchange.created_at, detail={"tier": review.tier}),
-        ]
-    # Plain INSERTs, in this order (the review's foreign key points at the exchange): the ORM's unit of work would
-    # cost about as much CPU as the rest of the write, for objects this function only hands back.
+    # Plain INSERTs (the ORM's unit of work would cost about as much CPU as the rest of the write, for objects
+    # this function only hands back).
     if review is None:  # released: one INSERT, durable when it returns, the cheapest way the database has
-        engine = sessions.kw["bind"]
-        assert isinstance(engine, AsyncEngine)
         values = {**_columns(exchange), "response": wire.written(exchange.response)}
         await inserts.insert_one(engine, Exchange.__table__, values)  # type: ignore[attr-defined]
-    else:
+    else:  # held or audited: the exchange, its review and the review's first event, in this order (foreign keys)
+        kind = EventKind.HELD if held else EventKind.AUDIT
+        event = ReviewEvent(review_id=review.id, kind=kind, at=exchange.created_at, detail={"tier": review.tier})
+        rows: list[SQLModel] = [exchange, review, event]
         async with sessions() as session:
             connection = await session.connection()
             for row in rows:
