@@ -50,7 +50,10 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_settings(database_url: str) -> Callable[..., Settings]:
+def make_settings(database_url: str, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    marker = request.node.get_closest_marker("keepalive")
+    keepalive = float(marker.args[0]) if marker else 30.0
+
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
             "database_url": database_url,
@@ -60,7 +63,10 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
                 )
             ],
             "local_model": LocalModelSettings(enabled=False),
-            "hold": HoldSettings(default_wait=2.0, max_wait=30.0, poll_interval=0.2, keepalive=1.0),
+            # A streamed answer's keep-alive interval long enough that no test's answer outlasts it on a slow
+            # machine (past it the 200 leaves as `generating`); a test about keep-alives marks itself
+            # `@pytest.mark.keepalive(seconds)`.
+            "hold": HoldSettings(default_wait=2.0, max_wait=30.0, poll_interval=0.2, keepalive=keepalive),
             "secret_key": "test-secret-key",
             # Off unless a test is about it: a judge call would take a second turn on the mocked upstream.
             "selfcheck": SelfCheckSettings(mode="never"),

@@ -16,7 +16,6 @@ from sqlmodel import select
 from gateway import db
 from gateway.app import create_app
 from gateway.models import Exchange
-from gateway.settings import HoldSettings
 from tests import factories
 from tests.factories import MODEL
 
@@ -349,9 +348,9 @@ def test_upstream_failure_reaches_the_sdk_as_an_api_error(
     make_settings, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
     """A streamed request whose upstream fails within the first keep-alive interval gets an HTTP error. (Past it,
-    the 200 is out and the error travels as an SSE event: `test_wire_bytes`.) The interval is long here, so a
-    slow machine cannot push the failure past it."""
-    settings = make_settings(hold=HoldSettings(default_wait=2.0, max_wait=30.0, poll_interval=0.2, keepalive=30.0))
+    the 200 is out and the error travels as an SSE event: `test_wire_bytes`.) The interval is the test settings'
+    30 s, so a slow machine cannot push the failure past it."""
+    settings = make_settings()
     upstream.respond(httpx.ReadTimeout("slow"))
     with TestClient(create_app(settings)) as client, pytest.raises(openai.InternalServerError) as caught:
         sdk(client, api_key).chat.completions.create(

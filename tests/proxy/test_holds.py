@@ -153,6 +153,7 @@ def _events(text: str) -> list[str]:
     return [line.removeprefix("data: ") for line in text.splitlines() if line.startswith("data: ")]
 
 
+@pytest.mark.keepalive(1.0)
 def test_stream_never_carries_an_unreviewed_token(
     client: TestClient, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
@@ -164,7 +165,7 @@ def test_stream_never_carries_an_unreviewed_token(
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" and c["hitl"]["status"] == "pending" for c in chunks)
-    # Keep-alive comments went out while it waited (keepalive is 1 s in the test settings).
+    # Keep-alive comments went out while it waited (keepalive is 1 s here).
     assert any(line.startswith(":") for line in response.text.splitlines())
 
 

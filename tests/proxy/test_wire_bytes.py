@@ -188,6 +188,7 @@ def test_an_sse_event_is_what_sse_starlette_writes() -> None:
     assert wire.DONE == ServerSentEvent(data="[DONE]").encode()
 
 
+@pytest.mark.keepalive(1.0)
 def test_a_slow_upstream_streams_keepalives_then_the_same_events(
     client: TestClient, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
@@ -210,6 +211,7 @@ def test_a_slow_upstream_streams_keepalives_then_the_same_events(
     assert json.loads(events[0])["hitl"]["status"] == "released"
 
 
+@pytest.mark.keepalive(1.0)
 def test_a_slow_upstream_that_fails_ends_the_stream_with_its_error(
     client: TestClient, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
