@@ -156,6 +156,8 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        loop="uvloop",
+        http="httptools",
         # Forwarded headers only from the proxies the operator named; uvicorn's default trusts all of loopback.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,

@@ -24,6 +24,13 @@ def reviews(url: str) -> list[Review]:
         return list(session.exec(select(Review)).all())
 
 
+def runs_on_uvloop_and_httptools(pid: int) -> bool:
+    """Whether the process serves on uvloop's event loop and httptools' parser (their extension modules are
+    loaded only when uvicorn is told to use them)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "/uvloop/loop." in maps and "/httptools/parser/parser." in maps
+
+
 def test_sigterm_answers_every_waiting_client_and_exits_in_time(
     database_url: str, unsure_upstream: str, tmp_path: Path
 ) -> None:
@@ -35,6 +42,7 @@ def test_sigterm_answers_every_waiting_client_and_exits_in_time(
         threads = factories.sdk_clients(gateway.base, key, 4, answers)
         factories.until(lambda: len(reviews(database_url)) == 4, 30, "four held reviews")
         time.sleep(0.3)  # they are waiting now
+        assert runs_on_uvloop_and_httptools(gateway.process.pid)
         signalled = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
         for thread in threads:
@@ -67,6 +75,8 @@ def test_workers_share_holds_claims_and_decisions(database_url: str, unsure_upst
     try:
         workers = subprocess.run(["pgrep", "-P", str(gateway.process.pid)], capture_output=True, text=True)
         assert len(workers.stdout.split()) >= 2, workers
+        spawned = [pid for pid in workers.stdout.split() if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(spawned) == 2 and all(runs_on_uvloop_and_httptools(int(pid)) for pid in spawned), spawned
         threads = factories.sdk_clients(gateway.base, key, 6, answers)
         factories.until(lambda: len(reviews(database_url)) == 6, 30, "six held reviews")
         # Each console request may land on either worker: the login, the claim and the decision all hold.
