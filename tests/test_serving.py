@@ -25,8 +25,8 @@ def reviews(url: str) -> list[Review]:
 
 
 def runs_on_uvloop_and_httptools(pid: int) -> bool:
-    """Whether the process serves on uvloop's event loop and httptools' parser (their extension modules are
-    loaded only when uvicorn is told to use them)."""
+    """Whether the process serves on uvloop's event loop and httptools' parser: their extension modules are
+    mapped in it (with `loop="asyncio"` uvloop's is not)."""
     maps = Path(f"/proc/{pid}/maps").read_text()
     return "/uvloop/loop." in maps and "/httptools/parser/parser." in maps
 
