@@ -31,7 +31,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,18 +129,27 @@ async def highest_rate(client: httpx.AsyncClient, server: Server, seconds: float
     return {"requests_per_s": held, "steps": steps}
 
 
-async def cpu_in_turns(servers: list[Server], requests: int, rounds: int) -> dict[str, list[float]]:
-    """Each server's CPU per request in every round: the servers take turns, `requests` requests at 10 clients
-    each, round after round, so a machine that speeds up or slows down during the run weighs on all alike."""
-    found: dict[str, list[float]] = {server.name: [] for server in servers}
+@dataclass
+class Turns:
+    """One server's share of `in_turns`: its CPU per request in each round, and every request's latency."""
+
+    cpu_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+async def in_turns(servers: list[Server], requests: int, rounds: int) -> dict[str, Turns]:
+    """Each server's CPU per request in every round, and its latencies: the servers take turns, `requests`
+    requests at 10 clients each, round after round, so a machine that speeds up or slows down during the run
+    weighs on all alike."""
+    found = {server.name: Turns() for server in servers}
     async with httpx.AsyncClient(limits=LIMITS, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
         for server in servers:
             await closed_loop(client, server, 50, 5)  # warm up
         for _ in range(rounds):
             for server in servers:
                 before = cpu_seconds(server.pid)
-                await closed_loop(client, server, requests, 10)
-                found[server.name].append((cpu_seconds(server.pid) - before) / requests * 1000)
+                found[server.name].latencies_ms += await closed_loop(client, server, requests, 10)
+                found[server.name].cpu_ms.append((cpu_seconds(server.pid) - before) / requests * 1000)
     return found
 
 
@@ -248,26 +257,16 @@ async def warm_up(server: Server) -> None:
         await closed_loop(client, server, 30, 5)
 
 
-async def scale_in_turns(servers: dict[int, Server], requests: int, rounds: int) -> dict[str, Any]:
-    """CPU per request (median round) and p99 at 10 clients (over every round's requests) of the gateway with
-    each number of stored exchanges; the two take turns, round after round, as in `cpu_in_turns`."""
-    cpu: dict[int, list[float]] = {size: [] for size in servers}
-    latencies: dict[int, list[float]] = {size: [] for size in servers}
-    async with httpx.AsyncClient(limits=LIMITS, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
-        for server in servers.values():
-            await closed_loop(client, server, 30, 5)
-        for _ in range(rounds):
-            for size, server in servers.items():
-                before = cpu_seconds(server.pid)
-                latencies[size] += await closed_loop(client, server, requests, 10)
-                cpu[size].append((cpu_seconds(server.pid) - before) / requests * 1000)
+def scale_figures(turns: dict[str, Turns], servers: dict[int, Server]) -> dict[str, Any]:
+    """CPU per request (median round) and p99 at 10 clients (over every round's requests) with each number of
+    stored exchanges."""
     return {
         str(size): {
-            "cpu_ms_per_request": statistics.median(cpu[size]),
-            "cpu_ms_rounds": cpu[size],
-            "latency_ms_c10": stats(latencies[size]),
+            "cpu_ms_per_request": statistics.median(turns[server.name].cpu_ms),
+            "cpu_ms_rounds": turns[server.name].cpu_ms,
+            "latency_ms_c10": stats(turns[server.name].latencies_ms),
         }
-        for size in servers
+        for size, server in servers.items()
     }
 
 
@@ -343,10 +342,12 @@ def main() -> int:
         upstream = processes.fake_upstream(args.latency_ms)
         servers = start_servers(processes, upstream, sqlite_url, postgres_url)
         print(f"CPU per request: {args.rounds} rounds, the servers in turn ...", flush=True)
-        turns = asyncio.run(cpu_in_turns(servers, max(args.requests // args.rounds, 20), args.rounds))
+        per_round = max(args.requests // args.rounds, 20)
+        turns = asyncio.run(in_turns(servers, per_round, args.rounds))
         for server in servers:
             print(f"measuring {server.name} ...", flush=True)
-            cpu = {"cpu_ms_per_request": statistics.median(turns[server.name]), "cpu_ms_rounds": turns[server.name]}
+            rounds = turns[server.name].cpu_ms
+            cpu = {"cpu_ms_per_request": statistics.median(rounds), "cpu_ms_rounds": rounds}
             results["servers"][server.name] = cpu | asyncio.run(measure(server, args))
         urls = {"gateway-sqlite": sqlite_url, "gateway-postgres": postgres_url}
         for name, url in urls.items():
@@ -354,9 +355,9 @@ def main() -> int:
         if args.scale:
             print("stored exchanges: 1,000 against 100,000, in turns ...", flush=True)
             scaled = start_scaled(processes, upstream, workdir, args.database_url)
-            per_round = max(args.requests // args.rounds, 20)
             results["scale"] = {
-                name: asyncio.run(scale_in_turns(two, per_round, args.rounds)) for name, two in scaled.items()
+                name: scale_figures(asyncio.run(in_turns(list(two.values()), per_round, args.rounds)), two)
+                for name, two in scaled.items()
             }
     return finish(results, args.json, report(results), args.no_check)
 
