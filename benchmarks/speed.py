@@ -177,11 +177,17 @@ def start_servers(processes: Processes, upstream: str, sqlite_url: str, postgres
         process = processes.start(name, command, dict(os.environ), f"http://127.0.0.1:{port}/")
         servers.append(Server(name, f"http://127.0.0.1:{port}", process.pid))
     for name, url in (("gateway-sqlite", sqlite_url), ("gateway-postgres", postgres_url)):
-        port = free_port()
-        env = base_env(url, upstream)
-        process = processes.start(name, [HITL, "serve", "--port", str(port)], env, f"http://127.0.0.1:{port}/")
-        servers.append(Server(name, f"http://127.0.0.1:{port}", process.pid))
+        servers.append(start_gateway(processes, name, url, upstream))
     return servers
+
+
+def start_gateway(processes: Processes, name: str, url: str, upstream: str) -> Server:
+    """`hitl serve` on the database at `url`, in its own process on a free loopback port."""
+    port = free_port()
+    process = processes.start(
+        name, [HITL, "serve", "--port", str(port)], base_env(url, upstream), f"http://127.0.0.1:{port}/"
+    )
+    return Server(name, f"http://127.0.0.1:{port}", process.pid)
 
 
 def stored_bytes_per_exchange(url: str) -> float:
@@ -240,12 +246,7 @@ def start_scaled(processes: Processes, upstream: str, workdir: Path, postgres_ur
                 url = seeded(f"sqlite:///{workdir / f'speed-{size}.db'}")
             else:
                 url = fresh_postgres(postgres_url, f"hitl_speed_{size}")
-            port = free_port()
-            env = base_env(url, upstream)
-            process = processes.start(
-                f"{name}-{size}", [HITL, "serve", "--port", str(port)], env, f"http://127.0.0.1:{port}/"
-            )
-            server = Server(f"{name}-{size}", f"http://127.0.0.1:{port}", process.pid)
+            server = start_gateway(processes, f"{name}-{size}", url, upstream)
             asyncio.run(warm_up(server))
             grow(url, size)
             found[name][size] = server
