@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 
 from fastapi import FastAPI
 
-from gateway import db, errors, http, memory, notices
+from gateway import db, errors, http, inserts, memory, notices
 from gateway.clock import Clock, SystemClock
 from gateway.datasets import api as datasets_api
 from gateway.learning import store
@@ -87,6 +87,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
         async with AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)
             sessions = db.session_factory(engine)
+            writer = await stack.enter_async_context(inserts.opened(engine))
             calibrator = await store.for_policy(sessions, routing)
             client = await stack.enter_async_context(http.client())
             upstreams = upstream.build(settings, client)
@@ -112,6 +113,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
             app.state.runtime = runtime = Runtime(
                 settings=settings,
                 engine=engine,
+                inserts=writer,
                 sessions=sessions,
                 upstreams=upstreams,
                 policy=routing,

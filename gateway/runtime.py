@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
+from gateway.inserts import Inserts
 from gateway.notices import Listener
 from gateway.prompt_templates import Prompts
 from gateway.proxy.apikeys import KeyCache
@@ -32,6 +33,7 @@ log = logging.getLogger("hitl.runtime")
 class Runtime:
     settings: Settings
     engine: AsyncEngine
+    inserts: Inserts  # released exchanges are written through it, the cheapest way the database has
     sessions: async_sessionmaker[AsyncSession]
     upstreams: Upstreams
     policy: Policy

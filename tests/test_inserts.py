@@ -59,7 +59,8 @@ async def test_a_row_written_in_one_trip_is_the_row_sqlalchemy_writes(database_u
     engine = db.create_engine(database_url)
     try:
         ours, theirs = _exchange(api_key_id, id="chatcmpl-a"), _exchange(api_key_id, id="chatcmpl-b")
-        await inserts.insert_one(engine, TABLE, ours)
+        async with inserts.opened(engine) as writer:
+            await writer.one(TABLE, ours)
         async with engine.begin() as connection:
             await connection.execute(insert(TABLE), theirs)
     finally:
@@ -74,13 +75,54 @@ async def test_a_failed_insert_leaves_nothing_open(database_url: str) -> None:
     engine = db.create_engine(database_url)
     try:
         row = _exchange(1, id="chatcmpl-a")
-        await inserts.insert_one(engine, TABLE, row)
-        with pytest.raises(sqlalchemy.exc.IntegrityError) as failed:
-            await inserts.insert_one(engine, TABLE, row)  # the same id again
-        assert "unique" in str(failed.value).lower()
-        # The connection is usable again: no transaction was left open on it.
-        await inserts.insert_one(engine, TABLE, {**row, "id": "chatcmpl-b"})
+        async with inserts.opened(engine) as writer:
+            await writer.one(TABLE, row)
+            with pytest.raises(sqlalchemy.exc.IntegrityError) as failed:
+                await writer.one(TABLE, row)  # the same id again
+            assert "unique" in str(failed.value).lower()
+            # The connection is usable again: no transaction was left open on it.
+            await writer.one(TABLE, {**row, "id": "chatcmpl-b"})
         async with engine.connect() as connection:
             assert (await connection.execute(select(sqlalchemy.func.count()).select_from(TABLE))).scalar() == 2
+    finally:
+        await engine.dispose()
+
+
+def _drop_connections(database_url: str) -> int:
+    """What a restarted server does to the connections a pool holds: end every other session on the database."""
+    engine = sqlalchemy.create_engine(db.sync_url(database_url))
+    with engine.connect() as connection:
+        ended = connection.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar_one()
+    engine.dispose()
+    return int(ended)
+
+
+def _count(database_url: str) -> int:
+    return len(_raw_rows(database_url))
+
+
+async def test_a_connection_the_server_dropped_is_replaced_and_the_row_written_once(database_url: str) -> None:
+    if not db.is_postgres(database_url):
+        pytest.skip("PostgreSQL's own connections: SQLite has no server to drop them")
+    factories.make_api_key(database_url)
+    engine = db.create_engine(database_url)
+    try:
+        async with inserts.opened(engine) as writer:
+            await writer.one(TABLE, _exchange(1, id="chatcmpl-a"))
+            assert _drop_connections(database_url) >= 1
+            await writer.one(TABLE, _exchange(1, id="chatcmpl-b"))  # no ping first: it fails, then runs again
+            assert _count(database_url) == 2
+            # A first try that committed before its connection was lost: the second finds the row there, once.
+            landed = _exchange(1, id="chatcmpl-c")
+            await writer.one(TABLE, landed)
+            _drop_connections(database_url)
+            await writer.one(TABLE, landed)
+            assert _count(database_url) == 3
+            # A row that really is there twice is still refused, the connection alive.
+            with pytest.raises(sqlalchemy.exc.IntegrityError):
+                await writer.one(TABLE, landed)
     finally:
         await engine.dispose()

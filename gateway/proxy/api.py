@@ -180,7 +180,7 @@ async def _propose(
     candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
     audit = runtime.settings.audit
     return await exchanges.record(
-        runtime.engine,
+        runtime.inserts,
         runtime.sessions,
         incoming,
         upstream_model=upstream.model,

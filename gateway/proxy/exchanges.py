@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -95,7 +95,7 @@ class Incoming:
 
 
 async def record(
-    engine: AsyncEngine,
+    writer: inserts.Inserts,
     sessions: Sessions,
     incoming: Incoming,
     *,
@@ -107,7 +107,7 @@ async def record(
     audit: Audit | None = None,
 ) -> tuple[Exchange, Review | None]:
     """Store the exchange, and its review when held, in one commit, before the client hears anything.
-    `sessions` are bound to `engine`; a released exchange is written on `engine` directly.
+    A released exchange is written by `writer`, a held one through `sessions` (both on the same database).
 
     A released exchange drawn for audit gets an `audit` review too; the client does not wait for it,
     so it is not returned.
@@ -161,7 +161,7 @@ async def record(
     # this function only hands back).
     if review is None:  # released: one INSERT, durable when it returns, the cheapest way the database has
         values = {**_columns(exchange), "response": wire.written(exchange.response)}
-        await inserts.insert_one(engine, Exchange.__table__, values)  # type: ignore[attr-defined]
+        await writer.one(Exchange.__table__, values)  # type: ignore[attr-defined]
     else:  # held or audited: the exchange, its review and the review's first event, in this order (foreign keys)
         kind = EventKind.HELD if held else EventKind.AUDIT
         event = ReviewEvent(review_id=review.id, kind=kind, at=exchange.created_at, detail={"tier": review.tier})

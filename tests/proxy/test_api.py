@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import aiosqlite
 import httpx
 import openai
+import psycopg
 import pytest
 import sqlalchemy
 from fastapi.testclient import TestClient
@@ -224,8 +226,9 @@ def test_a_released_exchange_is_one_insert_in_one_trip(
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A released exchange is a single INSERT: on PostgreSQL in autocommit (no BEGIN and COMMIT round trips), on
-    SQLite written and committed in one trip to aiosqlite's thread, the whole request included."""
+    """A released exchange is a single INSERT: on PostgreSQL in autocommit on psycopg's own connection (no ping,
+    no BEGIN and COMMIT round trips), on SQLite written and committed in one trip to aiosqlite's thread, the whole
+    request included."""
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     inserts: list[tuple[str, object]] = []
 
@@ -241,6 +244,14 @@ def test_a_released_exchange_is_one_insert_in_one_trip(
         return await carry(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    direct: list[tuple[str, bool]] = []
+    run = psycopg.AsyncConnection.execute
+
+    async def executed(self: psycopg.AsyncConnection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        direct.append((" ".join(str(query).split()[:3]), self.autocommit))
+        return await run(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", executed)
     sqlalchemy.event.listen(runtime.engine.sync_engine, "before_cursor_execute", seen)
     headers = {"Authorization": f"Bearer {api_key}"}
     upstream.answer(CONFIDENT)
@@ -248,15 +259,17 @@ def test_a_released_exchange_is_one_insert_in_one_trip(
         if number == 1:  # the first request opened the connection and looked its key up: not counted
             inserts.clear()
             trips.clear()
+            direct.clear()
         question = {"model": MODEL, "messages": [{"role": "user", "content": f"Capital? ({number})"}]}
         answer = client.post("/v1/chat/completions", json=question, headers=headers).json()
         assert answer["hitl"]["status"] == "released"
     with factories.sync_session(database_url) as session:
         assert len(session.exec(select(Exchange)).all()) == 4
+    assert inserts == []  # none through SQLAlchemy
     if db.is_postgres(database_url):
-        assert inserts == [("exchanges", "AUTOCOMMIT")] * 3
+        assert direct == [("INSERT INTO exchanges", True)] * 3
     else:
-        assert inserts == [] and len(trips) == 3
+        assert len(trips) == 3 and direct == []
 
 
 def test_a_held_exchange_commits_with_its_review_or_not_at_all(
