@@ -10,8 +10,10 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy
+from pydantic_core import PydanticUndefined
 from sqlalchemy import JSON, Column, DateTime, Dialect, String
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
@@ -44,8 +46,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
-def _new_id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
+
+
+Row = TypeVar("Row", bound=SQLModel)
+
+
+def plain_defaults(model: type[SQLModel]) -> dict[str, Any]:
+    """The fields' fixed defaults; fields made by a factory (ids, times) and fields with no default are not in it."""
+    return {name: field.default for name, field in model.model_fields.items() if field.default is not PydanticUndefined}
+
+
+def as_stored(model: type[Row], row: dict[str, Any]) -> Row:
+    """A `model` instance holding `row` (every column), made the way SQLAlchemy makes one for a row it reads:
+    the values set at once, without the change tracking that each attribute of an object built by its
+    constructor goes through (about 300 µs for an exchange's 27 columns, some 4% of a released request's
+    CPU). For a row written by a plain INSERT and only read after; an object for `session.add` is built by its
+    constructor."""
+    missing = {column.key for column in model.__table__.columns} - row.keys()  # type: ignore[attr-defined]
+    if missing:
+        raise TypeError(f"{model.__name__} row without {', '.join(sorted(missing))}")
+    instance: Row = sqlalchemy.inspect(model).class_manager.new_instance()
+    instance.__dict__.update(row)
+    return instance
 
 
 _ID = re.compile(r"[a-z]+-[0-9a-f]{32}")
@@ -157,7 +181,7 @@ class Exchange(SQLModel, table=True):
 
     __tablename__ = "exchanges"
 
-    id: str = Field(default_factory=lambda: _new_id("chatcmpl"), primary_key=True)
+    id: str = Field(default_factory=lambda: new_id("chatcmpl"), primary_key=True)
     request_id: str = Field(index=True)
     api_key_id: int = Field(foreign_key="api_keys.id", index=True)
     idempotency_key: str | None = Field(default=None, max_length=255, index=True)
@@ -210,7 +234,7 @@ class Review(SQLModel, table=True):
 
     __tablename__ = "reviews"
 
-    id: str = Field(default_factory=lambda: _new_id("rev"), primary_key=True)
+    id: str = Field(default_factory=lambda: new_id("rev"), primary_key=True)
     exchange_id: str = Field(foreign_key="exchanges.id", index=True, unique=True)
     api_key_id: int = Field(foreign_key="api_keys.id", index=True)
     tier: str = Field(index=True)

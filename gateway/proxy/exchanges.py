@@ -27,6 +27,9 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
     Route,
+    as_stored,
+    new_id,
+    plain_defaults,
     utcnow,
     wellformed_id,
 )
@@ -80,18 +83,28 @@ class Incoming:
     request_hash: str
     idempotency_key: str | None = None
 
+    def fields(self) -> dict[str, Any]:
+        """What an exchange for this request holds of it."""
+        return {
+            "request_id": self.request_id,
+            "api_key_id": self.api_key_id,
+            "idempotency_key": self.idempotency_key,
+            "request_hash": self.request_hash,
+            "model": self.chat.model,
+            "stream": self.chat.stream,
+            "request": self.raw,
+        }
+
     def exchange(self, **fields: Any) -> Exchange:
-        """An exchange for this request; `fields` are what happened to it."""
-        return Exchange(
-            request_id=self.request_id,
-            api_key_id=self.api_key_id,
-            idempotency_key=self.idempotency_key,
-            request_hash=self.request_hash,
-            model=self.chat.model,
-            stream=self.chat.stream,
-            request=self.raw,
-            **fields,
-        )
+        """An exchange for this request, to add to a session; `fields` are what happened to it."""
+        return Exchange(**self.fields(), **fields)
+
+    def row(self, **fields: Any) -> dict[str, Any]:
+        """Every column of a new exchange for this request, to INSERT as it is; `fields` are what happened to it."""
+        return {**_DEFAULTS, "id": new_id("chatcmpl"), "created_at": utcnow(), **self.fields(), **fields}
+
+
+_DEFAULTS = plain_defaults(Exchange)
 
 
 async def record(
@@ -123,7 +136,7 @@ async def record(
     else:  # stored, then sent to the client: its choices are written as JSON once for both
         response = completion.for_client(candidate.response, incoming.chat)
         response = {**response, "choices": wire.Written(response["choices"])}
-    exchange = incoming.exchange(
+    row = incoming.row(
         upstream_model=upstream_model,
         response=response,
         candidate_text=candidate_text(candidate.response),
@@ -137,6 +150,7 @@ async def record(
         status=ExchangeStatus.HELD if held else ExchangeStatus.RELEASED,
         upstream_ms=candidate.upstream_ms,
     )
+    exchange = as_stored(Exchange, row)
     review = None
     if held:
         assert candidate.routing.tier is not None
@@ -160,16 +174,15 @@ async def record(
     # Plain INSERTs (the ORM's unit of work would cost about as much CPU as the rest of the write, for objects
     # this function only hands back).
     if review is None:  # released: one INSERT, durable when it returns, the cheapest way the database has
-        values = {**_columns(exchange), "response": wire.written(exchange.response)}
-        await writer.one(Exchange.__table__, values)  # type: ignore[attr-defined]
+        await writer.one(Exchange.__table__, {**row, "response": wire.written(response)})  # type: ignore[attr-defined]
     else:  # held or audited: the exchange, its review and the review's first event, in this order (foreign keys)
         kind = EventKind.HELD if held else EventKind.AUDIT
         event = ReviewEvent(review_id=review.id, kind=kind, at=exchange.created_at, detail={"tier": review.tier})
         rows: list[SQLModel] = [exchange, review, event]
         async with sessions() as session:
             connection = await session.connection()
-            for row in rows:
-                await connection.execute(insert(type(row).__table__), _columns(row))  # type: ignore[attr-defined]
+            for stored in rows:
+                await connection.execute(insert(type(stored).__table__), _columns(stored))  # type: ignore[attr-defined]
             await session.commit()
     if held:
         # The request now waits with this exchange in hand. The full body is stored for the heat map; in memory
