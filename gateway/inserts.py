@@ -77,16 +77,18 @@ class Inserts:
                 connection.rollback()
                 raise
 
-        async with self._engine.connect() as connection:
-            raw = await connection.get_raw_connection()
+        # The pool's connection itself, without SQLAlchemy's Connection around it (a third of the checkout's CPU).
+        raw = await self._engine.raw_connection()
+        try:
             driver = raw.driver_connection  # aiosqlite's connection: its thread owns the sqlite3 one
             assert driver is not None
             # aiosqlite (pinned) runs each call it is given in its thread, one after the other: the INSERT and the
             # commit go in one call instead of four.
-            try:
-                await driver._execute(write, driver._conn)
-            except sqlite3.Error as exc:  # raised as SQLAlchemy raises it (IntegrityError, OperationalError, ...)
-                raise DBAPIError.instance(sql, parameters, exc, sqlite3.Error) from exc
+            await driver._execute(write, driver._conn)
+        except sqlite3.Error as exc:  # raised as SQLAlchemy raises it (IntegrityError, OperationalError, ...)
+            raise DBAPIError.instance(sql, parameters, exc, sqlite3.Error) from exc
+        finally:
+            raw.close()  # back to the pool with no transaction open: nothing to roll back (db._sqlite_reset)
 
     async def _postgresql(self, pool: AsyncConnectionPool, table: Table, sql: str, parameters: dict[str, Any]) -> None:
         # No ping before each INSERT (SQLAlchemy's pool pings every connection it hands out, a round trip per
