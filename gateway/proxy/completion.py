@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from gateway.proxy import wire
 from gateway.proxy.chat import ChatRequest
 
 
@@ -58,7 +59,10 @@ def as_released(
     upstream: dict[str, Any], request: ChatRequest, exchange_id: str, hitl: dict[str, Any]
 ) -> dict[str, Any]:
     """The upstream's answer, unchanged but for the gateway's id, the client's model name and logprobs."""
-    return _completion(upstream, request, exchange_id, for_client(upstream, request)["choices"], hitl)
+    choices = upstream["choices"]
+    if not isinstance(choices, wire.Written):  # those of an answer released at once were made for this client
+        choices = for_client(upstream, request)["choices"]
+    return _completion(upstream, request, exchange_id, choices, hitl)
 
 
 def _one_choice(

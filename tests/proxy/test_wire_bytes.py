@@ -279,3 +279,17 @@ def test_a_released_answer_keeps_only_what_its_client_was_sent(
         released, held = session.exec(select(Exchange).order_by(col(Exchange.created_at))).all()
     assert released.response["choices"][0]["logprobs"] is None and released.signals["choices"]
     assert len(held.response["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2  # all the upstream gave
+
+
+def test_an_approved_answer_carries_only_the_logprobs_its_client_asked_for(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
+) -> None:
+    """The held answer is stored whole (two alternatives a token); approved, the client asked for one."""
+    hitl = factories.held(client, upstream, api_key, text="Lyon.", logprobs=True, top_logprobs=1)
+    token = factories.console_login(client, *agent)
+    client.post(f"/console/reviews/{hitl['review_id']}/decide", data={"action": "approve", "csrftoken": token})
+    polled = client.get(f"/v1/reviews/{hitl['review_id']}", headers={"Authorization": f"Bearer {api_key}"})
+    completion = polled.json()["completion"]
+    assert completion["hitl"]["status"] == "approved"
+    tokens = completion["choices"][0]["logprobs"]["content"]
+    assert tokens and all(len(token["top_logprobs"]) == 1 for token in tokens)
