@@ -23,6 +23,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import Compiled
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,10 +36,11 @@ class _Statement:
     sql: str
     names: tuple[str, ...]  # the parameters' names; in order where the driver takes them by position (SQLite)
     processors: tuple[Callable[[Any], Any] | None, ...]
-    compiled: Any
+    compiled: Compiled
 
     def values(self, row: dict[str, Any]) -> list[Any]:
         given = self.compiled.construct_params(row)
+        assert given is not None
         return [
             process(given[name]) if process else given[name]
             for name, process in zip(self.names, self.processors, strict=True)
@@ -103,7 +105,7 @@ class Inserts:
                     return
                 raise psycopg.OperationalError("the connection to PostgreSQL was lost twice in a row")
             except psycopg.errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == f"{table.name}_pkey":
+                if exc.diag.constraint_name == (table.primary_key.name or f"{table.name}_pkey"):  # PostgreSQL's name
                     return  # the first try committed before its connection was lost: the row is there, once
                 raise
         except psycopg.Error as exc:  # raised as SQLAlchemy raises it (IntegrityError, OperationalError, ...)
