@@ -67,16 +67,16 @@ class OpenAICompatible:
         self.name = config.name
         self.model = config.model
         self.logprobs = config.logprobs
-        self._url = (config.api_base or "").rstrip("/") + "/chat/completions"
         self._timeout = config.timeout
-        self._headers = {"Authorization": f"Bearer {config.api_key.get_secret_value()}"} if config.api_key else {}
-        self._client = client
+        headers = {"Authorization": f"Bearer {config.api_key.get_secret_value()}"} if config.api_key else {}
+        url = (config.api_base or "").rstrip("/") + "/chat/completions"
+        self._endpoint = http.Endpoint(client, url, headers, config.timeout)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         payload = {k: v for k, v in body.items() if k not in _GATEWAY_ONLY}
         payload["model"] = self.model
         try:
-            response = await self._client.post(self._url, json=payload, headers=self._headers, timeout=self._timeout)
+            response = await self._endpoint.post(orjson.dumps(payload))
         except httpx.TimeoutException as exc:
             if not http.timed_out(exc):
                 raise self._unreachable(http.failure(exc)) from None

@@ -175,3 +175,44 @@ async def test_a_netrc_entry_for_the_upstream_changes_nothing(monkeypatch: pytes
         found = await _upstream(f"http://127.0.0.1:{port}/v1", client, api_key="sk-up").complete(ASK)
     assert found == BODY
     assert b"\r\nauthorization: bearer sk-up\r\n" in heads[0].lower()
+
+
+async def test_a_call_carries_the_clients_headers_and_the_body_as_json() -> None:
+    heads: list[bytes] = []
+    bodies: list[bytes] = []
+
+    async def keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if b"content-length" in line.lower())
+        heads.append(head.lower())
+        bodies.append(await reader.readexactly(length))
+        writer.write(_answer(BODY))
+        await writer.drain()
+
+    asked = {**ASK, "messages": [{"role": "user", "content": "Grüße, 北京?"}], "logprobs": True, "top_logprobs": 5}
+    async with listening(keep) as port, http.client() as client:
+        await _upstream(f"http://127.0.0.1:{port}/v1", client, api_key="sk-up").complete(asked)
+        defaults = {name.lower().encode(): value.lower().encode() for name, value in client.headers.items()}
+    head = heads[0]
+    for name, value in {**defaults, b"content-type": b"application/json", b"host": b"127.0.0.1:%d" % port}.items():
+        assert b"\r\n%s: %s\r\n" % (name, value) in head, name
+    assert b"\r\nauthorization: bearer sk-up\r\n" in head
+    assert json.loads(bodies[0]) == {**asked, "model": "m"}
+
+
+async def test_an_upstreams_cookie_is_not_sent_on_the_next_call() -> None:
+    """An upstream's cookie, set on one client's request, must not ride on another client's."""
+    heads: list[bytes] = []
+
+    async def set_cookie(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():
+            heads.append((await _request(reader)).lower())
+            answer = _answer(BODY).replace(b"\r\n\r\n", b"\r\nset-cookie: session=first-client; Path=/\r\n\r\n", 1)
+            writer.write(answer)
+            await writer.drain()
+
+    async with listening(set_cookie) as port, http.client() as client:
+        upstream = _upstream(f"http://127.0.0.1:{port}/v1", client)
+        assert await upstream.complete(ASK) == BODY
+        assert await upstream.complete(ASK) == BODY
+    assert len(heads) == 2 and all(b"cookie" not in head for head in heads)
