@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,13 @@ class LogprobSignals:
         return self.tokens == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: `dataclasses.asdict` deep-copies each field through a generic walk, on every scored request.
+        return {
+            "tokens": self.tokens,
+            "mean_logprob": self.mean_logprob,
+            "min_prob": self.min_prob,
+            "mean_entropy": self.mean_entropy,
+        }
 
 
 NO_SIGNALS = LogprobSignals(tokens=0, mean_logprob=None, min_prob=None, mean_entropy=None)

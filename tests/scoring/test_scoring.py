@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -115,3 +116,9 @@ def test_vectorized_signals_match_the_per_token_reference() -> None:
     assert found.mean_logprob == pytest.approx(sum(floored) / len(floored))
     assert found.min_prob == pytest.approx(math.exp(min(floored)))
     assert found.mean_entropy == pytest.approx(sum(entropies) / len(entropies))
+
+
+def test_signals_as_a_dict_are_every_field_of_them() -> None:
+    content = [{"logprob": -0.2, "top_logprobs": [{"logprob": -0.2}, {"logprob": -1.9}]}, {"logprob": -0.01}]
+    for found in (signals(content), NO_SIGNALS):
+        assert found.as_dict() == dataclasses.asdict(found)
