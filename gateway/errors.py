@@ -24,10 +24,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from gateway import requestid
 
 log = logging.getLogger("hitl.errors")
+CLIENT_GONE = 499  # the status nginx logs for a client that closed its connection first
 
 
 class GatewayError(Exception):
@@ -149,6 +151,12 @@ def _first_param(exc: RequestValidationError) -> str | None:
     return None
 
 
+def _route(request: Request) -> str:
+    """The path of the route a request matched, for a log line: the route's own template, never the client's
+    text (a path can carry anything, line breaks included)."""
+    return str(getattr(request.scope.get("route"), "path", "-"))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that keep every error in the OpenAI shape."""
 
@@ -175,8 +183,14 @@ def install(app: FastAPI) -> None:
             error.message = f"Unknown path {request.url.path}."
         return error_response(error)
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        # The client hung up before its request had arrived whole: nothing of the gateway's failed, nothing was
+        # asked of the upstream. One line, not a traceback; the response goes nowhere (499, nginx's name for it).
+        log.info("client_disconnected request_id=%s path=%s", requestid.from_scope(request.scope), _route(request))
+        return Response(status_code=CLIENT_GONE)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, _route(request))
         response = error_response(GatewayError("The gateway hit an internal error; it has been logged."))
         # This handler runs outside the request-id middleware, so it sets the header itself.
         request_id = requestid.from_scope(request.scope)
@@ -187,4 +201,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)

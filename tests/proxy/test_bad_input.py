@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests import factories
@@ -71,3 +74,62 @@ def test_strange_review_ids_in_the_console_are_a_404_page(
     factories.console_login(client, *agent)
     response = client.get(path)
     assert response.status_code == 404 and response.template.name == "error.html"  # type: ignore[attr-defined]
+
+
+async def test_a_client_gone_before_its_body_arrived_is_one_line_in_the_log(
+    app: FastAPI, api_key: str, upstream: factories.UpstreamMock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that hangs up halfway through sending its request is no error of the gateway's: one line says
+    so, with the request id, and the upstream is never asked."""
+    upstream.answer()
+    messages: list[dict[str, object]] = [
+        {"type": "http.request", "body": b'{"model": "support-bot", "mess', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    headers = [(b"authorization", f"Bearer {api_key}".encode()), (b"x-request-id", b"req-gone-1")]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    caplog.set_level(logging.INFO)
+    async with app.router.lifespan_context(app):
+        await app(scope, receive, send)
+    gone = [record for record in caplog.records if "req-gone-1" in record.getMessage()]
+    expected = "client_disconnected request_id=req-gone-1 path=/v1/chat/completions"
+    assert [record.getMessage() for record in gone] == [expected]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+    assert not upstream.chat.called
+
+
+def test_an_unexpected_error_is_a_500_in_the_openai_shape_and_a_logged_traceback(
+    app: FastAPI, api_key: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(body: bytes) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr("gateway.proxy.chat.parse", broken)
+    headers = {"Authorization": f"Bearer {api_key}", "x-request-id": "req-bug-1"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/chat/completions", json={"model": MODEL}, headers=headers)
+    assert response.status_code == 500 and response.headers["x-request-id"] == "req-bug-1"
+    assert response.json()["error"]["type"] == "api_error"
+    logged = [record for record in caplog.records if record.name == "hitl.errors"]
+    assert [record.getMessage() for record in logged] == ["unhandled error on POST /v1/chat/completions"]
+    assert logged[0].exc_info is not None and "a bug of ours" in str(logged[0].exc_info[1])
