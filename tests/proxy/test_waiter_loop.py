@@ -16,10 +16,11 @@ import pytest
 import sqlalchemy
 from fastapi import FastAPI
 from sqlalchemy import event
+from sqlmodel import select
 
 from gateway import db
 from gateway.app import create_app
-from gateway.models import Action
+from gateway.models import Action, Review
 from gateway.proxy.holds import HoldHub
 from gateway.runtime import Runtime
 from gateway.settings import HoldSettings, Settings
@@ -118,6 +119,46 @@ async def test_a_decision_made_elsewhere_is_seen_by_the_poll(
     engine.dispose()
     answer = await asyncio.wait_for(task, 2)
     assert answer.json()["choices"][0]["message"]["content"] == "Quiet."
+
+
+async def test_the_poll_finds_the_decided_reviews_among_many_waiting(
+    served: tuple[FastAPI, httpx.AsyncClient], api_key: str, database_url: str
+) -> None:
+    """Decisions no notice told of, found by one poll among 1,203 reviews waited on (all their ids in one query)."""
+    app, client = served
+    runtime: Runtime = app.state.runtime
+    tasks = await held(runtime, client, api_key, 3)
+    async with runtime.sessions() as session:
+        reviews = (await session.exec(select(Review))).all()
+    assert len(reviews) == 3
+    if runtime.listener is not None:  # on PostgreSQL, silence the notices so only the poll can tell
+        await runtime.listener.connected.wait()
+    others = [asyncio.create_task(runtime.holds.wait(f"rev_{number:032x}", 30)) for number in range(1200)]
+    while runtime.holds.waited_on < 1203:
+        await asyncio.sleep(0.02)
+    decided = {review.exchange_id for review in reviews[:2]}
+    engine = sqlalchemy.create_engine(db.sync_url(database_url))
+    with engine.begin() as connection:  # decisions that send no notice
+        for review in reviews[:2]:
+            decide = sqlalchemy.text("UPDATE reviews SET status = 'decided' WHERE id = :id")
+            connection.execute(decide, {"id": review.id})
+            connection.execute(
+                sqlalchemy.text("UPDATE exchanges SET status = 'overridden', final_text = 'Quiet.' WHERE id = :id"),
+                {"id": review.exchange_id},
+            )
+    engine.dispose()
+    deadline = time.monotonic() + 5
+    while sum(task.done() for task in tasks) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)  # two more polls: the undecided one must still be waiting
+    done, waiting = [task for task in tasks if task.done()], [task for task in tasks if not task.done()]
+    assert len(done) == 2 and len(waiting) == 1
+    answers = [task.result().json() for task in done]
+    assert {answer["hitl"]["exchange_id"] for answer in answers} == decided
+    assert {answer["choices"][0]["message"]["content"] for answer in answers} == {"Quiet."}
+    assert not any(task.done() for task in others)
+    runtime.holds.close()
+    await asyncio.gather(*waiting, *others)
 
 
 @on_postgres
