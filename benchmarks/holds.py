@@ -174,6 +174,9 @@ async def measure(args: argparse.Namespace, url: str, a: str, b: str, pid_a: int
         }
 
         # A with its waiters, and B (the same configuration, no waiters) taking turns: the same noise for both.
+        # Warmed up again first, as before the waiters: after the idle window both have let their kept-alive
+        # connections go (the client's, the upstream's), and the first requests would open new ones.
+        await confident_latencies(probe, [a, b], 50)
         beside, control = await confident_latencies(probe, [a, b], args.requests)
         results["confident_with_waiters_ms"] = summary(beside)
         results["confident_control_no_waiters_ms"] = summary(control)
