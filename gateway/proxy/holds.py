@@ -23,7 +23,7 @@ from collections import defaultdict
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, String, bindparam, cast, func
+from sqlalchemy import JSON, Select, String, bindparam, cast, func
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -111,7 +111,7 @@ class HoldHub:
                 event.set()
 
 
-def _unpacked(ids: str, dialect: str) -> Any:
+def _unpacked(ids: str, dialect: str) -> Select[tuple[Any]]:
     """The strings of the JSON array `ids` as rows of one column, by the database's own JSON function; each is
     looked up in the reviews' primary key."""
     array = bindparam("ids", ids, type_=String)
