@@ -30,6 +30,14 @@ from tests.factories import MODEL, UPSTREAM
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+@pytest.fixture(autouse=True)
+def no_server_outlives_its_test() -> Iterator[None]:
+    """Every `hitl serve` a test started is stopped when it ends, passed or failed (one whose start timed out
+    included): a server left running holds its port, its database and a core for the rest of the run."""
+    yield
+    factories.stop_every_gateway()
+
+
 def _reset_postgres(url: str) -> None:
     engine = sqlalchemy.create_engine(db.sync_url(url))
     with engine.begin() as connection:

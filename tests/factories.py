@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import openai
@@ -170,19 +170,32 @@ def until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 60) ->
 
 
 class GatewayProcess:
-    """A real `hitl serve` in its own process on a loopback port; `kill()` ends it with SIGKILL."""
+    """A real `hitl serve` in its own process group on a loopback port; `kill()` ends it (and its workers) with
+    SIGKILL. Every one still running when its test ends is stopped by `stop_every_gateway` (conftest), so no test
+    leaves a server behind, failed or not, even one that never came up."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path, *args: str) -> None:
+    running: ClassVar[set[GatewayProcess]] = set()
+
+    def __init__(
+        self, env: dict[str, str], port: int, log: Path, *args: str, startup: float = 60, hitl: Path | None = None
+    ) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self._log = log.open("ab")
-        hitl = Path(sys.executable).with_name("hitl")
+        hitl = hitl or Path(sys.executable).with_name("hitl")
         command = [str(hitl), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        until_up(f"{self.base}/v1/models", self.process)
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        GatewayProcess.running.add(self)
+        try:
+            until_up(f"{self.base}/v1/models", self.process, startup)
+        except BaseException:
+            self.stop()
+            raise
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)
         self.process.wait(10)
 
     def stop(self) -> None:
@@ -191,8 +204,25 @@ class GatewayProcess:
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
-                self.kill()
+                self.process.kill()
+                self.process.wait(10)
+        self._signal_group(signal.SIGKILL)  # a worker the parent did not take down with it
+        GatewayProcess.running.discard(self)
         self._log.close()
+
+    def _signal_group(self, sent: signal.Signals) -> None:
+        try:
+            os.killpg(self.process.pid, sent)
+        except ProcessLookupError:
+            pass  # the whole group is gone already
+
+
+def stop_every_gateway() -> list[str]:
+    """Stop every `GatewayProcess` still running; the commands of those that were, for the test's report."""
+    left = list(GatewayProcess.running)
+    for gateway in left:
+        gateway.stop()
+    return [" ".join(map(str, gateway.process.args)) for gateway in left]
 
 
 @contextmanager
