@@ -4,36 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import secrets
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
-from tqdm import tqdm
 
-from gateway import db
-from gateway.datasets import export as dataset_export
-from gateway.datasets import filters as dataset_filters
-from gateway.datasets import formats, manifest, rendering
-from gateway.datasets import records as dataset_records
-from gateway.datasets.quality import Quality
-from gateway.errors import GatewayError
-from gateway.learning import evaluation, fitting, labels, reports, store
-from gateway.models import ApiKey, KeyRole, Role
-from gateway.proxy import apikeys, policy
-from gateway.proxy.policy import PolicyError
-from gateway.review import agents
+# What each command needs is imported inside it: `hitl serve --workers N` starts each worker by importing this
+# module again (multiprocessing's spawn), before the worker can answer uvicorn's health check, so this module
+# stays light. The types the options are annotated with are the exception (typer reads them).
+from gateway.models import KeyRole, Role
 from gateway.scoring.calibrator import Method
 from gateway.settings import Settings
-from gateway.webhooks import endpoints
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlmodel.ext.asyncio.session import AsyncSession
+    from tqdm import tqdm
+
+    from gateway.datasets.export import Plan
+    from gateway.models import ApiKey
+
 
 Target = Literal["escaped-error", "review-rate"]
 
@@ -61,6 +59,9 @@ def _settings() -> Settings:
 def _run_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     """Run work that needs the engine itself (a stream) against an up-to-date database; a gateway error is
     the command's error."""
+    from gateway import db
+    from gateway.errors import GatewayError
+
     db.upgrade(settings.database_url)
 
     async def main() -> T:
@@ -79,6 +80,8 @@ def _run_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]])
 def _run(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run one unit of work, in a session, against an up-to-date database."""
 
+    from gateway import db
+
     async def in_session(engine: AsyncEngine) -> T:
         async with db.session_factory(engine)() as session:
             return await work(session)
@@ -88,6 +91,12 @@ def _run(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 async def _bootstrap(session: AsyncSession) -> list[str]:
     """First run: an admin and an agent account and a demo API key, so a newcomer can try everything at once."""
+    from sqlmodel import select
+
+    from gateway.models import ApiKey
+    from gateway.proxy import apikeys
+    from gateway.review import agents
+
     lines = []
     if await agents.count(session) == 0:
         # An admin, and an agent beside it, so a newcomer sees both views of the console at once.
@@ -108,10 +117,12 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own waiter loop.")] = 1,
 ) -> None:
     """Start the gateway and its console."""
+    building = time.monotonic()
     import uvicorn
 
     from gateway import memory
     from gateway.app import create_app
+    from gateway.proxy.policy import PolicyError
     from gateway.proxy.upstream import local_model_available
 
     settings = _settings()
@@ -125,6 +136,10 @@ def serve(
         application = create_app(settings)
     except PolicyError as exc:
         raise _fail(str(exc)) from None
+    # Each worker imports and builds the app before it answers uvicorn's health check, which kills a worker
+    # that stays silent (5 s by default: workers died and restarted in a loop on a loaded machine). Give it the
+    # configured time, and more where this machine is slower than that allows.
+    startup_timeout = max(settings.worker_startup_timeout, math.ceil(5 * (time.monotonic() - building)))
     first_run = _run(settings, _bootstrap)
     base = f"http://{host}:{port}"
     typer.echo(f"hitl-gateway on {base}")
@@ -162,6 +177,7 @@ def serve(
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_worker_healthcheck=startup_timeout,
     )
 
 
@@ -173,6 +189,8 @@ def keys_create(
     ] = KeyRole.CLIENT,
 ) -> None:
     """Create an API key and print it once; only its hash is stored."""
+    from gateway.proxy import apikeys
+
     _, plaintext = _run(_settings(), lambda session: apikeys.create(session, name, role))
     typer.echo(plaintext)
 
@@ -180,6 +198,9 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List API keys (their prefixes, never the keys)."""
+    from sqlmodel import col, select
+
+    from gateway.models import ApiKey
 
     async def listing(session: AsyncSession) -> list[ApiKey]:
         return list((await session.exec(select(ApiKey).order_by(col(ApiKey.id)))).all())
@@ -195,6 +216,8 @@ def keys_list() -> None:
 @keys_app.command("disable")
 def keys_disable(key_id: Annotated[int, typer.Argument(help="The id `hitl keys list` shows.")]) -> None:
     """Disable an API key at once; requests with it get 401."""
+    from gateway.proxy import apikeys
+
     _run(_settings(), lambda session: apikeys.disable(session, key_id))
     typer.echo(f"disabled key {key_id}")
 
@@ -207,6 +230,8 @@ def keys_webhook(
 ) -> None:
     """Send this key's review events (decided, escalated, deadline passed) to URL, signed with a new secret
     that is printed once; `--remove` stops them."""
+    from gateway.webhooks import endpoints
+
     if (url is None) == (not remove):
         raise _fail("give the endpoint's URL, or --remove")
     key, secret = _run(_settings(), lambda session: endpoints.set_endpoint(session, key_id, None if remove else url))
@@ -228,6 +253,8 @@ def users_add(
     password: Annotated[str | None, typer.Option(help="Prompted for when left out.")] = None,
 ) -> None:
     """Create a console account."""
+    from gateway.review import agents
+
     secret = _password(password)
     agent = _run(_settings(), lambda session: agents.create(session, username, secret, role))
     typer.echo(f"created {agent.role} {agent.username}")
@@ -236,6 +263,8 @@ def users_add(
 @users_app.command("passwd")
 def users_passwd(username: str, password: Annotated[str | None, typer.Option()] = None) -> None:
     """Set a console account's password."""
+    from gateway.review import agents
+
     secret = _password(password)
     _run(_settings(), lambda session: agents.set_password(session, username, secret))
     typer.echo(f"password changed for {username}")
@@ -244,6 +273,8 @@ def users_passwd(username: str, password: Annotated[str | None, typer.Option()] 
 @users_app.command("disable")
 def users_disable(username: str) -> None:
     """Disable a console account; its open sessions end at their next request."""
+    from gateway.review import agents
+
     _run(_settings(), lambda session: agents.set_active(session, username, False))
     typer.echo(f"disabled {username}")
 
@@ -251,6 +282,8 @@ def users_disable(username: str) -> None:
 @users_app.command("enable")
 def users_enable(username: str) -> None:
     """Enable a disabled console account again."""
+    from gateway.review import agents
+
     _run(_settings(), lambda session: agents.set_active(session, username, True))
     typer.echo(f"enabled {username}")
 
@@ -258,6 +291,8 @@ def users_enable(username: str) -> None:
 @users_app.command("list")
 def users_list() -> None:
     """List console accounts with their roles."""
+    from gateway.review import agents
+
     for agent in _run(_settings(), agents.listing):
         state = "active" if agent.active else "disabled"
         typer.echo(f"{agent.username}\t{agent.role}\t{state}\t{agent.created_at:%Y-%m-%d}")
@@ -266,7 +301,7 @@ def users_list() -> None:
 @app.command()
 def export(
     format: Annotated[
-        str, typer.Option("--format", "-f", help=f"One of {', '.join(formats.NAMES)} (README, Datasets).")
+        str, typer.Option("--format", "-f", help="dpo, or another format of the README's Datasets table.")
     ] = "dpo",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write, a manifest beside it (default: stdout).")
@@ -297,6 +332,12 @@ def export(
     ] = None,
 ) -> None:
     """Export the agents' decisions as training data, streamed; counts and drops go to stderr."""
+    from gateway.datasets import export as dataset_export
+    from gateway.datasets import filters as dataset_filters
+    from gateway.datasets import formats, rendering
+    from gateway.datasets.quality import Quality
+    from gateway.errors import GatewayError
+
     settings = _settings()
     try:
         chosen = {
@@ -325,7 +366,13 @@ def _advance(bar: tqdm[Any]) -> None:
     bar.update()
 
 
-async def _exported(engine: AsyncEngine, plan: dataset_export.Plan, output: Path | None) -> dict[str, object]:
+async def _exported(engine: AsyncEngine, plan: Plan, output: Path | None) -> dict[str, object]:
+    from tqdm import tqdm
+
+    from gateway.datasets import export as dataset_export
+    from gateway.datasets import manifest
+    from gateway.datasets import records as dataset_records
+
     upto = await dataset_records.snapshot(engine)
     total = await dataset_records.count(engine, plan.filters, upto)
     with tqdm(total=total, unit="record", desc=f"export {plan.format.name}", file=sys.stderr, leave=False) as bar:
@@ -359,6 +406,10 @@ def calibrate(
     dry_run: Annotated[bool, typer.Option(help="Print the figures; store nothing.")] = False,
 ) -> None:
     """Fit a calibrator on agents' decisions (approve = 1, edit or override = 0; audits weighted)."""
+    from gateway.learning import fitting, labels, reports, store
+    from gateway.proxy import policy
+    from gateway.proxy.policy import PolicyError
+
     settings = _settings()
     if write_policy is not None and dry_run:
         raise _fail("--write-policy needs a stored calibrator: leave out --dry-run")
@@ -422,6 +473,8 @@ def evaluate(
     concurrency: Annotated[int, typer.Option(min=1, help="Judge calls in flight at once.")] = 4,
 ) -> None:
     """Run labelled rows through the judge: AUROC, ECE, PRR, review-vs-escaped table, reliability diagram."""
+    from gateway.learning import evaluation, reports
+
     settings = _settings()
     try:
         rows = evaluation.read_rows(rows_file, limit, seed)
@@ -470,6 +523,8 @@ def migrate(
 ) -> None:
     """Bring the database schema up to date (serve does this too). A deployment runs it once, as a job, before
     its replicas start (`docker-compose.yml` does), so that replicas never migrate or bootstrap at once."""
+    from gateway import db
+
     settings = _settings()
     if bootstrap:
         for line in _run(settings, _bootstrap):

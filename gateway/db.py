@@ -7,16 +7,17 @@ driver, migrations and the CLI's one-off work use the sync one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 _SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
@@ -90,6 +91,8 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # alembic is a fifth of the app's import time; serving never migrates
+
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     # ConfigParser interpolates %, which URL-encoded passwords contain.
@@ -100,4 +103,6 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Bring the schema up to the newest migration."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), "head")

@@ -183,6 +183,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds `hitl serve` gives open requests on SIGTERM, after answering every waiting client.",
     )
+    worker_startup_timeout: int = Field(
+        60,
+        gt=0,
+        description="Seconds `hitl serve --workers N` gives a worker to start and answer its first health check"
+        " (at least 5 times what the parent took to build the app); starting took 9 s on a loaded 2-core machine.",
+    )
     host: str = Field("127.0.0.1", description="Address `hitl serve` binds.")
     port: int = Field(8000, description="Port `hitl serve` binds.")
 

@@ -86,3 +86,43 @@ def test_sklearn_and_matplotlib_are_imported_only_by_the_learning_loop() -> None
     for path in (ROOT / "gateway").rglob("*.py"):
         heavy = {name for name in _imports(path) if name.split(".")[0] in ("sklearn", "matplotlib")}
         assert not heavy or path.parent.name == "learning", (path, heavy)
+
+
+# Each in a fresh interpreter: the CPU seconds an import takes, and the heavy packages it pulled in.
+IMPORT_COST = """
+import sys, time
+started = time.process_time()
+import {module}
+spent = time.process_time() - started
+print(spent, ",".join(sorted({{name.split(".")[0] for name in sys.modules}})))
+"""
+# What serving never needs at start: litellm and openai (a non-OpenAI upstream's first call), alembic (migrations
+# run before serving), the learning loop's and the export's libraries, the bundled model, the CLI's progress bars.
+NOT_AT_START = {"litellm", "openai", "alembic", "sklearn", "matplotlib", "transformers", "llama_cpp", "tqdm", "torch"}
+# The frameworks the app is built on, which any import of it pays for.
+FRAMEWORKS = "fastapi, sqlalchemy.ext.asyncio, sqlmodel, aiohttp, httpx, psycopg, pydantic_settings"
+
+
+def import_cost(module: str) -> tuple[float, set[str]]:
+    """The cheapest of three fresh imports (the first may compile bytecode), and what it imported."""
+    runs = []
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", IMPORT_COST.format(module=module)], cwd=ROOT, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        spent, names = done.stdout.split()
+        runs.append((float(spent), set(names.split(","))))
+    return min(runs, key=lambda run: run[0])
+
+
+def test_the_app_and_the_cli_import_in_well_under_a_second() -> None:
+    """`hitl serve --workers N` imports the CLI and then the app in every worker before it can answer uvicorn's
+    health check: they once took 9.4 s on a loaded machine (litellm's client library, the export's and the learning
+    loop's at import). Budgeted in CPU seconds, which a busy machine inflates far less than wall time, and against
+    the frameworks' own import in the same run."""
+    frameworks, _ = import_cost(FRAMEWORKS)
+    for module, budget in (("gateway.app", 1.0), ("gateway.cli", 0.6)):
+        spent, imported = import_cost(module)
+        assert not imported & NOT_AT_START, (module, imported & NOT_AT_START)
+        assert spent < budget and spent < 2 * frameworks, (module, spent, frameworks)

@@ -99,3 +99,58 @@ def test_workers_share_holds_claims_and_decisions(database_url: str, unsure_upst
     assert not failures and len(answers) == 6, failures
     for answer in answers.values():
         assert answer.choices[0].message.content == f"Decided {answer.model_extra['hitl']['review_id']}."
+
+
+# Every worker uvicorn spawns runs this first (it starts as `python -c ... --multiprocessing-fork`): a worker that
+# takes 8 s to start, as on a loaded 2-core machine, where uvicorn's own health check gave it 5 s.
+SLOW_WORKER = """
+import sys, time
+if "--multiprocessing-fork" in sys.argv:
+    time.sleep(8)
+"""
+
+
+def test_workers_that_start_slowly_are_given_the_time(database_url: str, unsure_upstream: str, tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(SLOW_WORKER)
+    env = factories.gateway_env(database_url, unsure_upstream, PYTHONPATH=str(tmp_path))
+    gateway = factories.GatewayProcess(env, factories.free_port(), tmp_path / "gateway.log", "--workers", "2")
+    try:
+        first = set(
+            subprocess.run(["pgrep", "-P", str(gateway.process.pid)], capture_output=True, text=True).stdout.split()
+        )
+        spawned = [pid for pid in first if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(spawned) == 2, spawned
+        factories.until(lambda: all(runs_on_uvloop_and_httptools(int(pid)) for pid in spawned), 60, "both workers")
+        now = set(
+            subprocess.run(["pgrep", "-P", str(gateway.process.pid)], capture_output=True, text=True).stdout.split()
+        )
+    finally:
+        gateway.stop()
+    log = (tmp_path / "gateway.log").read_text()
+    assert now == first and "died" not in log, log[-3000:]  # the same two workers: none killed and replaced
+
+
+def processes_with(mark: str) -> list[int]:
+    """The processes whose environment holds `mark` (a server and the workers it spawned inherit it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended while we looked
+    return found
+
+
+def test_a_server_that_does_not_come_up_in_time_is_not_left_running(
+    database_url: str, unsure_upstream: str, tmp_path: Path
+) -> None:
+    mark = f"started-by={tmp_path}"
+    (tmp_path / "sitecustomize.py").write_text(SLOW_WORKER)  # its workers are still starting when it gives up
+    env = factories.gateway_env(database_url, unsure_upstream, GATEWAY_TEST_MARK=mark, PYTHONPATH=str(tmp_path))
+    log = tmp_path / "gateway.log"
+    with pytest.raises(AssertionError, match="did not come up"):
+        factories.GatewayProcess(env, factories.free_port(), log, "--workers", "2", startup=5)
+    assert "Started parent process" in log.read_text()  # it had spawned its workers
+    assert not factories.GatewayProcess.running
+    assert processes_with(mark) == []  # neither the parent nor a worker it had spawned

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-import openai
 import orjson
 
 from gateway import http
@@ -134,6 +133,7 @@ class LiteLLM:
         # litellm downloads a model cost map when imported unless told not to; a gateway must not.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm  # imported on first use: it takes seconds to import
+        import openai
         from litellm import exceptions
 
         payload = {k: v for k, v in body.items() if k not in (*_GATEWAY_ONLY, "model")}

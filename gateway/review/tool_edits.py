@@ -13,10 +13,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from jsonschema.validators import validator_for
-
 from gateway.errors import InvalidRequest
 
 # Longest part of a validation message shown to the agent: jsonschema quotes the offending value in full.
@@ -92,6 +88,11 @@ def _checked(call: dict[str, Any], raw: str, schema: Any) -> dict[str, Any]:
         raise InvalidRequest(f"The arguments of {label} must be a JSON object.", param="arguments")
     if not isinstance(schema, dict):
         return arguments
+    # Imported on the first edit of a tool call, not when the app starts (it is a twentieth of the import time).
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
     validator_class = validator_for(schema, default=Draft202012Validator)
     try:
         validator_class.check_schema(schema)
