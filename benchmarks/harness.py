@@ -25,7 +25,7 @@ from sqlmodel import Session
 
 from gateway import db
 from gateway.models import Agent, ApiKey, Role
-from gateway.proxy import apikeys
+from gateway.relay import apikeys
 from gateway.review.agents import password_hasher
 
 ROOT = Path(__file__).parents[1]

@@ -23,7 +23,7 @@ import respx
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from gateway.proxy.upstream import LiteLLM, OpenAICompatible  # noqa: E402
+from gateway.conversation.upstream import LiteLLM, OpenAICompatible  # noqa: E402
 from gateway.scoring.confidence import score_choices  # noqa: E402
 from gateway.scoring.logprobs import LOGPROB_FLOOR, top_k_entropy  # noqa: E402
 from gateway.settings import UpstreamSettings  # noqa: E402

@@ -16,14 +16,15 @@ from importlib.metadata import entry_points
 
 from fastapi import FastAPI
 
-from gateway import db, errors, http, inserts, memory, notices
+from gateway import db, errors, http, inserts, memory, notices, policy
+from gateway.api import chat as api
+from gateway.api import datasets as datasets_api
 from gateway.clock import Clock, SystemClock
-from gateway.datasets import api as datasets_api
+from gateway.conversation import upstream
+from gateway.holds import HoldHub
 from gateway.learning import store
 from gateway.prompt_templates import Prompts
-from gateway.proxy import api, policy, upstream
-from gateway.proxy.apikeys import KeyCache
-from gateway.proxy.holds import HoldHub
+from gateway.relay.apikeys import KeyCache
 from gateway.requestid import RequestIdMiddleware
 from gateway.review.desk import ReviewDesk
 from gateway.review.logins import LoginLimits

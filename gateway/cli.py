@@ -94,7 +94,7 @@ async def _bootstrap(session: AsyncSession) -> list[str]:
     from sqlmodel import select
 
     from gateway.models import ApiKey
-    from gateway.proxy import apikeys
+    from gateway.relay import apikeys
     from gateway.review import agents
 
     lines = []
@@ -122,8 +122,8 @@ def serve(
 
     from gateway import memory
     from gateway.app import create_app
-    from gateway.proxy.policy import PolicyError
-    from gateway.proxy.upstream import local_model_available
+    from gateway.conversation.upstream import local_model_available
+    from gateway.policy import PolicyError
 
     settings = _settings()
     if workers > 1 and settings.secret_key is None:
@@ -189,7 +189,7 @@ def keys_create(
     ] = KeyRole.CLIENT,
 ) -> None:
     """Create an API key and print it once; only its hash is stored."""
-    from gateway.proxy import apikeys
+    from gateway.relay import apikeys
 
     _, plaintext = _run(_settings(), lambda session: apikeys.create(session, name, role))
     typer.echo(plaintext)
@@ -216,7 +216,7 @@ def keys_list() -> None:
 @keys_app.command("disable")
 def keys_disable(key_id: Annotated[int, typer.Argument(help="The id `hitl keys list` shows.")]) -> None:
     """Disable an API key at once; requests with it get 401."""
-    from gateway.proxy import apikeys
+    from gateway.relay import apikeys
 
     _run(_settings(), lambda session: apikeys.disable(session, key_id))
     typer.echo(f"disabled key {key_id}")
@@ -406,9 +406,9 @@ def calibrate(
     dry_run: Annotated[bool, typer.Option(help="Print the figures; store nothing.")] = False,
 ) -> None:
     """Fit a calibrator on agents' decisions (approve = 1, edit or override = 0; audits weighted)."""
+    from gateway import policy
     from gateway.learning import fitting, labels, reports, store
-    from gateway.proxy import policy
-    from gateway.proxy.policy import PolicyError
+    from gateway.policy import PolicyError
 
     settings = _settings()
     if write_policy is not None and dry_run:

@@ -12,14 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
+from gateway.conversation.upstream import Upstreams
+from gateway.holds import HoldHub
 from gateway.inserts import Inserts
 from gateway.notices import Listener
+from gateway.policy import Policy
 from gateway.prompt_templates import Prompts
-from gateway.proxy.apikeys import KeyCache
-from gateway.proxy.holds import HoldHub
-from gateway.proxy.policy import Policy
-from gateway.proxy.retries import InFlight
-from gateway.proxy.upstream import Upstreams
+from gateway.relay.apikeys import KeyCache
+from gateway.relay.retries import InFlight
 from gateway.review.desk import ReviewDesk
 from gateway.scoring.scorer import Scorer
 from gateway.settings import Settings

@@ -46,7 +46,7 @@ from gateway.models import (
     Role,
     Route,
 )
-from gateway.proxy import apikeys
+from gateway.relay import apikeys
 from gateway.review.decisions import Decided
 from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.models import Agent, ApiKey
-from gateway.proxy import apikeys
+from gateway.relay import apikeys
 from tests import factories
 from tests.factories import MODEL, console_login
 

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel, select
 
 from gateway import db, models  # noqa: F401
-from gateway.datasets.prompt_keys import prompt_key
+from gateway.conversation.prompt_keys import prompt_key
 from gateway.models import ApiKey, Decision, KeyRole, PreferencePair
 from tests import factories
 

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 from tqdm import tqdm
 
+from gateway.conversation import upstream
 from gateway.prompt_templates import Prompts
-from gateway.proxy import upstream
 from gateway.scoring.selfcheck import Judge, SelfCheck, SelfChecker
 from gateway.settings import Settings
 

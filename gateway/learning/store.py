@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.models import Calibration
-from gateway.proxy.policy import Policy, PolicyError
+from gateway.policy import Policy, PolicyError
 from gateway.scoring.calibrator import Calibrator, Method
 
 

@@ -23,7 +23,8 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import notices
-from gateway.datasets.prompt_keys import prompt_key
+from gateway.conversation.chat import ChatRequest
+from gateway.conversation.prompt_keys import prompt_key
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.models import (
     DECIDED_STATUS,
@@ -38,8 +39,7 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
 )
-from gateway.proxy import exchanges
-from gateway.proxy.chat import ChatRequest
+from gateway.relay import exchanges
 from gateway.review import tool_edits
 from gateway.review.guard import guarded_update
 from gateway.review.tiers import Tiers

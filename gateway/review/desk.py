@@ -15,8 +15,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
 from gateway.errors import Forbidden, InvalidRequest, NotFound
+from gateway.holds import HoldHub
 from gateway.models import Action, Agent, Review, ReviewStatus, wellformed_id
-from gateway.proxy.holds import HoldHub
 from gateway.review import assignments, claims, decisions, history, logins, progress, queue, record
 from gateway.review import sessions as console_sessions
 from gateway.review.decisions import Decided

@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gateway.conversation.upstream import Upstream
 from gateway.errors import GatewayError
-from gateway.proxy.upstream import Upstream
 from gateway.scoring.selfcheck import Judge, SelfCheck, elapsed_ms, tokens_used
 from gateway.settings import ConsistencySettings
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.proxy.chat import question_of
-from gateway.proxy.upstream import Upstream
+from gateway.conversation.chat import question_of
+from gateway.conversation.upstream import Upstream
 from gateway.scoring.calibrator import Calibrator
 from gateway.scoring.confidence import Score, calibrated, score_choices, with_consistency, with_selfcheck
 from gateway.scoring.consistency import ConsistencyChecker

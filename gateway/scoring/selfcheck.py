@@ -14,9 +14,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from gateway.conversation.upstream import Upstreams
 from gateway.errors import GatewayError
 from gateway.prompt_templates import Prompts
-from gateway.proxy.upstream import Upstreams
 from gateway.settings import SelfCheckSettings
 
 JUDGE_TOP_LOGPROBS = 10

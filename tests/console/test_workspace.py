@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from gateway import policy
 from gateway.models import Exchange, Role
-from gateway.proxy import policy
-from gateway.proxy.policy import PolicyError
+from gateway.policy import PolicyError
 from gateway.review import explanations
 from gateway.runtime import Runtime
 from tests import factories

@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from sqlmodel import select
 
 from gateway import db
+from gateway.conversation.prompt_keys import prompt_key
 from gateway.datasets import filters, formats, manifest, records
 from gateway.datasets.export import Exporter, Plan, Split
-from gateway.datasets.prompt_keys import prompt_key
 from gateway.datasets.quality import Quality
 from gateway.errors import InvalidRequest
 from gateway.models import Decision, Exchange, Review

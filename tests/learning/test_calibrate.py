@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from gateway import db
+from gateway import db, policy
 from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.learning import fitting, labels
@@ -31,7 +31,6 @@ from gateway.models import (
     Role,
     utcnow,
 )
-from gateway.proxy import policy
 from gateway.review import decisions
 from gateway.review.tiers import Tiers
 from gateway.scoring.calibrator import Calibrator

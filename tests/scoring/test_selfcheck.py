@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
+from gateway.conversation.chat import question_of
+from gateway.conversation.upstream import OpenAICompatible, Upstreams
 from gateway.models import Exchange
 from gateway.prompt_templates import Prompts
-from gateway.proxy.chat import question_of
-from gateway.proxy.upstream import OpenAICompatible, Upstreams
 from gateway.scoring.confidence import Score, with_selfcheck
 from gateway.scoring.selfcheck import Judge, SelfCheck, SelfChecker, p_yes_from_logprobs, parse_verbalized
 from gateway.settings import SelfCheckSettings, UpstreamSettings

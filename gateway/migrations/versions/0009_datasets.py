@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from gateway.datasets.prompt_keys import prompt_key
+from gateway.conversation.prompt_keys import prompt_key
 
 revision = "0009"
 down_revision = "0008"

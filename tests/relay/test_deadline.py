@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from sqlmodel import select
 
+from gateway import policy
 from gateway.app import create_app
 from gateway.models import Action, Exchange, Review, ReviewKind
-from gateway.proxy import policy
-from gateway.proxy.policy import PolicyError
+from gateway.policy import PolicyError
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests import factories

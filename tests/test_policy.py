@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
+from gateway import policy
 from gateway.app import create_app
 from gateway.models import Exchange, Route
-from gateway.proxy import policy
 from tests import factories
 from tests.factories import MODEL
 

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gateway import db
+from gateway.holds import HoldHub
 from gateway.models import Action, Exchange, ExchangeStatus
-from gateway.proxy.holds import HoldHub
 from gateway.runtime import Runtime
 from tests import factories
 from tests.factories import MODEL, aconsole_login

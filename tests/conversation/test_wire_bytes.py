@@ -1,6 +1,6 @@
 """The bytes a client receives, pinned: whatever the gateway does to go faster (how it parses, stores and
 serializes), a released answer, its replay, a held one and a stream carry exactly these bytes: compact UTF-8
-JSON written by orjson (`gateway/proxy/wire.py`). Against what the standard library would write (the gateway
+JSON written by orjson (`gateway/conversation/wire.py`). Against what the standard library would write (the gateway
 did until it switched), every key, string and number is the same and in the same order; only exponents are
 spelled differently (`1e-6` for `1e-06`)."""
 
@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import col, select
 from sse_starlette import ServerSentEvent
 
+from gateway.conversation import wire
 from gateway.models import Exchange
-from gateway.proxy import wire
 from tests import factories
 from tests.factories import MODEL
 

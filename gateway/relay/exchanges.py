@@ -16,6 +16,8 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import inserts
+from gateway.conversation import completion, wire
+from gateway.conversation.chat import ChatRequest
 from gateway.errors import NotFound
 from gateway.models import (
     DeadlineOutcome,
@@ -33,9 +35,7 @@ from gateway.models import (
     utcnow,
     wellformed_id,
 )
-from gateway.proxy import completion, wire
-from gateway.proxy.chat import ChatRequest
-from gateway.proxy.policy import Routing
+from gateway.policy import Routing
 from gateway.scoring.confidence import Score
 from gateway.webhooks import events
 from gateway.webhooks.events import EventType

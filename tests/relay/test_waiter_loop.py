@@ -20,8 +20,8 @@ from sqlmodel import select
 
 from gateway import db
 from gateway.app import create_app
+from gateway.holds import HoldHub
 from gateway.models import Action, Review
-from gateway.proxy.holds import HoldHub
 from gateway.runtime import Runtime
 from gateway.settings import HoldSettings, Settings
 from tests import factories

@@ -8,8 +8,8 @@ import os
 import httpx
 import pytest
 
+from gateway.conversation.upstream import LiteLLM, LocalLlama, OpenAICompatible, build
 from gateway.errors import InvalidRequest, RateLimited, UpstreamError
-from gateway.proxy.upstream import LiteLLM, LocalLlama, OpenAICompatible, build
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
 from tests import factories
 from tests.factories import UPSTREAM

@@ -32,8 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.conversation.toolcalls import MALFORMED, ToolCall
 from gateway.models import DeadlineOutcome, Route
-from gateway.proxy.toolcalls import MALFORMED, ToolCall
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
 

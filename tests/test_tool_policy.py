@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway import policy
+from gateway.conversation import toolcalls
 from gateway.models import Route
-from gateway.proxy import policy, toolcalls
-from gateway.proxy.policy import PolicyError
+from gateway.policy import PolicyError
 from tests import factories
 from tests.factories import MODEL, REFUNDS
 from tests.factories import tool_call as call

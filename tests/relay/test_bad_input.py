@@ -124,7 +124,7 @@ def test_an_unexpected_error_is_a_500_in_the_openai_shape_and_a_logged_traceback
     def broken(body: bytes) -> None:
         raise RuntimeError("a bug of ours")
 
-    monkeypatch.setattr("gateway.proxy.chat.parse", broken)
+    monkeypatch.setattr("gateway.conversation.chat.parse", broken)
     headers = {"Authorization": f"Bearer {api_key}", "x-request-id": "req-bug-1"}
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post("/v1/chat/completions", json={"model": MODEL}, headers=headers)

@@ -14,14 +14,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from gateway.conversation import chat as chat_request
+from gateway.conversation import completion, toolcalls, wire
+from gateway.conversation.chat import ChatRequest
+from gateway.conversation.upstream import Upstream
+from gateway.conversation.wire import CompletionResponse
 from gateway.deps import CurrentKey, RequestId, RuntimeDep
 from gateway.errors import GatewayError, InvalidRequest, ReviewPending
 from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review, ReviewStatus, epoch
-from gateway.proxy import chat as chat_request
-from gateway.proxy import completion, exchanges, retries, toolcalls, wire
-from gateway.proxy.chat import ChatRequest
-from gateway.proxy.upstream import Upstream
-from gateway.proxy.wire import CompletionResponse
+from gateway.relay import exchanges, retries
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/v1")

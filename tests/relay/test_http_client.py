@@ -13,8 +13,8 @@ import pytest
 from pydantic import SecretStr
 
 from gateway import http
+from gateway.conversation.upstream import OpenAICompatible
 from gateway.errors import UpstreamError, UpstreamTimeout
-from gateway.proxy.upstream import OpenAICompatible
 from gateway.settings import UpstreamSettings
 from tests import factories
 

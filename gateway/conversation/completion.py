@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from gateway.proxy import wire
-from gateway.proxy.chat import ChatRequest
+from gateway.conversation import wire
+from gateway.conversation.chat import ChatRequest
 
 
 def _client_logprobs(logprobs: Any, request: ChatRequest) -> Any:
