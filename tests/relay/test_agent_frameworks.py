@@ -219,8 +219,6 @@ async def test_langchain_structured_output_released_held_and_refused(
 # --- LiteLLM's SDK as a client ------------------------------------------------------------------------------
 
 
-# litellm 1.106's own response types trip a pydantic warning about a ReadOnly TypedDict item; not ours to fix.
-@pytest.mark.filterwarnings("ignore:Item .* is using the `ReadOnly` qualifier:UserWarning")
 async def test_litellm_sdk_as_a_client(
     database_url: str,
     refunds_app: FastAPI,
