@@ -14,9 +14,9 @@ from fastapi import Request
 from jinja2_fragments.fastapi import Jinja2Blocks
 from starlette.responses import Response
 
+from gateway.conversation.answers import HitlStatus
 from gateway.conversation.chat import question_of
 from gateway.models import DeadlineOutcome, EventKind, ReviewKind, ReviewStatus
-from gateway.relay.exchanges import HitlStatus
 from gateway.review import explanations
 
 HX_REQUEST = "HX-Request"

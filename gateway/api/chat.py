@@ -14,8 +14,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from gateway.conversation import answers, completion, toolcalls, wire
 from gateway.conversation import chat as chat_request
-from gateway.conversation import completion, toolcalls, wire
 from gateway.conversation.chat import ChatRequest
 from gateway.conversation.upstream import Upstream
 from gateway.conversation.wire import CompletionResponse
@@ -60,10 +60,10 @@ class _Reply:
         self.outcome: DeadlineOutcome | None = None  # set when the wait ran out
 
     def body(self, exchange: Exchange) -> dict[str, Any]:
-        hitl = exchanges.hitl_block(exchange, self.review, _poll_url(self.request, self.review))
+        hitl = answers.hitl_block(exchange, self.review, _poll_url(self.request, self.review))
         placeholder = self.runtime.prompts.get("placeholder").text
         outcome = self.outcome or DeadlineOutcome.PLACEHOLDER
-        return exchanges.delivered(exchange, self.chat, hitl, placeholder, outcome)
+        return answers.delivered(exchange, self.chat, hitl, placeholder, outcome)
 
     async def final(self, exchange_id: str, wait: float) -> dict[str, Any]:
         """What the waiting client gets: the decision, or when the wait runs out the tier's `on_deadline`
@@ -76,10 +76,10 @@ class _Reply:
             if exchange.status not in (ExchangeStatus.HELD, ExchangeStatus.RELEASED_ON_DEADLINE):
                 self.outcome = None  # a decision landed between the timeout and now: the client gets it
             if exchange.status == ExchangeStatus.HELD and self.outcome == DeadlineOutcome.ERROR:
-                self.record_delivery(exchanges.HitlStatus.PENDING)
+                self.record_delivery(answers.HitlStatus.PENDING)
                 poll_url = str(_poll_url(self.request, self.review))
-                hitl = exchanges.hitl_block(exchange, self.review, poll_url)
-                raise ReviewPending(self.review.id, poll_url, exchanges.hitl_headers(hitl))
+                hitl = answers.hitl_block(exchange, self.review, poll_url)
+                raise ReviewPending(self.review.id, poll_url, answers.hitl_headers(hitl))
         body = self.body(exchange)
         self.record_delivery(body["hitl"]["status"])
         return body
@@ -173,7 +173,7 @@ async def _propose(
         await _record_failure(runtime, incoming, upstream, failure)
         raise  # the client gets the same OpenAI-shaped error as before
     upstream_ms = _since(started)
-    score = await runtime.scorer.score(upstream, chat.model, asked, response, exchanges.candidate_text(response))
+    score = await runtime.scorer.score(upstream, chat.model, asked, response, answers.candidate_text(response))
     calls = toolcalls.found(response)
     if any(call.malformed for call in calls):
         score.signals["missing"] = sorted({*score.signals["missing"], toolcalls.MALFORMED})
@@ -238,17 +238,17 @@ async def _respond(reply: _Reply, exchange: Exchange, wait: float) -> Response:
     keepalive = reply.runtime.settings.hold.keepalive
     if reply.review is None or exchange.status != ExchangeStatus.HELD:
         body = reply.body(exchange)
-        headers = exchanges.hitl_headers(body["hitl"])
+        headers = answers.hitl_headers(body["hitl"])
         if reply.chat.stream:
             return EventSourceResponse(_at_once(reply.events(body)), ping=keepalive, headers=headers)
         return CompletionResponse(body, headers=headers)
 
     if not reply.chat.stream:
         body = await reply.final(exchange.id, wait)
-        return CompletionResponse(body, headers=exchanges.hitl_headers(body["hitl"]))
+        return CompletionResponse(body, headers=answers.hitl_headers(body["hitl"]))
 
     # The headers leave with the 200, before any decision: they say the answer is held, and where to poll.
-    pending = exchanges.hitl_headers(reply.body(exchange)["hitl"])
+    pending = answers.hitl_headers(reply.body(exchange)["hitl"])
     return EventSourceResponse(_events(reply, exchange, wait), ping=keepalive, headers=pending)
 
 
@@ -288,7 +288,7 @@ async def get_review(
     if review.status == ReviewStatus.OPEN and wait > 0:
         exchange = await reply.wait_and_load(exchange.id, wait)
     body = reply.body(exchange)
-    decided = exchanges.hitl_status(exchange) != exchanges.HitlStatus.PENDING
+    decided = answers.hitl_status(exchange) != answers.HitlStatus.PENDING
     return {
         "id": review.id,
         "object": "hitl.review",

@@ -23,6 +23,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import notices
+from gateway.conversation import answers
 from gateway.conversation.chat import ChatRequest
 from gateway.conversation.prompt_keys import prompt_key
 from gateway.errors import Forbidden, InvalidRequest, NotFound
@@ -39,7 +40,6 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
 )
-from gateway.relay import exchanges
 from gateway.review import tool_edits
 from gateway.review.guard import guarded_update
 from gateway.review.tiers import Tiers
@@ -201,10 +201,10 @@ async def decide(
         detail["diff"] = _diff(exchange.candidate_text, final.text)
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.DECIDED, agent_id=agent.id, detail=detail, at=now))
     if not audit:
-        completion = exchanges.delivered(
-            exchange, ChatRequest.model_validate(exchange.request), exchanges.hitl_block(exchange, review, None), ""
+        completion = answers.delivered(
+            exchange, ChatRequest.model_validate(exchange.request), answers.hitl_block(exchange, review, None), ""
         )
-        status = exchanges.hitl_status(exchange)
+        status = answers.hitl_status(exchange)
         await events.record(session, EventType.DECIDED, review, exchange, now, status=status, completion=completion)
     await notices.announce(session, review_id)  # other processes hear of it when, and only if, this commits
     await session.commit()
