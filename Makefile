@@ -28,8 +28,9 @@ serve: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Lint, formatting and strict types: what CI checks besides the tests.
+# Lint, formatting, strict types and the layers' contracts: what CI checks besides the tests.
 check: install
 	$(BIN)/ruff check gateway console prompts tests benchmarks
 	$(BIN)/ruff format --check gateway console prompts tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
