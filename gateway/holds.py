@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -29,9 +30,19 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.models import Review, ReviewStatus
+from gateway.models import Exchange, Review, ReviewStatus
 
 log = logging.getLogger("hitl.holds")
+
+
+@dataclass(frozen=True)
+class Woken:
+    """How a wait ended. `woken`: by a decision, or by the process shutting down (the caller reads the exchange to
+    know which), not by its timeout. `exchange`: the decided exchange, when a decision in this process handed it
+    over, which saves the waiter a query."""
+
+    woken: bool
+    exchange: Exchange | None = None
 
 
 class HoldHub:
@@ -39,14 +50,14 @@ class HoldHub:
         self.poll_interval = poll_interval
         self._sessions = sessions
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
-        self._outcomes: dict[str, Any] = {}
+        self._outcomes: dict[str, Exchange] = {}
         self._closing = False
         self.polls = 0  # batched polls made; the benchmark reads it
 
-    def notify(self, review_id: str, outcome: Any = None) -> None:
-        """Wake the review's waiters; `outcome` (the decided exchange) saves each of them a query."""
-        if review_id in self._waiters and outcome is not None:
-            self._outcomes[review_id] = outcome
+    def notify(self, review_id: str, decided: Exchange | None = None) -> None:
+        """Wake the review's waiters; `decided` (the decided exchange) saves each of them a query."""
+        if review_id in self._waiters and decided is not None:
+            self._outcomes[review_id] = decided
         for event in self._waiters.get(review_id, ()):
             event.set()
 
@@ -58,20 +69,19 @@ class HoldHub:
         """How many reviews have a client waiting in this process."""
         return len(self._waiters)
 
-    async def wait(self, review_id: str, timeout: float) -> tuple[bool, Any]:
-        """Wait up to `timeout` seconds: (woken, the outcome a decision in this process handed over). Woken
-        means decided, or the process is shutting down; the caller reads the exchange to know which."""
+    async def wait(self, review_id: str, timeout: float) -> Woken:
+        """Wait up to `timeout` seconds for a decision on the review."""
         event = asyncio.Event()
         self._waiters[review_id].add(event)
         try:
             # Checked after registering, so a decision between the two cannot be missed.
             if self._closing or await self._decided([review_id]):
-                return True, None
+                return Woken(True)
             try:
                 await asyncio.wait_for(event.wait(), timeout)
             except TimeoutError:
-                return False, None
-            return True, self._outcomes.get(review_id)
+                return Woken(False)
+            return Woken(True, self._outcomes.get(review_id))
         finally:
             waiters = self._waiters[review_id]
             waiters.discard(event)

@@ -90,9 +90,9 @@ class _Reply:
 
     async def wait_and_load(self, exchange_id: str, wait: float) -> Exchange:
         assert self.review is not None
-        _, outcome = await self.runtime.holds.wait(self.review.id, wait)
-        if isinstance(outcome, Exchange) and outcome.id == exchange_id:
-            return outcome  # decided in this process: the decision handed over the exchange it wrote
+        decided = (await self.runtime.holds.wait(self.review.id, wait)).exchange
+        if decided is not None and decided.id == exchange_id:
+            return decided  # decided in this process: the decision handed over the exchange it wrote
         return await exchanges.load(self.runtime.sessions, exchange_id)
 
     def record_delivery(self, status: str) -> None:
