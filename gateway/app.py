@@ -25,6 +25,7 @@ from gateway.holds import HoldHub
 from gateway.learning import store
 from gateway.prompt_templates import Prompts
 from gateway.relay.apikeys import KeyCache
+from gateway.relay.service import Relay
 from gateway.requestid import RequestIdMiddleware
 from gateway.review.desk import ReviewDesk
 from gateway.review.logins import LoginLimits
@@ -111,12 +112,22 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 logins=LoginLimits(settings.login_max_failures, settings.login_window),
                 policy_sla=dict(routing.spec.sla),
             )
+            relay = Relay(
+                settings=settings,
+                sessions=sessions,
+                inserts=writer,
+                upstreams=upstreams,
+                policy=routing,
+                holds=holds,
+                prompts=prompts,
+                scorer=scorer,
+                clock=clock,
+            )
             app.state.runtime = runtime = Runtime(
                 settings=settings,
                 engine=engine,
-                inserts=writer,
                 sessions=sessions,
-                upstreams=upstreams,
+                relay=relay,
                 policy=routing,
                 holds=holds,
                 prompts=prompts,
@@ -130,7 +141,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 keys=KeyCache(sessions, clock, settings.key_cache_seconds),
                 sender=Sender(sessions, client, settings.webhooks, clock) if settings.webhooks.enabled else None,
             )
-            stack.push_async_callback(runtime.drain)
+            stack.push_async_callback(relay.drain)
             await stack.enter_async_context(background(runtime))
             yield
 

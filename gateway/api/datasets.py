@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from gateway.datasets import manifest, params, records
 from gateway.datasets.export import Exporter
-from gateway.deps import RuntimeDep
+from gateway.deps import EngineDep, KeysDep
 from gateway.models import KeyRole
 
 router = APIRouter(prefix="/admin")
@@ -22,10 +22,10 @@ CURSOR = "x-hitl-export-cursor"
 
 
 @router.get("/exports/{format_name}", name="export_dataset")
-async def export_dataset(format_name: str, request: Request, runtime: RuntimeDep) -> StreamingResponse:
-    await runtime.keys.authenticate(request.headers.get("authorization"), KeyRole.EXPORT)
+async def export_dataset(format_name: str, request: Request, keys: KeysDep, engine: EngineDep) -> StreamingResponse:
+    await keys.authenticate(request.headers.get("authorization"), KeyRole.EXPORT)
     plan, side = params.plan(request.query_params, format_name)
-    upto = await records.snapshot(runtime.engine)
-    rows = manifest.lines(runtime.engine, Exporter(plan), upto, side)
+    upto = await records.snapshot(engine)
+    rows = manifest.lines(engine, Exporter(plan), upto, side)
     headers = {CURSOR: str(upto), "content-disposition": f'attachment; filename="{plan.format.name}.jsonl"'}
     return StreamingResponse(rows, media_type="application/x-ndjson", headers=headers)

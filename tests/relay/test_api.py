@@ -336,7 +336,7 @@ def test_upstream_failures(
     else:
         route.mock(return_value=mock)
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
-    with caplog.at_level(logging.WARNING, logger="hitl.api"):
+    with caplog.at_level(logging.WARNING, logger="hitl.relay"):
         response = client.post(
             "/v1/chat/completions",
             content=body,
@@ -352,7 +352,7 @@ def test_upstream_failures(
         (failed,) = session.exec(select(Exchange)).all()
     assert (failed.status, failed.error_kind, failed.upstream_status) == ("failed", kind, upstream_status)
     assert failed.request_id == "req-failing-1" and failed.upstream_ms >= 0 and failed.response == {}
-    (line,) = [record.getMessage() for record in caplog.records if record.name == "hitl.api"]
+    (line,) = [record.getMessage() for record in caplog.records if record.name == "hitl.relay"]
     assert line.startswith("upstream_failed request_id=req-failing-1 ") and f"kind={kind} " in line
     assert "boom" not in line and "slow" not in line and "sk-upstream" not in line
 

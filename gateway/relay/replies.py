@@ -1,0 +1,67 @@
+"""What one request answers with as its exchange stands: the completion now, or after waiting for a decision,
+the deadline's outcome when the wait runs out, and the audit trail's record of what the client got."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.conversation import answers, completion, wire
+from gateway.conversation.chat import ChatRequest
+from gateway.errors import ReviewPending
+from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review
+from gateway.relay import exchanges
+from gateway.relay.service import Relay
+
+
+class Reply:
+    def __init__(
+        self, relay: Relay, chat: ChatRequest, raw: dict[str, Any], review: Review | None, poll_url: str | None
+    ) -> None:
+        self.relay = relay
+        self.chat = chat
+        self.raw = raw
+        self.review = review
+        self.poll_url = poll_url  # where the client polls for the decision, when held
+        self.outcome: DeadlineOutcome | None = None  # set when the wait ran out
+
+    def body(self, exchange: Exchange) -> dict[str, Any]:
+        hitl = answers.hitl_block(exchange, self.review, self.poll_url)
+        placeholder = self.relay.prompts.get("placeholder").text
+        outcome = self.outcome or DeadlineOutcome.PLACEHOLDER
+        return answers.delivered(exchange, self.chat, hitl, placeholder, outcome)
+
+    async def final(self, exchange_id: str, wait: float) -> dict[str, Any]:
+        """What the waiting client gets: the decision, or when the wait runs out the tier's `on_deadline`
+        outcome (placeholder, refusal, the candidate, or `ReviewPending` raised as an error)."""
+        assert self.review is not None
+        exchange = await self.wait_and_load(exchange_id, wait)
+        if exchange.status == ExchangeStatus.HELD:
+            self.outcome = self.relay.policy.on_deadline(self.review.tier, self.raw)
+            exchange = await exchanges.run_out(self.relay.sessions, exchange, self.review.id, self.outcome)
+            if exchange.status not in (ExchangeStatus.HELD, ExchangeStatus.RELEASED_ON_DEADLINE):
+                self.outcome = None  # a decision landed between the timeout and now: the client gets it
+            if exchange.status == ExchangeStatus.HELD and self.outcome == DeadlineOutcome.ERROR:
+                self.record_delivery(answers.HitlStatus.PENDING)
+                hitl = answers.hitl_block(exchange, self.review, self.poll_url)
+                raise ReviewPending(self.review.id, str(self.poll_url), answers.hitl_headers(hitl))
+        body = self.body(exchange)
+        self.record_delivery(body["hitl"]["status"])
+        return body
+
+    def events(self, body: dict[str, Any]) -> bytes:
+        """The answer's SSE events, chunks then `[DONE]`, in one piece: one write to the client, not one each."""
+        return b"".join([*map(wire.event, completion.chunks(body, self.chat.include_usage)), wire.DONE])
+
+    async def wait_and_load(self, exchange_id: str, wait: float) -> Exchange:
+        assert self.review is not None
+        decided = (await self.relay.holds.wait(self.review.id, wait)).exchange
+        if decided is not None and decided.id == exchange_id:
+            return decided  # decided in this process: the decision handed over the exchange it wrote
+        return await exchanges.load(self.relay.sessions, exchange_id)
+
+    def record_delivery(self, status: str) -> None:
+        """Write what the waiting client got to the review's audit trail, off the request path: the
+        write must not stand between a decision and the client."""
+        assert self.review is not None
+        delivery = exchanges.record_delivery(self.relay.sessions, self.review.id, status, self.outcome)
+        self.relay.later(delivery)

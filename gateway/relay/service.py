@@ -1,0 +1,177 @@
+"""The request path as one service, built once at start-up like the review desk: a route hands it a parsed
+request and gets back the stored exchange (and its review when held); routes never see the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.clock import Clock
+from gateway.conversation import answers, toolcalls
+from gateway.conversation import chat as chat_request
+from gateway.conversation.chat import ChatRequest
+from gateway.conversation.upstream import Upstream, Upstreams
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.holds import HoldHub
+from gateway.inserts import Inserts
+from gateway.models import Exchange, Review
+from gateway.policy import Policy
+from gateway.prompt_templates import Prompts
+from gateway.relay import exchanges, retries
+from gateway.relay.retries import Identity, InFlight
+from gateway.scoring.scorer import Scorer
+from gateway.settings import Settings
+
+log = logging.getLogger("hitl.relay")
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        inserts: Inserts,
+        upstreams: Upstreams,
+        policy: Policy,
+        holds: HoldHub,
+        prompts: Prompts,
+        scorer: Scorer,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.inserts = inserts  # released exchanges are written through it, the cheapest way the database has
+        self.upstreams = upstreams
+        self.policy = policy
+        self.holds = holds
+        self.prompts = prompts
+        self.scorer = scorer
+        self.clock = clock
+        self.in_flight = InFlight()
+        self.pending: set[asyncio.Task[Any]] = set()
+
+    def wait_seconds(self, chat: ChatRequest) -> float:
+        """How long a held request waits for a decision: what it asked for, within the configured limit."""
+        hold = self.settings.hold
+        asked = chat.hitl.wait if chat.hitl and chat.hitl.wait is not None else None
+        if asked is None:
+            return min(hold.default_wait, hold.max_wait)
+        if asked > hold.max_wait:
+            raise InvalidRequest(f"hitl.wait may be at most {hold.max_wait:g} seconds.", param="hitl.wait")
+        return asked
+
+    async def repeated(self, identity: Identity) -> Exchange | None:
+        """The exchange this request repeats (a retry, or the same Idempotency-Key), if it is one."""
+        window = self.settings.idempotency_window
+        if identity.sign is None or window <= 0:
+            return None
+        joined = await self.in_flight.joined(identity)
+        if joined is not None:
+            return retries.same_body(identity, await exchanges.load(self.sessions, joined))
+        since = self.clock.now() - timedelta(seconds=window)
+        async with self.sessions() as session:
+            return await retries.stored(session, identity, since)
+
+    async def proposed(
+        self, identity: Identity, incoming: exchanges.Incoming, upstream: Upstream, wait: float
+    ) -> tuple[Exchange, Review | None]:
+        """`propose`, with a repeat of this request that arrives meanwhile in this process joining it."""
+        async with self.in_flight.taking(identity) as taken:
+            exchange, review = await self.propose(incoming, upstream, wait)
+            taken.set_result(exchange.id)
+        return exchange, review
+
+    async def propose(
+        self, incoming: exchanges.Incoming, upstream: Upstream, wait: float
+    ) -> tuple[Exchange, Review | None]:
+        """Ask the upstream, score the candidate, route it by policy and store the exchange (and its review when
+        held) before the client hears anything. A failed upstream call is stored too, then raised as it was."""
+        chat, raw = incoming.chat, incoming.raw
+        started = time.perf_counter()
+        asked = chat_request.upstream_body(raw, chat, upstream.logprobs)
+        try:
+            response = await upstream.complete(asked)
+        except GatewayError as exc:
+            failure = exchanges.Failure(exc.failure or "upstream_error", exc.upstream_status, _since(started))
+            await self._record_failure(incoming, upstream, failure)
+            raise  # the client gets the same OpenAI-shaped error as before
+        upstream_ms = _since(started)
+        score = await self.scorer.score(upstream, chat.model, asked, response, answers.candidate_text(response))
+        calls = toolcalls.found(response)
+        if any(call.malformed for call in calls):
+            score.signals["missing"] = sorted({*score.signals["missing"], toolcalls.MALFORMED})
+        routing = self.policy.route(score.confidence, raw, score.signals["missing"], calls)
+        candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
+        audit = self.settings.audit
+        return await exchanges.record(
+            self.inserts,
+            self.sessions,
+            incoming,
+            upstream_model=upstream.model,
+            candidate=candidate,
+            policy_version=self.policy.version,
+            calibrator=self.scorer.calibrator_version,
+            wait=wait,
+            audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
+        )
+
+    async def _record_failure(
+        self, incoming: exchanges.Incoming, upstream: Upstream, failure: exchanges.Failure
+    ) -> None:
+        """A failed upstream call leaves a `failed` exchange and one structured log line, with the request id."""
+        exchange = await exchanges.record_failure(
+            self.sessions,
+            incoming,
+            upstream_model=upstream.model,
+            policy_version=self.policy.version,
+            failure=failure,
+        )
+        log.warning(
+            "upstream_failed request_id=%s exchange_id=%s upstream=%s kind=%s status=%s latency_ms=%.0f",
+            incoming.request_id,
+            exchange.id,
+            upstream.name,
+            failure.kind,
+            failure.upstream_status if failure.upstream_status is not None else "-",
+            failure.upstream_ms,
+        )
+
+    def later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run bookkeeping off the request path (e.g. an audit-trail write after the client has its
+        answer); the lifespan waits for whatever is still running when the app stops."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.pending.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed", exc_info=task.exception())
+
+    def outlive_client(self, task: asyncio.Task[Any]) -> None:
+        """Let a request's own work run to its end if its client hangs up (a streamed answer's upstream call and
+        stored exchange); the lifespan waits for it like the rest. Its failure is the request's to report (a
+        failed upstream call is recorded and logged where it happens), so it is only taken here, not logged."""
+        self.pending.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self.pending.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self.pending, return_exceptions=True)
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
