@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import sqlalchemy
 from pydantic_core import PydanticUndefined
-from sqlalchemy import JSON, Column, DateTime, Dialect, String
+from sqlalchemy import JSON, Column, DateTime, String
+from sqlalchemy import Dialect as SQLDialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
@@ -35,12 +36,12 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: SQLDialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: store timestamps in UTC with their zone")
         return value
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: SQLDialect) -> datetime | None:
         if value is None or value.tzinfo is not None:
             return value
         return value.replace(tzinfo=UTC)
@@ -114,6 +115,14 @@ class ExchangeStatus(StrEnum):
     OVERRIDDEN = "overridden"
     RELEASED_ON_DEADLINE = "released_on_deadline"  # nobody decided in time and the tier opts in to release
     FAILED = "failed"  # the upstream call failed; the client got an error and nothing was stored to review
+
+
+class Dialect(StrEnum):
+    """The API a request arrived in; its answer goes back in the same one."""
+
+    CHAT = "chat"  # OpenAI Chat Completions
+    RESPONSES = "responses"  # the OpenAI Responses API
+    MESSAGES = "messages"  # Anthropic Messages
 
 
 class DeadlineOutcome(StrEnum):
@@ -191,6 +200,7 @@ class Exchange(SQLModel, table=True):
     model: str = Field(index=True, description="The model name the client asked for.")
     upstream_model: str
     stream: bool = False
+    dialect: Dialect = _enum(default=Dialect.CHAT, description="The API the request arrived in.")
     request: dict[str, Any] = _json(nullable=False)
     response: dict[str, Any] = _json(nullable=False, comment="The upstream's candidate chat.completion as received.")
     candidate_text: str = ""

@@ -19,6 +19,7 @@ from gateway.conversation.chat import ChatRequest
 from gateway.errors import NotFound
 from gateway.models import (
     DeadlineOutcome,
+    Dialect,
     EventKind,
     Exchange,
     ExchangeStatus,
@@ -70,6 +71,7 @@ class Incoming:
     raw: dict[str, Any]
     request_hash: str
     idempotency_key: str | None = None
+    dialect: Dialect = Dialect.CHAT
 
     def fields(self) -> dict[str, Any]:
         """What an exchange for this request holds of it."""
@@ -80,6 +82,7 @@ class Incoming:
             "request_hash": self.request_hash,
             "model": self.chat.model,
             "stream": self.chat.stream,
+            "dialect": self.dialect,
             "request": self.raw,
         }
 
@@ -204,6 +207,19 @@ async def load_review(sessions: Sessions, review_id: str, api_key_id: int) -> tu
         exchange = await session.get(Exchange, review.exchange_id)
         assert exchange is not None
     return review, exchange
+
+
+async def load_own(sessions: Sessions, exchange_id: str, api_key_id: int) -> tuple[Exchange, Review | None]:
+    """An exchange and its review, visible only to the API key whose request made it (another key's is not found,
+    exactly like one that does not exist)."""
+    if not wellformed_id(exchange_id):
+        raise NotFound(f"No response with id {exchange_id!r} for this API key.")
+    async with sessions() as session:
+        exchange = await session.get(Exchange, exchange_id)
+        if exchange is None or exchange.api_key_id != api_key_id:
+            raise NotFound(f"No response with id {exchange_id!r} for this API key.")
+        review = (await session.exec(select(Review).where(col(Review.exchange_id) == exchange_id))).first()
+    return exchange, review
 
 
 @dataclass(frozen=True)
