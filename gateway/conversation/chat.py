@@ -6,6 +6,7 @@ untouched, so new OpenAI parameters work without a gateway release.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -18,6 +19,7 @@ UPSTREAM_TOP_LOGPROBS = 5
 # Deepest nesting of arrays and objects a request may have. Real requests (tool schemas included) stay far
 # below it; the JSON encoders downstream (upstream call, storage) give out somewhere past 250.
 MAX_DEPTH = 128
+HITL_WAIT_HEADER = "x-hitl-wait"
 
 
 class Message(BaseModel):
@@ -82,8 +84,8 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def parse(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
-    """Validate a request body; returns the typed view and the raw dict that passes upstream."""
+def load(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, strictly: what fails is the client's error, not a 500."""
     try:
         # Strict JSON (RFC 8259): no NaN or Infinity, no lone surrogates, nesting at most 1024 deep. What
         # passes can be stored and sent upstream as it is; what does not is the client's error, not a 500.
@@ -97,12 +99,37 @@ def parse(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     if _deeper_than(raw, MAX_DEPTH):
         raise InvalidRequest(f"The request body is nested more than {MAX_DEPTH} levels deep.", code="invalid_json")
+    return raw
+
+
+def with_hitl_headers(raw: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+    """The `hitl` options a client sent as headers (`x-hitl-wait`), for clients that cannot add a body field (the
+    Vercel AI SDK's provider, LangChain); what the body says wins."""
+    wait = headers.get(HITL_WAIT_HEADER)
+    if wait is None or (isinstance(raw.get("hitl"), dict) and "wait" in raw["hitl"]):
+        return raw
     try:
-        request = ChatRequest.model_validate(raw)
+        seconds = float(wait)
+    except ValueError:
+        raise InvalidRequest(f"The {HITL_WAIT_HEADER} header must be a number of seconds.", param="hitl.wait") from None
+    hitl = raw.get("hitl")
+    return {**raw, "hitl": {**(hitl if isinstance(hitl, dict) else {}), "wait": seconds}}
+
+
+def validate(raw: dict[str, Any]) -> ChatRequest:
+    try:
+        return ChatRequest.model_validate(raw)
     except ValidationError as exc:
         message, param = _describe(exc.errors()[0])
         raise InvalidRequest(message, param=param, code="invalid_value") from None
-    return request, raw
+
+
+def parse(body: bytes, headers: Mapping[str, str] | None = None) -> tuple[ChatRequest, dict[str, Any]]:
+    """Validate a request body; returns the typed view and the raw dict that passes upstream."""
+    raw = load(body)
+    if headers is not None:
+        raw = with_hitl_headers(raw, headers)
+    return validate(raw), raw
 
 
 def question_of(messages: list[dict[str, Any]] | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.conversation import answers, completion, wire
+from gateway.conversation import answers
 from gateway.conversation.chat import ChatRequest
 from gateway.errors import ReviewPending
 from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review
@@ -47,10 +47,6 @@ class Reply:
         body = self.body(exchange)
         self.record_delivery(body["hitl"]["status"])
         return body
-
-    def events(self, body: dict[str, Any]) -> bytes:
-        """The answer's SSE events, chunks then `[DONE]`, in one piece: one write to the client, not one each."""
-        return b"".join([*map(wire.event, completion.chunks(body, self.chat.include_usage)), wire.DONE])
 
     async def wait_and_load(self, exchange_id: str, wait: float) -> Exchange:
         assert self.review is not None

@@ -121,7 +121,7 @@ async def test_a_client_gone_before_its_body_arrived_is_one_line_in_the_log(
 def test_an_unexpected_error_is_a_500_in_the_openai_shape_and_a_logged_traceback(
     app: FastAPI, api_key: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(body: bytes) -> None:
+    def broken(body: bytes, headers: object = None) -> None:
         raise RuntimeError("a bug of ours")
 
     monkeypatch.setattr("gateway.conversation.chat.parse", broken)
