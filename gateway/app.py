@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from gateway import db, errors, http, inserts, memory, notices, policy
 from gateway.api import chat as api
 from gateway.api import datasets as datasets_api
+from gateway.api import responses as responses_api
 from gateway.clock import Clock, SystemClock
 from gateway.conversation import upstream
 from gateway.holds import HoldHub
@@ -149,6 +150,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
     app.state.secret_key = settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_urlsafe(32)
     errors.install(app)
     app.include_router(api.router)
+    app.include_router(responses_api.router)
     app.include_router(datasets_api.router)
     if plugins:
         for entry in entry_points(group=PLUGIN_GROUP):

@@ -1,0 +1,245 @@
+"""The Responses API through the gateway, with the openai SDK as apps use it (`responses.create`, `.stream`,
+`.parse`, `.retrieve`): the same scoring, policy and review as chat completions, answered in the Responses API's
+own words; a held answer's text never reaches the client before its decision."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+from sqlmodel import select
+
+from gateway.app import create_app
+from gateway.models import Action, Dialect, Exchange
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+from tests import factories
+from tests.factories import MODEL, tool_call
+
+CONFIDENT = factories.completion_body("Paris is the capital of France.", logprob=-0.001)
+UNSURE = factories.completion_body("Lyon is the capital of France.", logprob=-1.5)
+REFUND = {
+    "type": "function",
+    "name": "issue_refund",
+    "description": "Refund an order.",
+    "parameters": {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
+        "required": ["order_id", "amount"],
+    },
+}
+HOLD_TOOL_CALLS = """\
+version: responses-test
+tiers: [agent, senior]
+bands:
+  - {min: 0.9, route: release}
+  - {min: 0.0, route: hold, tier: agent}
+unscored: {route: hold, tier: agent}
+tool_calls: {route: hold, tier: agent}
+"""
+
+
+def sdk(client: TestClient | httpx.AsyncClient, key: str) -> Any:
+    if isinstance(client, httpx.AsyncClient):
+        return openai.AsyncOpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
+    return openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=client, max_retries=0)
+
+
+def stored(database_url: str) -> list[Exchange]:
+    with factories.sync_session(database_url) as session:
+        return list(session.exec(select(Exchange)).all())
+
+
+def test_a_confident_answer_is_released_as_a_response(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    upstream.answer(CONFIDENT)
+    raw = sdk(client, api_key).responses.with_raw_response.create(
+        model=MODEL, instructions="Answer in one sentence.", input="Capital of France?", max_output_tokens=50
+    )
+    response = raw.parse()
+    assert response.status == "completed" and response.output_text == "Paris is the capital of France."
+    assert response.id.startswith("resp_") and response.instructions == "Answer in one sentence."
+    assert raw.headers["x-hitl-status"] == "released" == response.model_extra["hitl"]["status"]
+    sent = upstream.sent()  # the upstream, which speaks chat completions, got the translated request
+    assert sent["messages"] == [
+        {"role": "system", "content": "Answer in one sentence."},
+        {"role": "user", "content": "Capital of France?"},
+    ]
+    assert sent["max_tokens"] == 50 and "input" not in sent and "instructions" not in sent
+    (exchange,) = stored(database_url)
+    assert exchange.dialect == Dialect.RESPONSES and response.id == "resp_" + exchange.id.split("-", 1)[1]
+
+
+def test_a_held_answer_past_its_deadline_is_the_placeholder_then_the_decision(
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
+) -> None:
+    upstream.answer(UNSURE)
+    gateway = sdk(client, api_key)
+    raw = gateway.responses.with_raw_response.create(
+        model=MODEL, input="Capital of France?", extra_headers={"x-hitl-wait": "0"}
+    )
+    response = raw.parse()
+    assert raw.headers["x-hitl-status"] == "pending" and "Lyon" not in raw.text  # the candidate never left
+    assert response.output_text and response.model_extra["hitl"]["status"] == "pending"
+    waiting = gateway.responses.retrieve(response.id)
+    assert waiting.status == "in_progress" and waiting.output == []
+    review_id = raw.headers["x-hitl-review-id"]
+    runtime: Runtime = app.state.runtime
+    edit = "Paris is the capital of France."
+    client.portal.call(factories.decide_as, runtime, senior[0], review_id, Action.EDIT, edit)  # type: ignore[union-attr]
+    decided = gateway.responses.retrieve(response.id)
+    assert decided.status == "completed" and decided.output_text == "Paris is the capital of France."
+    assert decided.model_extra["hitl"]["status"] == "edited"
+
+
+async def test_a_waiting_client_gets_the_agents_edit(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
+) -> None:
+    upstream.answer(UNSURE)
+    runtime: Runtime = app.state.runtime
+    waiting = asyncio.create_task(
+        sdk(aclient, api_key).responses.create(model=MODEL, input="Capital?", extra_body={"hitl": {"wait": 10}})
+    )
+    review = await factories.open_review(runtime)
+    await factories.decide_as(runtime, senior[0], review.id, Action.EDIT, "Paris.")
+    response = await asyncio.wait_for(waiting, 10)
+    assert response.output_text == "Paris." and response.model_extra["hitl"]["status"] == "edited"
+
+
+def test_a_stream_follows_the_documented_event_sequence(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.answer(CONFIDENT)
+    with sdk(client, api_key).responses.stream(model=MODEL, input="Capital of France?") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert final.output_text == "Paris is the capital of France."
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert kinds.index("response.output_item.added") < kinds.index("response.output_text.delta")
+    assert kinds.index("response.output_text.done") < kinds.index("response.output_item.done")
+
+
+def test_a_held_stream_sends_nothing_of_the_candidate(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.answer(UNSURE)
+    body = {"model": MODEL, "input": "Capital of France?", "stream": True, "hitl": {"wait": 0}}
+    sent = client.post("/v1/responses", json=body, headers={"Authorization": f"Bearer {api_key}"})
+    assert sent.headers["x-hitl-status"] == "pending" and "Lyon" not in sent.text
+    events = [json.loads(line[6:]) for line in sent.text.splitlines() if line.startswith("data: ")]
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["hitl"]["status"] == "pending"
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+def test_parse_gets_the_structured_output(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
+    upstream.answer(factories.completion_body('{"name": "Paris", "population": 2100000}', logprob=-0.001))
+    parsed = sdk(client, api_key).responses.parse(model=MODEL, input="Biggest French city?", text_format=City)
+    assert parsed.output_parsed == City(name="Paris", population=2100000)
+    form = upstream.sent()["response_format"]
+    assert form["type"] == "json_schema" and form["json_schema"]["name"] == "City"
+
+
+@pytest.fixture
+def tool_app(make_settings: Callable[..., Settings], tmp_path: Path, clock: factories.ManualClock) -> FastAPI:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(HOLD_TOOL_CALLS)
+    return create_app(make_settings(policy_path=policy), clock=clock)
+
+
+async def test_an_edited_function_call_arrives_as_a_function_call_with_its_id(
+    tool_app: FastAPI, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
+) -> None:
+    call = tool_call("issue_refund", {"order_id": "42", "amount": 900}, call_id="call_refund")
+    upstream.answer(factories.completion_body(None, logprob=None, tool_calls=[call]))
+    async with tool_app.router.lifespan_context(tool_app):
+        transport = httpx.ASGITransport(app=tool_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as aclient:
+            runtime: Runtime = tool_app.state.runtime
+            waiting = asyncio.create_task(
+                sdk(aclient, api_key).responses.create(
+                    model=MODEL, input="Refund order 42", tools=[REFUND], extra_body={"hitl": {"wait": 10}}
+                )
+            )
+            review = await factories.open_review(runtime)
+            edited = {"call_refund": '{"order_id": "42", "amount": 90}'}
+            await factories.decide_as(runtime, agent[0], review.id, Action.EDIT, arguments=edited)
+            response = await asyncio.wait_for(waiting, 10)
+    (item,) = response.output
+    assert item.type == "function_call" and item.call_id == "call_refund" and item.name == "issue_refund"
+    assert json.loads(item.arguments) == {"order_id": "42", "amount": 90}
+    assert upstream.sent()["tools"] == [
+        {"type": "function", "function": {k: v for k, v in REFUND.items() if k != "type"}}
+    ]
+
+
+def test_input_items_become_the_conversation(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.answer(CONFIDENT)
+    items = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Refund order 42"}]},
+        {"type": "function_call", "call_id": "call_1", "name": "issue_refund", "arguments": '{"order_id": "42"}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": "refunded"},
+    ]
+    sdk(client, api_key).responses.create(model=MODEL, input=items, tools=[REFUND], tool_choice="auto")
+    assert upstream.sent()["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Refund order 42"},
+        {"role": "assistant", "content": None, "tool_calls": [tool_call("issue_refund", '{"order_id": "42"}')]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "refunded"},
+    ]
+
+
+def test_previous_response_id_continues_the_conversation_of_the_same_key_only(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    upstream.answer(CONFIDENT)
+    gateway = sdk(client, api_key)
+    first = gateway.responses.create(model=MODEL, input="Capital of France?")
+    gateway.responses.create(model=MODEL, input="And of Italy?", previous_response_id=first.id)
+    assert [message["content"] for message in upstream.sent()["messages"]] == [
+        "Capital of France?",
+        "Paris is the capital of France.",
+        "And of Italy?",
+    ]
+    other = factories.make_api_key(database_url, "other")
+    with pytest.raises(openai.NotFoundError):
+        sdk(client, other).responses.create(model=MODEL, input="And?", previous_response_id=first.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk(client, other).responses.retrieve(first.id)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+        ({"input": "x", "conversation": "conv_1"}, "conversation"),
+        ({"input": "x", "background": True}, "background"),
+        ({}, "input"),
+    ],
+)
+def test_what_the_gateway_cannot_honour_is_refused_by_name(
+    client: TestClient, api_key: str, body: dict[str, Any], param: str
+) -> None:
+    refused = client.post(
+        "/v1/responses", json={"model": MODEL, **body}, headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
