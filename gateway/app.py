@@ -17,11 +17,9 @@ from importlib.metadata import entry_points
 from fastapi import FastAPI
 
 from gateway import db, errors, http, inserts, memory, notices, policy
-from gateway.api import chat as api
-from gateway.api import datasets as datasets_api
-from gateway.api import responses as responses_api
+from gateway.api import served
 from gateway.clock import Clock, SystemClock
-from gateway.conversation import upstream
+from gateway.conversation import messages, upstream
 from gateway.holds import HoldHub
 from gateway.learning import store
 from gateway.prompt_templates import Prompts
@@ -148,10 +146,10 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
 
     app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.secret_key = settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_urlsafe(32)
-    errors.install(app)
-    app.include_router(api.router)
-    app.include_router(responses_api.router)
-    app.include_router(datasets_api.router)
+    # Anthropic's clients read Anthropic's shape.
+    errors.install(app, {"/v1/messages": messages.error_body}, served.listing())
+    for router in served.ROUTERS:
+        app.include_router(router)
     if plugins:
         for entry in entry_points(group=PLUGIN_GROUP):
             entry.load()(app, settings)

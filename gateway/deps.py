@@ -69,7 +69,11 @@ OutboxDep = Annotated[Outbox, Depends(get_outbox)]
 
 
 async def current_key(request: Request, keys: KeysDep) -> ApiKey:
-    return await keys.authenticate(request.headers.get("authorization"))
+    """The API key of `Authorization: Bearer ...`, or of `x-api-key` (how Anthropic's clients send theirs)."""
+    authorization = request.headers.get("authorization")
+    if authorization is None and (key := request.headers.get("x-api-key")) is not None:
+        authorization = f"Bearer {key}"
+    return await keys.authenticate(authorization)
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_key)]

@@ -18,6 +18,7 @@ Every /v1 response that is not a success is `{"error": {"message", "type", "para
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -139,8 +140,12 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
-def error_response(error: GatewayError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers())
+Shape = Callable[[GatewayError], dict[str, Any]]
+
+
+def error_response(error: GatewayError, shape: Shape | None = None) -> JSONResponse:
+    body = shape(error) if shape is not None else error.body()
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers())
 
 
 def _first_param(exc: RequestValidationError) -> str | None:
@@ -157,17 +162,23 @@ def _route(request: Request) -> str:
     return str(getattr(request.scope.get("route"), "path", "-"))
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that keep every error in the OpenAI shape."""
+def install(app: FastAPI, shapes: dict[str, Shape] | None = None, served: str = "") -> None:
+    """Register the handlers that keep every error in the OpenAI shape, or in the shape of the dialect whose path
+    prefix `shapes` names (Anthropic's under /v1/messages); a 404 under /v1 names what is `served`."""
+    shapes = shapes or {}
+
+    def shaped(error: GatewayError, request: Request) -> JSONResponse:
+        path = request.url.path
+        return error_response(error, next((shape for prefix, shape in shapes.items() if path.startswith(prefix)), None))
 
     async def on_gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
-        return error_response(exc)
+        return shaped(exc, request)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
-        return error_response(InvalidRequest(str(first.get("msg")), param=_first_param(exc)))
+        return shaped(InvalidRequest(str(first.get("msg")), param=_first_param(exc)), request)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -180,8 +191,8 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             error.message = f"Method {request.method} is not allowed on {request.url.path}."
         if exc.status_code == 404:
-            error.message = f"Unknown path {request.url.path}."
-        return error_response(error)
+            error.message = f"Unknown path {request.url.path}. This gateway serves {served}."
+        return shaped(error, request)
 
     async def on_client_gone(request: Request, exc: Exception) -> Response:
         # The client hung up before its request had arrived whole: nothing of the gateway's failed, nothing was
@@ -191,7 +202,7 @@ def install(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, _route(request))
-        response = error_response(GatewayError("The gateway hit an internal error; it has been logged."))
+        response = shaped(GatewayError("The gateway hit an internal error; it has been logged."), request)
         # This handler runs outside the request-id middleware, so it sets the header itself.
         request_id = requestid.from_scope(request.scope)
         if request_id:
