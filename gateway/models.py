@@ -51,6 +51,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def timed_id(prefix: str, at: float) -> str:
+    """An id whose first 12 hex digits are the millisecond it was made (`id_time` reads it back): a background
+    response is named before it is stored, and any replica can tell a young one from one that never was."""
+    return f"{prefix}-{int(at * 1000):012x}{uuid.uuid4().hex[12:]}"
+
+
+def id_time(value: str) -> float | None:
+    """When a `timed_id` was made, in seconds since the epoch; None for an id of another shape."""
+    if not wellformed_id(value):
+        return None
+    return int(value.split("-", 1)[1][:12], 16) / 1000
+
+
 Row = TypeVar("Row", bound=SQLModel)
 
 
@@ -115,6 +128,7 @@ class ExchangeStatus(StrEnum):
     OVERRIDDEN = "overridden"
     RELEASED_ON_DEADLINE = "released_on_deadline"  # nobody decided in time and the tier opts in to release
     FAILED = "failed"  # the upstream call failed; the client got an error and nothing was stored to review
+    CANCELLED = "cancelled"  # a background response its client cancelled while it was held
 
 
 class Dialect(StrEnum):
@@ -237,6 +251,7 @@ class ReviewKind(StrEnum):
 class ReviewStatus(StrEnum):
     OPEN = "open"  # waiting in its tier's queue
     DECIDED = "decided"  # approved, edited or overridden; an escalation keeps a review open
+    CANCELLED = "cancelled"  # its client cancelled the request (a background response) before anyone decided
 
 
 class Review(SQLModel, table=True):
@@ -334,6 +349,7 @@ class EventKind(StrEnum):
     DELIVERED = "delivered"  # the waiting client got its answer (the decision's, or the placeholder)
     RETRIED = "retried"  # a client's retry of the same request joined the review instead of making another
     ASSIGNED = "assigned"  # given to an agent (detail: to, from); "to" None when the assignment was taken away
+    CANCELLED = "cancelled"  # the client cancelled its background response; nobody need decide it
 
 
 class ReviewEvent(SQLModel, table=True):

@@ -236,6 +236,12 @@ def sync_session(url: str) -> Iterator[Session]:
         engine.dispose()
 
 
+def open_reviews(url: str) -> list[str]:
+    """The ids of the reviews waiting for an agent."""
+    with sync_session(url) as session:
+        return list(session.exec(select(Review.id).where(col(Review.status) == ReviewStatus.OPEN)).all())
+
+
 def make_api_key(url: str, name: str = "test", plaintext: str | None = None, role: KeyRole = KeyRole.CLIENT) -> str:
     """A gateway API key; `plaintext` gives one a foreign test suite already uses."""
     plaintext = plaintext or apikeys.KEY_PREFIX + name + "-" + "x" * 20

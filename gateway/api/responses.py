@@ -3,6 +3,8 @@ review as chat completions; only the words differ (`gateway.conversation.respons
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,9 +16,9 @@ from gateway.conversation import chat as chat_request
 from gateway.conversation.chat import ChatRequest
 from gateway.conversation.wire import CompletionResponse
 from gateway.deps import CurrentKey, RelayDep, RequestId
-from gateway.errors import GatewayError, InvalidRequest
-from gateway.models import Dialect, ExchangeStatus
-from gateway.relay import exchanges
+from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.models import Dialect, ExchangeStatus, id_time, timed_id
+from gateway.relay import exchanges, retries
 from gateway.relay.replies import Reply
 from gateway.relay.service import Relay
 
@@ -58,31 +60,99 @@ async def _earlier(relay: Relay, key_id: int, previous: Any) -> list[dict[str, A
 async def create_response(request: Request, key: CurrentKey, relay: RelayDep, request_id: RequestId) -> Response:
     body = chat_request.load(await request.body())
     assert key.id is not None
-    if body.get("background"):
-        raise InvalidRequest(
-            "Background responses are not served by this gateway yet: leave out `background` and set a wait"
-            " (`hitl.wait` or the x-hitl-wait header), then poll GET /v1/responses/{id}.",
-            param="background",
-        )
     earlier = None
     if body.get("previous_response_id") is not None:
         earlier = await _earlier(relay, key.id, body["previous_response_id"])
     raw = chat_request.with_hitl_headers(responses.to_chat(body, earlier), request.headers)
-    return await flow.answer(request, key, relay, request_id, (chat_request.validate(raw), raw), Responses(body))
+    chat = chat_request.validate(raw)
+    if body.get("background"):
+        return await _queued(request, key.id, relay, request_id, (chat, raw), body)
+    return await flow.answer(request, key, relay, request_id, (chat, raw), Responses(body))
+
+
+async def _queued(
+    request: Request,
+    key_id: int,
+    relay: Relay,
+    request_id: str,
+    parsed: tuple[ChatRequest, dict[str, Any]],
+    body: dict[str, Any],
+) -> Response:
+    """Background mode is the hold without a deadline: `queued` at once; the answer is asked, scored and routed
+    meanwhile, and a held one stays `in_progress` until an agent decides, however long that takes. Nobody waits,
+    so there is no placeholder."""
+    if body.get("stream"):
+        raise InvalidRequest(
+            "A background response is not streamed by this gateway: poll GET /v1/responses/{id}.", param="stream"
+        )
+    chat, raw = parsed
+    upstream = relay.upstreams.get(chat.model)
+    identity = retries.identify(request.headers, key_id, raw)
+    created = time.time()
+    named = timed_id("chatcmpl", created)
+    incoming = exchanges.Incoming(
+        request_id, key_id, chat, raw, identity.fingerprint, identity.key, Dialect.RESPONSES, named
+    )
+    relay.outlive_client(asyncio.ensure_future(relay.propose(incoming, upstream, wait=0)))
+    queued = responses.unanswered(responses.response_id(named), body, "queued", created)
+    return CompletionResponse(queued, headers={"x-hitl-status": "queued", "x-hitl-exchange-id": named})
+
+
+def _young(relay: Relay, exchange_id: str) -> bool:
+    """Whether a background response of this id may still be on its way to being stored (asked and scored, on this
+    replica or another): then it is `in_progress`, not unknown."""
+    made = id_time(exchange_id)
+    longest = max((upstream.timeout for upstream in relay.settings.upstreams), default=60.0)
+    return made is not None and 0 <= time.time() - made < 2 * longest + 30
 
 
 @router.get("/responses/{response_id}")
 async def retrieve_response(response_id: str, request: Request, key: CurrentKey, relay: RelayDep) -> Response:
-    """The Response as it stands: `in_progress` (no output) while an agent has not decided, else the answer the
-    client gets, in the same words as when it was created."""
+    """The Response as it stands: `in_progress` (no output) while it is asked or while an agent has not decided,
+    then the answer the client gets, in the same words as when it was created; `failed` or `cancelled` when so."""
     assert key.id is not None
-    exchange, review = await exchanges.load_own(relay.sessions, responses.exchange_id(response_id), key.id)
+    named = responses.exchange_id(response_id)
+    try:
+        exchange, review = await exchanges.load_own(relay.sessions, named, key.id)
+    except NotFound:
+        if not _young(relay, named):
+            raise
+        made = id_time(named) or time.time()
+        return CompletionResponse(responses.unanswered(response_id, {}, "in_progress", made))
     if exchange.dialect != Dialect.RESPONSES:
         raise InvalidRequest(f"{response_id!r} was not made through the Responses API.", param="response_id")
     chat = ChatRequest.model_validate(exchange.request)
     reply = Reply(relay, chat, exchange.request, review, flow.poll_url(request, review))
     completion = reply.body(exchange)
+    headers = answers.hitl_headers(completion["hitl"])
+    created = exchange.created_at.timestamp()
+    if exchange.status == ExchangeStatus.FAILED:
+        failed = responses.unanswered(response_id, exchange.request, "failed", created)
+        error = {"code": "server_error", "message": f"The upstream failed ({exchange.error_kind})."}
+        return CompletionResponse({**failed, "error": error}, headers=headers)
+    if exchange.status == ExchangeStatus.CANCELLED:
+        return CompletionResponse(
+            responses.unanswered(response_id, exchange.request, "cancelled", created), headers=headers
+        )
     rendered = responses.render(completion, {})
     if exchange.status == ExchangeStatus.HELD:
         rendered = responses.in_progress(rendered)
-    return CompletionResponse(rendered, headers=answers.hitl_headers(completion["hitl"]))
+    return CompletionResponse(rendered, headers=headers)
+
+
+@router.post("/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, key: CurrentKey, relay: RelayDep) -> Response:
+    """Cancel a background response an agent has not decided yet: its review leaves the queue. One already
+    answered cannot be cancelled (400), as with OpenAI; one still being asked is cancelled once it is stored."""
+    assert key.id is not None
+    exchange, review = await exchanges.load_own(relay.sessions, responses.exchange_id(response_id), key.id)
+    created = exchange.created_at.timestamp()
+    if exchange.status == ExchangeStatus.CANCELLED:
+        return CompletionResponse(responses.unanswered(response_id, exchange.request, "cancelled", created))
+    if (
+        exchange.status != ExchangeStatus.HELD
+        or review is None
+        or not await exchanges.cancel(relay.sessions, exchange, review)
+    ):
+        raise InvalidRequest("Only a response still waiting for review can be cancelled.", param="response_id")
+    return CompletionResponse(responses.unanswered(response_id, exchange.request, "cancelled", created))

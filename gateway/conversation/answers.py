@@ -32,6 +32,7 @@ class HitlStatus(StrEnum):
     OVERRIDDEN = "overridden"
     RELEASED_ON_DEADLINE = "released_on_deadline"
     PENDING = "pending"
+    CANCELLED = "cancelled"
 
 
 def hitl_status(exchange: Exchange) -> HitlStatus:

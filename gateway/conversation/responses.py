@@ -248,6 +248,12 @@ def render(completion: dict[str, Any], request: dict[str, Any]) -> dict[str, Any
     }
 
 
+def unanswered(response_id: str, request: dict[str, Any], status: str, created: float) -> dict[str, Any]:
+    """A Response with no answer yet (`queued`, `in_progress`) or none to come (`cancelled`, `failed`)."""
+    empty = render({"id": exchange_id(response_id), "created": created, "model": request.get("model")}, request)
+    return {**in_progress(empty, status), "background": bool(request.get("background", True))}
+
+
 def in_progress(response: dict[str, Any], status: str = "in_progress") -> dict[str, Any]:
     """The Response as it stands before its answer is out: no output, no usage."""
     return {**response, "status": status, "output": [], "usage": None, "incomplete_details": None}

@@ -72,6 +72,7 @@ class Incoming:
     request_hash: str
     idempotency_key: str | None = None
     dialect: Dialect = Dialect.CHAT
+    exchange_id: str | None = None  # named before it is stored (a background response); else made with the row
 
     def fields(self) -> dict[str, Any]:
         """What an exchange for this request holds of it."""
@@ -88,11 +89,13 @@ class Incoming:
 
     def exchange(self, **fields: Any) -> Exchange:
         """An exchange for this request, to add to a session; `fields` are what happened to it."""
-        return Exchange(**self.fields(), **fields)
+        named: dict[str, Any] = {"id": self.exchange_id} if self.exchange_id else {}
+        return Exchange(**named, **self.fields(), **fields)
 
     def row(self, **fields: Any) -> dict[str, Any]:
         """Every column of a new exchange for this request, to INSERT as it is; `fields` are what happened to it."""
-        return {**_DEFAULTS, "id": new_id("chatcmpl"), "created_at": utcnow(), **self.fields(), **fields}
+        named = self.exchange_id or new_id("chatcmpl")
+        return {**_DEFAULTS, "id": named, "created_at": utcnow(), **self.fields(), **fields}
 
 
 _DEFAULTS = plain_defaults(Exchange)
@@ -220,6 +223,27 @@ async def load_own(sessions: Sessions, exchange_id: str, api_key_id: int) -> tup
             raise NotFound(f"No response with id {exchange_id!r} for this API key.")
         review = (await session.exec(select(Review).where(col(Review.exchange_id) == exchange_id))).first()
     return exchange, review
+
+
+async def cancel(sessions: Sessions, exchange: Exchange, review: Review) -> bool:
+    """Cancel a held exchange whose client gave up on it (a background response): its review leaves the queue. One
+    conditional UPDATE each, so a decision that lands first wins and the cancel is refused."""
+    async with sessions() as session:
+        cancelled = await session.exec(
+            update(Review)
+            .where(col(Review.id) == review.id, col(Review.status) == ReviewStatus.OPEN)
+            .values(status=ReviewStatus.CANCELLED)
+        )
+        if cancelled.rowcount != 1:
+            return False
+        await session.exec(
+            update(Exchange)
+            .where(col(Exchange.id) == exchange.id, col(Exchange.status) == ExchangeStatus.HELD)
+            .values(status=ExchangeStatus.CANCELLED)
+        )
+        session.add(ReviewEvent(review_id=review.id, kind=EventKind.CANCELLED))
+        await session.commit()
+    return True
 
 
 @dataclass(frozen=True)

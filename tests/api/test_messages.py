@@ -69,8 +69,8 @@ def closed_clients() -> Iterator[None]:
 
 def decide(base: str, who: tuple[str, str], database_url: str, **form: str) -> str:
     """Wait for the held review, then decide it through the console, as an agent would."""
-    factories.until(lambda: bool(open_reviews(database_url)), 30, "a held review")
-    (review_id,) = open_reviews(database_url)
+    factories.until(lambda: bool(factories.open_reviews(database_url)), 30, "a held review")
+    (review_id,) = factories.open_reviews(database_url)
     with httpx.Client(base_url=base, timeout=30) as console:
         token = factories.csrf_token(console.get("/console/login").text)
         login = {"username": who[0], "password": who[1], "csrftoken": token, "next": "/console/"}
@@ -78,15 +78,6 @@ def decide(base: str, who: tuple[str, str], database_url: str, **form: str) -> s
         decided = console.post(f"/console/reviews/{review_id}/decide", data={"csrftoken": token, **form})
         assert decided.status_code == 303, decided.text
     return review_id
-
-
-def open_reviews(database_url: str) -> list[str]:
-    from sqlmodel import col, select
-
-    from gateway.models import Review, ReviewStatus
-
-    with factories.sync_session(database_url) as session:
-        return list(session.exec(select(Review.id).where(col(Review.status) == ReviewStatus.OPEN)).all())
 
 
 def test_a_confident_answer_is_released_as_a_message(

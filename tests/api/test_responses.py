@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,7 @@ def test_previous_response_id_continues_the_conversation_of_the_same_key_only(
         ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
         ({"input": "x", "conversation": "conv_1"}, "conversation"),
-        ({"input": "x", "background": True}, "background"),
+        ({"input": "x", "background": True, "stream": True}, "stream"),
         ({}, "input"),
     ],
 )
@@ -243,3 +244,54 @@ def test_what_the_gateway_cannot_honour_is_refused_by_name(
         "/v1/responses", json={"model": MODEL, **body}, headers={"Authorization": f"Bearer {api_key}"}
     )
     assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+
+
+def poll(gateway: Any, response_id: str, until: Callable[[Any], bool], seconds: float = 10) -> Any:
+    """The SDK's usual retrieve loop, bounded."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = gateway.responses.retrieve(response_id)
+        if until(response):
+            return response
+        assert time.monotonic() < deadline, f"{response_id} stayed {response.status}"
+        time.sleep(0.05)
+
+
+def test_background_mode_holds_without_a_deadline_until_the_agent_decides(
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
+) -> None:
+    upstream.answer(UNSURE)
+    gateway = sdk(client, api_key)
+    queued = gateway.responses.create(model=MODEL, input="Capital of France?", background=True)
+    assert queued.status == "queued" and queued.output == [] and queued.id.startswith("resp_")
+    runtime: Runtime = app.state.runtime
+    held = poll(gateway, queued.id, lambda response: bool(factories.open_reviews(runtime.settings.database_url)))
+    assert held.status == "in_progress" and held.output == []  # no placeholder: nobody is waiting
+    time.sleep(0.3)  # longer than any wait: a background hold has no deadline
+    assert gateway.responses.retrieve(queued.id).status == "in_progress"
+    (review_id,) = factories.open_reviews(runtime.settings.database_url)
+    client.portal.call(factories.decide_as, runtime, senior[0], review_id, Action.EDIT, "Paris.")  # type: ignore[union-attr]
+    done = poll(gateway, queued.id, lambda response: response.status == "completed")
+    assert done.output_text == "Paris." and done.model_extra["hitl"]["status"] == "edited"
+
+
+def test_a_background_response_is_cancelled_and_leaves_the_queue(
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    upstream.answer(UNSURE)
+    gateway = sdk(client, api_key)
+    queued = gateway.responses.create(model=MODEL, input="Capital of France?", background=True)
+    poll(gateway, queued.id, lambda response: bool(factories.open_reviews(database_url)))
+    other = sdk(client, factories.make_api_key(database_url, "other"))
+    with pytest.raises(openai.NotFoundError):
+        other.responses.cancel(queued.id)  # only the key that made it
+    assert gateway.responses.cancel(queued.id).status == "cancelled"
+    assert factories.open_reviews(database_url) == []
+    assert gateway.responses.retrieve(queued.id).status == "cancelled"
+
+
+def test_a_response_that_was_never_made_is_not_found(client: TestClient, api_key: str) -> None:
+    gateway = sdk(client, api_key)
+    for unknown in ("resp_" + "0" * 32, "resp_nonsense", "resp_" + "f" * 32):
+        with pytest.raises(openai.NotFoundError):
+            gateway.responses.retrieve(unknown)
