@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from gateway.conversation.answers import HitlStatus
 from gateway.conversation.chat import question_of
-from gateway.models import DeadlineOutcome, EventKind, ReviewKind, ReviewStatus
+from gateway.models import DeadlineOutcome, Dialect, EventKind, ReviewKind, ReviewStatus
 from gateway.review import explanations
 
 HX_REQUEST = "HX-Request"
@@ -24,6 +24,12 @@ HX_HISTORY_RESTORE = "HX-History-Restore-Request"  # htmx lost its history cache
 HX_RETARGET = "HX-Retarget"
 HX_RESWAP = "HX-Reswap"
 TEMPLATES = Path(__file__).with_name("templates")
+# The API a held answer's client spoke, as the review page labels it: the decision goes back in the same one.
+DIALECT_LABELS = {
+    Dialect.CHAT: "Chat Completions",
+    Dialect.RESPONSES: "Responses API",
+    Dialect.MESSAGES: "Anthropic Messages",
+}
 # What a waiting client gets when its deadline passes, as the review page and the audit trail say it.
 DEADLINE_OUTCOMES = {
     DeadlineOutcome.PLACEHOLDER: "the placeholder",
@@ -71,6 +77,7 @@ def make_templates() -> Jinja2Blocks:
         EventKind=EventKind,
         HitlStatus=HitlStatus,
         DEADLINE_OUTCOMES=DEADLINE_OUTCOMES,
+        DIALECT_LABELS=DIALECT_LABELS,
     )
     return templates
 

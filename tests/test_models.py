@@ -41,7 +41,7 @@ def test_a_naive_timestamp_is_refused(database_url: str) -> None:
 
 
 def test_review_status_is_an_enum_with_the_stored_values() -> None:
-    assert [status.value for status in ReviewStatus] == ["open", "decided"]
+    assert [status.value for status in ReviewStatus] == ["open", "decided", "cancelled"]
 
 
 def _exchange_row() -> dict[str, object]:

@@ -295,3 +295,17 @@ def test_a_response_that_was_never_made_is_not_found(client: TestClient, api_key
     for unknown in ("resp_" + "0" * 32, "resp_nonsense", "resp_" + "f" * 32):
         with pytest.raises(openai.NotFoundError):
             gateway.responses.retrieve(unknown)
+
+
+def test_a_held_response_reads_in_the_console_like_any_other_with_its_dialect_named(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
+) -> None:
+    upstream.answer(UNSURE)
+    raw = sdk(client, api_key).responses.with_raw_response.create(
+        model=MODEL, instructions="Be brief.", input="Capital of France?", extra_headers={"x-hitl-wait": "0"}
+    )
+    factories.console_login(client, *senior)
+    page = client.get(f"/console/reviews/{raw.headers['x-hitl-review-id']}")
+    assert page.status_code == 200
+    assert "Capital of France?" in page.text and "Lyon is the capital of France." in page.text
+    assert "Responses API" in page.text
