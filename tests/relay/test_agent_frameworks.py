@@ -14,7 +14,15 @@ import httpx
 import litellm
 import openai
 import pytest
-from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+from agents import (
+    Agent,
+    ModelSettings,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    Runner,
+    function_tool,
+    set_tracing_disabled,
+)
 from fastapi import FastAPI
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
@@ -99,7 +107,11 @@ async def edit_when_held(
 # --- openai-agents ------------------------------------------------------------------------------------------
 
 
-def agent_with_tools(gateway: httpx.AsyncClient, api_key: str, executed: list[tuple[str, Any]]) -> Agent[Any]:
+def agent_with_tools(
+    gateway: httpx.AsyncClient, api_key: str, executed: list[tuple[str, Any]], responses: bool = False
+) -> Agent[Any]:
+    """The support agent; with `responses`, on openai-agents' default model (the Responses API)."""
+
     @function_tool
     def lookup_order(order_id: str) -> str:
         """Look up where an order is."""
@@ -117,7 +129,9 @@ def agent_with_tools(gateway: httpx.AsyncClient, api_key: str, executed: list[tu
         name="support",
         instructions="Help the customer.",
         tools=[lookup_order, issue_refund],
-        model=OpenAIChatCompletionsModel(model=MODEL, openai_client=client),
+        model=OpenAIResponsesModel(model=MODEL, openai_client=client)
+        if responses
+        else OpenAIChatCompletionsModel(model=MODEL, openai_client=client),
         model_settings=ModelSettings(extra_body=HOLD),
     )
 
@@ -145,6 +159,29 @@ async def test_openai_agents_executes_the_refund_an_agent_edited(
     assert result.final_output == "Done: refunded 50 on order 42"
 
 
+async def test_openai_agents_default_responses_model_executes_the_refund_an_agent_edited(
+    database_url: str,
+    gateway: httpx.AsyncClient,
+    api_key: str,
+    senior: tuple[str, str],
+    upstream: factories.UpstreamMock,
+) -> None:
+    set_tracing_disabled(True)
+    executed: list[tuple[str, Any]] = []
+    agent = agent_with_tools(gateway, api_key, executed, responses=True)
+    run = asyncio.create_task(Runner.run(agent, "I want a refund for order 42."))
+    await edit_when_held(database_url, gateway, senior, {"order_id": "42", "amount": 50})
+    result = await asyncio.wait_for(run, 20)
+    assert executed == [("issue_refund", 50)]  # the edited amount, never the model's 500
+    assert result.final_output == "Done: refunded 50 on order 42"
+    # The second turn went through /v1/responses as function_call and function_call_output items.
+    assert upstream.sent()["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call_1",
+        "content": "refunded 50 on order 42",
+    }
+
+
 # --- LangChain ----------------------------------------------------------------------------------------------
 
 
@@ -160,8 +197,9 @@ def lookup_order(order_id: str) -> str:
     return "ok"
 
 
-def chat_model(gateway: httpx.AsyncClient, api_key: str, wait: float = 10) -> ChatOpenAI:
+def chat_model(gateway: httpx.AsyncClient, api_key: str, wait: float = 10, responses: bool = False) -> ChatOpenAI:
     return ChatOpenAI(
+        use_responses_api=responses,
         base_url=BASE,
         api_key=api_key,  # type: ignore[arg-type]
         model=MODEL,
@@ -180,6 +218,23 @@ async def test_langchain_bind_tools_released_and_held(
     assert [(call["name"], call["args"], call["id"]) for call in released.tool_calls] == [
         ("lookup_order", {"order_id": "42"}, "call_1")
     ]
+    assert released.response_metadata["headers"]["x-hitl-status"] == "released"
+
+    held = asyncio.create_task(llm.ainvoke("Refund order 42, please."))
+    await edit_when_held(database_url, gateway, senior, {"order_id": "42", "amount": 50})
+    edited = await asyncio.wait_for(held, 20)
+    assert [(call["name"], call["args"]) for call in edited.tool_calls] == [
+        ("issue_refund", {"order_id": "42", "amount": 50})
+    ]
+    assert edited.response_metadata["headers"]["x-hitl-status"] == "edited"
+
+
+async def test_langchain_on_the_responses_api_bind_tools_released_and_held(
+    database_url: str, gateway: httpx.AsyncClient, api_key: str, senior: tuple[str, str]
+) -> None:
+    llm = chat_model(gateway, api_key, responses=True).bind_tools([issue_refund, lookup_order])
+    released = await llm.ainvoke("Where is order 42?")
+    assert [(call["name"], call["args"]) for call in released.tool_calls] == [("lookup_order", {"order_id": "42"})]
     assert released.response_metadata["headers"]["x-hitl-status"] == "released"
 
     held = asyncio.create_task(llm.ainvoke("Refund order 42, please."))
