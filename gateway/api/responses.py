@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from sse_starlette import EventSourceResponse
 
 from gateway.api import flow
 from gateway.conversation import answers, responses
@@ -107,10 +109,20 @@ def _young(relay: Relay, exchange_id: str) -> bool:
 
 
 @router.get("/responses/{response_id}")
-async def retrieve_response(response_id: str, request: Request, key: CurrentKey, relay: RelayDep) -> Response:
+async def retrieve_response(
+    response_id: str,
+    request: Request,
+    key: CurrentKey,
+    relay: RelayDep,
+    stream: bool = Query(False, description="Replay the Response's events (waiting for a decision while held)."),
+    starting_after: int = Query(-1, ge=-1, description="Resume a stream after this sequence number."),
+) -> Response:
     """The Response as it stands: `in_progress` (no output) while it is asked or while an agent has not decided,
-    then the answer the client gets, in the same words as when it was created; `failed` or `cancelled` when so."""
+    then the answer the client gets, in the same words as when it was created; `failed` or `cancelled` when so.
+    With `stream=true`, its events from `starting_after` on, after the decision when it is held."""
     assert key.id is not None
+    if stream:
+        return await _resumed(response_id, request, key.id, relay, starting_after)
     named = responses.exchange_id(response_id)
     try:
         exchange, review = await exchanges.load_own(relay.sessions, named, key.id)
@@ -138,6 +150,28 @@ async def retrieve_response(response_id: str, request: Request, key: CurrentKey,
     if exchange.status == ExchangeStatus.HELD:
         rendered = responses.in_progress(rendered)
     return CompletionResponse(rendered, headers=headers)
+
+
+async def _resumed(response_id: str, request: Request, key_id: int, relay: Relay, starting_after: int) -> Response:
+    """A Response's stream, resumed: the events after `starting_after`; a held one's after its decision (keep-alive
+    comments meanwhile, up to the longest wait), or, when nobody decides by then, only its `in_progress` events."""
+    exchange, review = await exchanges.load_own(relay.sessions, responses.exchange_id(response_id), key_id)
+    chat = ChatRequest.model_validate(exchange.request)
+    reply = Reply(relay, chat, exchange.request, review, flow.poll_url(request, review))
+    headers = answers.hitl_headers(reply.body(exchange)["hitl"])
+
+    async def events() -> AsyncIterator[bytes]:
+        current = exchange
+        if current.status == ExchangeStatus.HELD and review is not None:
+            current = await reply.wait_and_load(current.id, relay.settings.hold.max_wait)
+        rendered = responses.render(reply.body(current), {})
+        if current.status == ExchangeStatus.HELD:
+            rendered = responses.in_progress(rendered)
+            yield responses.events(rendered, start=starting_after + 1, until="response.in_progress")
+            return
+        yield responses.events(rendered, start=starting_after + 1)
+
+    return EventSourceResponse(events(), ping=relay.settings.hold.keepalive, headers=headers)
 
 
 @router.post("/responses/{response_id}/cancel")

@@ -296,11 +296,16 @@ def _events(response: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     yield final, {"response": response}
 
 
-def events(response: dict[str, Any], start: int = 0) -> bytes:
+def events(response: dict[str, Any], start: int = 0, until: str | None = None) -> bytes:
     """The Response's stream, every event with its `sequence_number`, in one piece; `start` skips the events a
-    resumed stream has had (`starting_after`)."""
-    numbered = zip(itertools.count(), _events(response), strict=False)
-    return b"".join(event(kind, number, data) for number, (kind, data) in numbered if number >= start)
+    resumed stream has had (`starting_after`), `until` ends it after the first event of that type."""
+    out = []
+    for number, (kind, data) in zip(itertools.count(), _events(response), strict=False):
+        if number >= start:
+            out.append(event(kind, number, data))
+        if kind == until:
+            break
+    return b"".join(out)
 
 
 def event(kind: str, number: int, data: dict[str, Any]) -> bytes:

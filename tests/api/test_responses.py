@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -309,3 +310,43 @@ def test_a_held_response_reads_in_the_console_like_any_other_with_its_dialect_na
     assert page.status_code == 200
     assert "Capital of France?" in page.text and "Lyon is the capital of France." in page.text
     assert "Responses API" in page.text
+
+
+def test_a_stream_resumes_after_a_sequence_number_and_a_held_one_after_its_decision(
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
+) -> None:
+    upstream.answer(CONFIDENT)
+    gateway = sdk(client, api_key)
+    done = gateway.responses.create(model=MODEL, input="Capital of France?")
+    whole = [event.sequence_number for event in gateway.responses.retrieve(done.id, stream=True)]
+    resumed = list(gateway.responses.retrieve(done.id, stream=True, starting_after=3))
+    assert [event.sequence_number for event in resumed] == whole[4:] and resumed[-1].type == "response.completed"
+
+    upstream.answer(UNSURE)
+    queued = gateway.responses.create(model=MODEL, input="Capital of Italy?", background=True)
+    runtime: Runtime = app.state.runtime
+    factories.until(lambda: bool(factories.open_reviews(runtime.settings.database_url)), 10, "the hold")
+    (review_id,) = factories.open_reviews(runtime.settings.database_url)
+    client.portal.call(factories.decide_as, runtime, senior[0], review_id, Action.EDIT, "Rome.")  # type: ignore[union-attr]
+    events = list(gateway.responses.retrieve(queued.id, stream=True))
+    deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
+    assert deltas == ["Rome."] and events[-1].type == "response.completed"
+
+
+def test_a_resumed_stream_of_a_held_response_waits_for_the_decision(
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
+) -> None:
+    upstream.answer(UNSURE)
+    gateway = sdk(client, api_key)
+    queued = gateway.responses.create(model=MODEL, input="Capital of Italy?", background=True)
+    runtime: Runtime = app.state.runtime
+    factories.until(lambda: bool(factories.open_reviews(runtime.settings.database_url)), 10, "the hold")
+    got: list[Any] = []
+    reading = threading.Thread(target=lambda: got.extend(gateway.responses.retrieve(queued.id, stream=True)))
+    reading.start()
+    time.sleep(0.3)
+    assert not got  # nothing of a held answer before its decision
+    (review_id,) = factories.open_reviews(runtime.settings.database_url)
+    client.portal.call(factories.decide_as, runtime, senior[0], review_id, Action.EDIT, "Rome.")  # type: ignore[union-attr]
+    reading.join(10)
+    assert [event.delta for event in got if event.type == "response.output_text.delta"] == ["Rome."]
