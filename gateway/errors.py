@@ -128,6 +128,15 @@ class RateLimited(GatewayError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
+    def __init__(self, message: str, *, retry_after: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        # The upstream's own word on when to come back, passed on as it said it (seconds or an HTTP date),
+        # if it is one a header can carry.
+        self.retry_after = retry_after if retry_after and retry_after.isprintable() and len(retry_after) < 64 else None
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": self.retry_after} if self.retry_after else {}
+
 
 class UpstreamError(GatewayError):
     status_code = 502

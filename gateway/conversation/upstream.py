@@ -99,6 +99,7 @@ class OpenAICompatible:
                     f"Upstream {self.name!r} is rate limiting: {message}",
                     failure="rate_limited",
                     upstream_status=status,
+                    retry_after=response.headers.get("retry-after"),
                 )
             raise UpstreamError(
                 f"Upstream {self.name!r} failed with HTTP {status}: {message}",

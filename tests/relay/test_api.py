@@ -399,3 +399,22 @@ def test_internal_error_is_json_without_traceback(
     with TestClient(app, raise_server_exceptions=False) as client:
         error = _error(client.get("/v1/explode"), 500)
     assert "secret internals" not in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("given", "passed"),
+    [("7", "7"), ("Wed, 21 Oct 2026 07:28:00 GMT", "Wed, 21 Oct 2026 07:28:00 GMT"), (None, None), ("x" * 100, None)],
+)
+def test_the_upstreams_retry_after_reaches_the_client_on_a_429(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, given: str | None, passed: str | None
+) -> None:
+    headers = {"retry-after": given} if given is not None else {}
+    upstream.answer({"error": {"message": "slow down"}}, status=429).mock(
+        return_value=httpx.Response(429, json={"error": {"message": "slow down"}}, headers=headers)
+    )
+    refused = client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert refused.status_code == 429 and refused.headers.get("retry-after") == passed
