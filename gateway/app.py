@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from fastapi import FastAPI
 
 from gateway import db, errors, http, inserts, memory, notices, policy
-from gateway.api import served
+from gateway.api import health, served
 from gateway.clock import Clock, SystemClock
 from gateway.conversation import messages, upstream
 from gateway.holds import HoldHub
@@ -53,7 +53,8 @@ async def background(runtime: Runtime) -> AsyncIterator[None]:
     if runtime.sender is not None:
         tasks.append(asyncio.create_task(runtime.sender.run(), name="webhook-sender"))
     try:
-        with on_exit_signal(runtime.holds.close):
+        drain = runtime.settings.drain_seconds
+        with on_exit_signal(runtime.holds.close, drain=drain, draining=runtime.start_draining):
             yield
     finally:
         runtime.holds.close()
@@ -150,6 +151,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
     errors.install(app, {"/v1/messages": messages.error_body}, served.listing())
     for router in served.ROUTERS:
         app.include_router(router)
+    app.include_router(health.router)
     if plugins:
         for entry in entry_points(group=PLUGIN_GROUP):
             entry.load()(app, settings)

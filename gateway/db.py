@@ -6,11 +6,12 @@ driver, migrations and the CLI's one-off work use the sync one.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
@@ -106,3 +107,21 @@ def upgrade(url: str) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), "head")
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration this code ships (read once: the files do not change while it runs)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The migration the database is at (None before the first)."""
+    async with engine.connect() as connection:
+        found = await connection.execute(text("SELECT version_num FROM alembic_version"))
+        return found.scalar_one_or_none()

@@ -37,3 +37,7 @@ class Runtime:
     keys: KeyCache
     listener: Listener | None = None  # the LISTEN connection for decisions elsewhere (PostgreSQL only)
     sender: Sender | None = None  # the webhook delivery loop (delivers while this process holds the lease)
+    draining: bool = False  # SIGTERM arrived: /health/ready says 503 while the replica still serves
+
+    def start_draining(self) -> None:
+        self.draining = True

@@ -183,6 +183,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds `hitl serve` gives open requests on SIGTERM, after answering every waiting client.",
     )
+    drain_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds `hitl serve` keeps serving after SIGTERM while /health/ready answers 503, so a load"
+        " balancer stops sending it requests first; then it answers waiting clients and exits (0: at once).",
+    )
     worker_startup_timeout: int = Field(
         60,
         gt=0,

@@ -20,18 +20,22 @@ EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
-def on_exit_signal(callback: Callable[[], None]) -> Iterator[None]:
+def on_exit_signal(
+    callback: Callable[[], None], *, drain: float = 0.0, draining: Callable[[], None] | None = None
+) -> Iterator[None]:
     """While inside, an exit signal first schedules `callback` on the running loop, then reaches the handler
-    that was there before (uvicorn's). Signals belong to the main thread: elsewhere (a server run in a
-    thread, as tests do) this does nothing."""
+    that was there before (uvicorn's). With `drain` seconds, the first signal only calls `draining` (the replica
+    turns not-ready) and the rest follows `drain` seconds later, the process serving meanwhile; a second signal
+    goes on at once. Signals belong to the main thread: elsewhere (a server run in a thread, as tests do) this
+    does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in EXIT_SIGNALS}
+    drained = drain <= 0
 
-    def handler(sig: int, frame: FrameType | None) -> None:
-        # A signal handler runs between two steps of the loop: the callback runs as a step of its own.
+    def proceed(sig: int, frame: FrameType | None) -> None:
         loop.call_soon_threadsafe(callback)
         before = previous[signal.Signals(sig)]
         if callable(before):
@@ -39,6 +43,17 @@ def on_exit_signal(callback: Callable[[], None]) -> Iterator[None]:
         else:  # SIG_DFL or SIG_IGN: put it back and let the signal do what it did before
             signal.signal(sig, before)
             signal.raise_signal(sig)
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        # A signal handler runs between two steps of the loop: the callback runs as a step of its own.
+        nonlocal drained
+        if drained:
+            proceed(sig, frame)
+            return
+        drained = True
+        if draining is not None:
+            loop.call_soon_threadsafe(draining)
+        loop.call_soon_threadsafe(loop.call_later, drain, proceed, sig, None)
 
     for sig in EXIT_SIGNALS:
         signal.signal(sig, handler)

@@ -154,3 +154,24 @@ def test_a_server_that_does_not_come_up_in_time_is_not_left_running(
     assert "Started parent process" in log.read_text()  # it had spawned its workers
     assert not factories.GatewayProcess.running
     assert processes_with(mark) == []  # neither the parent nor a worker it had spawned
+
+
+def test_sigterm_with_a_drain_turns_not_ready_first_and_keeps_serving(
+    database_url: str, unsure_upstream: str, tmp_path: Path
+) -> None:
+    key = factories.make_api_key(database_url)
+    env = factories.gateway_env(database_url, unsure_upstream, HITL_DRAIN_SECONDS="5")
+    gateway = factories.GatewayProcess(env, factories.free_port(), tmp_path / "gateway.log")
+    try:
+        assert httpx.get(f"{gateway.base}/health/ready").status_code == 200
+        signalled = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        factories.until(lambda: httpx.get(f"{gateway.base}/health/ready").status_code == 503, 4, "not ready")
+        models = httpx.get(f"{gateway.base}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        served_while_draining = time.monotonic() - signalled < 5
+        gateway.process.wait(20)
+        exited = time.monotonic() - signalled
+    finally:
+        gateway.stop()
+    assert models.status_code == 200 and served_while_draining  # a new request is still answered meanwhile
+    assert exited >= 5  # and the process went only after the drain
