@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 
 Target = Literal["escaped-error", "review-rate"]
+LogFormat = Literal["json", "text"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 app = typer.Typer(help="hitl-gateway: a human-in-the-loop moderation gateway for LLM answers.", no_args_is_help=True)
 keys_app = typer.Typer(help="Gateway API keys.", no_args_is_help=True)
@@ -115,10 +117,19 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default: settings, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default: settings, 8000).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own waiter loop.")] = 1,
+    log_format: Annotated[LogFormat, typer.Option(help="json: one JSON object a line; text: plain lines.")] = "json",
+    log_level: Annotated[LogLevel, typer.Option(help="The least a log line must matter to be written.")] = "info",
 ) -> None:
     """Start the gateway and its console."""
     building = time.monotonic()
+    import logging.config
+
     import uvicorn
+
+    from gateway.operations import logs
+
+    logged = logs.config(log_format, log_level.upper())
+    logging.config.dictConfig(logged)
 
     from gateway import memory
     from gateway.app import create_app
@@ -170,7 +181,8 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level="info",
+        log_config=logged,  # the same in every worker, uvicorn's own and access lines included
+        log_level=log_level,
         loop="uvloop",
         http="httptools",
         # Forwarded headers only from the proxies the operator named; uvicorn's default trusts all of loopback.

@@ -8,6 +8,8 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.operations import logs
+
 HEADER = "x-request-id"
 _SAFE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -29,6 +31,7 @@ class RequestIdMiddleware:
         sent = dict(scope["headers"]).get(HEADER.encode(), b"").decode("latin-1")
         request_id = sent if _SAFE.match(sent) else f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
+        logs.bind(request_id=request_id)  # every line this request logs names it, uvicorn's access line too
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

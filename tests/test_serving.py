@@ -3,6 +3,7 @@ in time; `--workers N` runs N processes whose holds, claims and decisions work a
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -175,3 +176,36 @@ def test_sigterm_with_a_drain_turns_not_ready_first_and_keeps_serving(
         gateway.stop()
     assert models.status_code == 200 and served_while_draining  # a new request is still answered meanwhile
     assert exited >= 5  # and the process went only after the drain
+
+
+def test_logs_are_json_lines_naming_the_request_exchange_and_review(
+    database_url: str, unsure_upstream: str, tmp_path: Path
+) -> None:
+    key = factories.make_api_key(database_url)
+    env = factories.gateway_env(database_url, unsure_upstream)
+    gateway = factories.GatewayProcess(env, factories.free_port(), tmp_path / "gateway.log")
+    try:
+        question = {"model": factories.MODEL, "messages": [{"role": "user", "content": "Secret question 7?"}]}
+        headers = {"Authorization": f"Bearer {key}", "x-request-id": "req-log-1", "x-hitl-wait": "0"}
+        held = httpx.post(f"{gateway.base}/v1/chat/completions", json=question, headers=headers)
+    finally:
+        gateway.stop()
+    text = (tmp_path / "gateway.log").read_text()
+    banner = ("hitl-gateway on", "  ")  # what `hitl serve` prints for a person on its standard output
+    lines = [json.loads(line) for line in text.splitlines() if line and not line.startswith(banner)]
+    assert lines and all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    (access,) = [line for line in lines if line["logger"] == "uvicorn.access" and line["request_id"] == "req-log-1"]
+    assert access["exchange_id"] == held.headers["x-hitl-exchange-id"]
+    assert access["review_id"] == held.headers["x-hitl-review-id"]
+    assert "Secret question" not in text and "Lyon" not in text  # never a prompt or an answer
+
+
+def test_logs_as_text_lines(database_url: str, unsure_upstream: str, tmp_path: Path) -> None:
+    env = factories.gateway_env(database_url, unsure_upstream)
+    gateway = factories.GatewayProcess(env, factories.free_port(), tmp_path / "gateway.log", "--log-format", "text")
+    try:
+        httpx.get(f"{gateway.base}/health/live", headers={"x-request-id": "req-log-2"})
+    finally:
+        gateway.stop()
+    (line,) = [line for line in (tmp_path / "gateway.log").read_text().splitlines() if "[req-log-2]" in line]
+    assert " INFO uvicorn.access [req-log-2] " in line and not line.startswith("{")

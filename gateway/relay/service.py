@@ -23,6 +23,7 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.holds import HoldHub
 from gateway.inserts import Inserts
 from gateway.models import Exchange, Review
+from gateway.operations import logs
 from gateway.policy import Policy
 from gateway.prompt_templates import Prompts
 from gateway.relay import exchanges, retries
@@ -112,7 +113,7 @@ class Relay:
         routing = self.policy.route(score.confidence, raw, score.signals["missing"], calls)
         candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
         audit = self.settings.audit
-        return await exchanges.record(
+        exchange, review = await exchanges.record(
             self.inserts,
             self.sessions,
             incoming,
@@ -123,6 +124,8 @@ class Relay:
             wait=wait,
             audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
         )
+        logs.bind(exchange_id=exchange.id, review_id=review.id if review else None)
+        return exchange, review
 
     async def _record_failure(
         self, incoming: exchanges.Incoming, upstream: Upstream, failure: exchanges.Failure
@@ -135,6 +138,7 @@ class Relay:
             policy_version=self.policy.version,
             failure=failure,
         )
+        logs.bind(exchange_id=exchange.id)
         log.warning(
             "upstream_failed request_id=%s exchange_id=%s upstream=%s kind=%s status=%s latency_ms=%.0f",
             incoming.request_id,
