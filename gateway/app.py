@@ -18,10 +18,12 @@ from fastapi import FastAPI
 
 from gateway import db, errors, http, inserts, memory, notices, policy
 from gateway.api import health, served
+from gateway.api import metrics as metrics_api
 from gateway.clock import Clock, SystemClock
 from gateway.conversation import messages, upstream
 from gateway.holds import HoldHub
 from gateway.learning import store
+from gateway.operations.metrics import CountRequests, Metrics
 from gateway.prompt_templates import Prompts
 from gateway.relay.apikeys import KeyCache
 from gateway.relay.service import Relay
@@ -102,7 +104,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
             )
             if calibrator is not None:
                 scorer.calibrator, scorer.calibrator_version = calibrator.calibrator, calibrator.version
-            holds = HoldHub(sessions, settings.hold.poll_interval)
+            holds = HoldHub(sessions, settings.hold.poll_interval, metrics)
             desk = ReviewDesk(
                 sessions=sessions,
                 holds=holds,
@@ -111,6 +113,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 clock=clock,
                 logins=LoginLimits(settings.login_max_failures, settings.login_window),
                 policy_sla=dict(routing.spec.sla),
+                metrics=metrics,
             )
             relay = Relay(
                 settings=settings,
@@ -122,6 +125,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 prompts=prompts,
                 scorer=scorer,
                 clock=clock,
+                metrics=metrics,
             )
             app.state.runtime = runtime = Runtime(
                 settings=settings,
@@ -139,21 +143,27 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 else None,
                 outbox=Outbox(sessions, clock),
                 keys=KeyCache(sessions, clock, settings.key_cache_seconds),
-                sender=Sender(sessions, client, settings.webhooks, clock) if settings.webhooks.enabled else None,
+                sender=Sender(sessions, client, settings.webhooks, clock, metrics)
+                if settings.webhooks.enabled
+                else None,
             )
             stack.push_async_callback(relay.drain)
             await stack.enter_async_context(background(runtime))
             yield
 
+    metrics = Metrics(settings.offered(), [upstream.name for upstream in settings.upstreams] or settings.offered())
     app = FastAPI(title="hitl-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.metrics = metrics
     app.state.secret_key = settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_urlsafe(32)
     # Anthropic's clients read Anthropic's shape.
     errors.install(app, {"/v1/messages": messages.error_body}, served.listing())
     for router in served.ROUTERS:
         app.include_router(router)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     if plugins:
         for entry in entry_points(group=PLUGIN_GROUP):
             entry.load()(app, settings)
+    app.add_middleware(CountRequests, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

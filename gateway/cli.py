@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import math
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -127,6 +130,7 @@ def serve(
     import uvicorn
 
     from gateway.operations import logs
+    from gateway.operations.metrics import MULTIPROC_DIR
 
     logged = logs.config(log_format, log_level.upper())
     logging.config.dictConfig(logged)
@@ -137,6 +141,10 @@ def serve(
     from gateway.policy import PolicyError
 
     settings = _settings()
+    if workers > 1 and not os.environ.get(MULTIPROC_DIR):
+        # Every worker writes its metrics where /metrics, in whichever worker serves it, reads them all.
+        os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="hitl-metrics-")
+        atexit.register(shutil.rmtree, os.environ[MULTIPROC_DIR], ignore_errors=True)
     if workers > 1 and settings.secret_key is None:
         # Workers must sign console sessions alike, or a login made on one is refused by the next.
         os.environ["HITL_SECRET_KEY"] = secrets.token_urlsafe(32)

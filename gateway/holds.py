@@ -31,6 +31,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.models import Exchange, Review, ReviewStatus
+from gateway.operations.metrics import Metrics
 
 log = logging.getLogger("hitl.holds")
 
@@ -46,8 +47,11 @@ class Woken:
 
 
 class HoldHub:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], poll_interval: float) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], poll_interval: float, metrics: Metrics | None = None
+    ) -> None:
         self.poll_interval = poll_interval
+        self._metrics = metrics
         self._sessions = sessions
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._outcomes: dict[str, Exchange] = {}
@@ -73,6 +77,8 @@ class HoldHub:
         """Wait up to `timeout` seconds for a decision on the review."""
         event = asyncio.Event()
         self._waiters[review_id].add(event)
+        if self._metrics is not None:
+            self._metrics.waiting_clients.inc()
         try:
             # Checked after registering, so a decision between the two cannot be missed.
             if self._closing or await self._decided([review_id]):
@@ -83,6 +89,8 @@ class HoldHub:
                 return Woken(False)
             return Woken(True, self._outcomes.get(review_id))
         finally:
+            if self._metrics is not None:
+                self._metrics.waiting_clients.dec()
             waiters = self._waiters[review_id]
             waiters.discard(event)
             if not waiters:

@@ -209,3 +209,43 @@ def test_logs_as_text_lines(database_url: str, unsure_upstream: str, tmp_path: P
         gateway.stop()
     (line,) = [line for line in (tmp_path / "gateway.log").read_text().splitlines() if "[req-log-2]" in line]
     assert " INFO uvicorn.access [req-log-2] " in line and not line.startswith("{")
+
+
+def test_workers_metrics_are_summed_whichever_worker_is_scraped(
+    database_url: str, unsure_upstream: str, tmp_path: Path
+) -> None:
+    key = factories.make_api_key(database_url)
+    env = factories.gateway_env(database_url, unsure_upstream)
+    gateway = factories.GatewayProcess(env, factories.free_port(), tmp_path / "gateway.log", "--workers", "2")
+    try:
+        spawned = subprocess.run(["pgrep", "-P", str(gateway.process.pid)], capture_output=True, text=True).stdout
+        workers = [pid for pid in spawned.split() if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        factories.until(lambda: all(runs_on_uvloop_and_httptools(int(pid)) for pid in workers), 60, "both workers")
+        # Multiprocess mode: every worker writes its figures into the one folder `hitl serve` made for them.
+        folders = {
+            dict(
+                item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item
+            ).get(b"PROMETHEUS_MULTIPROC_DIR")
+            for pid in workers
+        }
+        (folder,) = folders
+        assert folder and Path(folder.decode()).is_dir()
+        served = set()
+        for _ in range(20):  # new connections: the kernel spreads them over both workers
+            with httpx.Client() as client:
+                served.add(
+                    client.get(f"{gateway.base}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+                )
+        counts = []
+        for _ in range(4):
+            with httpx.Client() as client:
+                text = client.get(f"{gateway.base}/metrics").text
+            line = [
+                line
+                for line in text.splitlines()
+                if line.startswith("hitl_http_requests_total") and 'route="/v1/models",status="200"' in line
+            ]
+            counts.append(float(line[0].rsplit(" ", 1)[1]))
+    finally:
+        gateway.stop()
+    assert served == {200} and counts == [20.0] * 4, text  # every scrape, from either worker, sees all 20

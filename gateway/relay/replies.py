@@ -40,6 +40,8 @@ class Reply:
             exchange = await exchanges.run_out(self.relay.sessions, exchange, self.review.id, self.outcome)
             if exchange.status not in (ExchangeStatus.HELD, ExchangeStatus.RELEASED_ON_DEADLINE):
                 self.outcome = None  # a decision landed between the timeout and now: the client gets it
+            else:
+                self.relay.metrics.deadline_outcomes.labels(self.outcome.value).inc()
             if exchange.status == ExchangeStatus.HELD and self.outcome == DeadlineOutcome.ERROR:
                 self.record_delivery(answers.HitlStatus.PENDING)
                 hitl = answers.hitl_block(exchange, self.review, self.poll_url)

@@ -22,8 +22,9 @@ from gateway.conversation.upstream import Upstream, Upstreams
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.holds import HoldHub
 from gateway.inserts import Inserts
-from gateway.models import Exchange, Review
+from gateway.models import Exchange, Review, ReviewKind
 from gateway.operations import logs
+from gateway.operations.metrics import Metrics
 from gateway.policy import Policy
 from gateway.prompt_templates import Prompts
 from gateway.relay import exchanges, retries
@@ -47,6 +48,7 @@ class Relay:
         prompts: Prompts,
         scorer: Scorer,
         clock: Clock,
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -57,6 +59,7 @@ class Relay:
         self.prompts = prompts
         self.scorer = scorer
         self.clock = clock
+        self.metrics = metrics
         self.in_flight = InFlight()
         self.pending: set[asyncio.Task[Any]] = set()
 
@@ -99,14 +102,20 @@ class Relay:
         chat, raw = incoming.chat, incoming.raw
         started = time.perf_counter()
         asked = chat_request.upstream_body(raw, chat, upstream.logprobs)
+        measured = self.metrics.upstream(upstream.name)
         try:
             response = await upstream.complete(asked)
         except GatewayError as exc:
             failure = exchanges.Failure(exc.failure or "upstream_error", exc.upstream_status, _since(started))
+            self.metrics.upstream_errors.labels(measured, failure.kind).inc()
+            self.metrics.exchanges.labels(incoming.dialect, self.metrics.model(chat.model), "failed").inc()
             await self._record_failure(incoming, upstream, failure)
             raise  # the client gets the same OpenAI-shaped error as before
         upstream_ms = _since(started)
+        self.metrics.upstream_seconds.labels(measured).observe(upstream_ms / 1000)
+        scoring = time.perf_counter()
         score = await self.scorer.score(upstream, chat.model, asked, response, answers.candidate_text(response))
+        self.metrics.scoring_seconds.observe(time.perf_counter() - scoring)
         calls = toolcalls.found(response)
         if any(call.malformed for call in calls):
             score.signals["missing"] = sorted({*score.signals["missing"], toolcalls.MALFORMED})
@@ -125,6 +134,8 @@ class Relay:
             audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
         )
         logs.bind(exchange_id=exchange.id, review_id=review.id if review else None)
+        outcome = "released" if review is None else "audit" if review.kind == ReviewKind.AUDIT else "held"
+        self.metrics.exchanges.labels(incoming.dialect, self.metrics.model(chat.model), outcome).inc()
         return exchange, review
 
     async def _record_failure(

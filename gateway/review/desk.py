@@ -17,6 +17,7 @@ from gateway.clock import Clock
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.holds import HoldHub
 from gateway.models import Action, Agent, Review, ReviewStatus, wellformed_id
+from gateway.operations.metrics import Metrics
 from gateway.review import assignments, claims, decisions, history, logins, progress, queue, record
 from gateway.review import sessions as console_sessions
 from gateway.review.decisions import Decided
@@ -43,6 +44,7 @@ class ReviewDesk:
     clock: Clock
     logins: LoginLimits
     policy_sla: dict[str, float] = field(default_factory=dict)  # tier -> target wait in seconds
+    metrics: Metrics | None = None
 
     # -- who may do what ---------------------------------------------------------------------------------
 
@@ -119,14 +121,21 @@ class ReviewDesk:
             # The waiting client first; the agent's page can wait a round trip.
             self.holds.notify(review_id, decided.exchange)
             await session.refresh(decided.review)
+        if self.metrics is not None:
+            self.metrics.decisions.labels(action.value).inc()
+            waited = (decided.decision.created_at - decided.review.created_at).total_seconds()
+            self.metrics.time_to_decision.observe(max(waited, 0.0))
         return decided
 
     async def escalate(self, review_id: str, agent: Agent, reason: str, *, tags: list[str] | None = None) -> Decided:
         _known(review_id)
         async with self.sessions() as session:
-            return await decisions.escalate(
+            escalated = await decisions.escalate(
                 session, self.tiers, self.clock.now(), review_id=review_id, agent=agent, reason=reason, tags=tags
             )
+        if self.metrics is not None:
+            self.metrics.decisions.labels(Action.ESCALATE.value).inc()
+        return escalated
 
     # -- what the console shows ---------------------------------------------------------------------------
 

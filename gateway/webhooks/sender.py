@@ -35,6 +35,7 @@ from standardwebhooks import Webhook
 from gateway import http
 from gateway.clock import Clock
 from gateway.models import ApiKey, DeliveryStatus, WebhookDelivery
+from gateway.operations.metrics import Metrics
 from gateway.settings import WebhookSettings
 from gateway.webhooks import lease
 
@@ -67,8 +68,10 @@ class Sender:
         client: httpx.AsyncClient,
         settings: WebhookSettings,
         clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sessions = sessions
+        self._metrics = metrics
         self._client = client
         self._settings = settings
         self._clock = clock
@@ -149,12 +152,17 @@ class Sender:
         values: dict[str, object] = {"attempts": attempts, "last_status": status, "last_error": error}
         if error is None:
             values.update(status=DeliveryStatus.DELIVERED, delivered_at=now)
+            result = "delivered"
         elif attempts >= self._settings.max_attempts or not delivery.url:
             values.update(status=DeliveryStatus.FAILED)
             log.warning("webhook %s failed for good after %d attempts: %s", delivery.event_id, attempts, error)
+            result = "failed"
         else:
             wait = backoff(attempts, self._settings.backoff_base, self._settings.backoff_max)
             values.update(next_attempt_at=now + timedelta(seconds=wait))
+            result = "retry"
+        if self._metrics is not None:
+            self._metrics.webhook_deliveries.labels(result).inc()
         async with self._sessions() as session:
             # Guarded by the attempt count read: a retry an admin asked for meanwhile is not overwritten.
             await session.exec(
