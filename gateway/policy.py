@@ -4,8 +4,10 @@ A policy is a YAML file (see `default_policy.yaml`). Rules are checked first, in
 look into the request (`metadata.stakes`) or into the candidate's tool calls (`response.tool_calls.name`,
 `response.tool_calls.arguments.amount`: true when one call meets every such condition), with equality, a
 list of values, or a comparison (`{gt: 100}`, `{lte: 5}`, `{matches: "regex"}`). An answer with tool
-calls that matches no rule takes the `tool_calls` outcome (malformed arguments: `unscored`); otherwise the
-first band whose `min` the confidence reaches; an answer without a confidence takes `unscored`.
+calls that matches no rule takes the `tool_calls` outcome when the policy has one and the calls are actions
+(malformed arguments: `unscored`); a structured output asked as a forced tool call, and every answer when the
+policy has no `tool_calls` outcome, takes the first band whose `min` the confidence reaches (for tool calls,
+the self-check's verdict on them); an answer without a confidence takes `unscored`.
 A file that does not parse or does not validate raises `PolicyError` naming the file and line.
 """
 
@@ -32,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.conversation.toolcalls import MALFORMED, ToolCall
+from gateway.conversation.toolcalls import MALFORMED, ToolCall, structured_output
 from gateway.models import DeadlineOutcome, Route
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
@@ -174,7 +176,9 @@ class PolicyFile(_Strict):
     bands: list[Band] = Field(min_length=1)
     unscored: Outcome
     tool_calls: Outcome | None = Field(
-        None, description="Outcome for an answer with tool calls that no rule matched (absent: `unscored`)."
+        None,
+        description="Outcome for an answer whose tool calls (actions, not a structured output) no rule matched"
+        " (absent: routed by confidence, the self-check judging the calls).",
     )
     rules: list[Rule] = Field(default_factory=list)
     on_deadline: dict[str, DeadlineOutcome] = Field(
@@ -294,13 +298,13 @@ class Policy:
                 return Routing(rule.route, rule.tier, f"rule {rule.name!r} matched ({rule.facts()})")
         if calls:
             names = ", ".join(sorted({call.name for call in calls}))
-            malformed = any(call.malformed for call in calls)
-            if malformed or self.spec.tool_calls is None:
-                why = MALFORMED if malformed else "tool calls without a tool_calls outcome"
-                return Routing(self.spec.unscored.route, self.spec.unscored.tier, f"unscored ({why}: {names})")
+            if any(call.malformed for call in calls):
+                return Routing(self.spec.unscored.route, self.spec.unscored.tier, f"unscored ({MALFORMED}: {names})")
             outcome = self.spec.tool_calls
-            target = outcome.tier or "release"
-            return Routing(outcome.route, outcome.tier, f"tool calls ({names}) matched no rule -> {target}")
+            if outcome is not None and not structured_output(request):
+                # An action the operator chose an outcome for; a structured answer is routed like text, below.
+                target = outcome.tier or "release"
+                return Routing(outcome.route, outcome.tier, f"tool calls ({names}) matched no rule -> {target}")
         if confidence is None:
             why = ", ".join(missing) or "no signal"
             return Routing(self.spec.unscored.route, self.spec.unscored.tier, f"unscored ({why})")

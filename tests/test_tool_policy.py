@@ -62,16 +62,46 @@ def test_comparisons_on_request_paths_still_work() -> None:
     assert found.tier == "senior" and "long-wait" in found.reason
 
 
-def test_without_a_tool_calls_outcome_tool_calls_are_unscored() -> None:
-    spec = REFUNDS.replace("tool_calls: {route: release}\n", "")
-    found = routed(spec, answer(call("lookup", {})))
-    assert (found.route, found.tier) == (Route.HOLD, "agent") and "without a tool_calls outcome" in found.reason
+def test_without_a_tool_calls_outcome_tool_calls_are_routed_by_the_judges_confidence() -> None:
+    spec = policy.parse(REFUNDS.replace("tool_calls: {route: release}\n", ""))
+    calls = toolcalls.found(answer(call("lookup", {})))
+    assert spec.route(None, {}, [], calls).route == Route.HOLD  # no verdict: unscored, held
+    assert spec.route(0.95, {}, [], calls).route == Route.RELEASE
+    held = spec.route(0.5, {}, [], calls)
+    assert (held.route, held.tier) == (Route.HOLD, "agent") and "confidence 0.500" in held.reason
 
 
-def test_the_bundled_policy_releases_tool_calls() -> None:
-    assert (
-        routed(policy.load(None).spec.model_dump_json() and _bundled(), answer(call("lookup", {}))).route
-        == Route.RELEASE
+def test_the_bundled_policy_releases_no_tool_call_unscored() -> None:
+    bundled = policy.load(None)
+    calls = toolcalls.found(answer(call("lookup", {})))
+    assert bundled.route(None, {}, [], calls).route == Route.HOLD
+    assert bundled.route(0.5, {}, [], calls).route == Route.HOLD
+    assert bundled.route(0.95, {}, [], calls).route == Route.RELEASE  # the judge was sure
+
+
+STRUCTURED = {"type": "function", "function": {"name": "City", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("tool_choice", [{"type": "function", "function": {"name": "City"}}, "required"])
+def test_a_structured_output_asked_as_a_forced_tool_call_is_an_answer_not_an_action(tool_choice: object) -> None:
+    spec = policy.parse(REFUNDS)  # releases tool calls that no rule names
+    calls = toolcalls.found(answer(call("City", {"name": "Paris", "population": 42})))
+    request = {"tools": [STRUCTURED], "tool_choice": tool_choice}
+    assert toolcalls.structured_output(request)
+    unsure = spec.route(0.1, request, [], calls)
+    assert unsure.route == Route.HOLD and "confidence" in unsure.reason  # routed by confidence, not released
+    assert spec.route(None, request, [], calls).route == Route.HOLD
+    # Two tools, or one not forced: the calls are actions, and the operator's outcome releases them.
+    assert not toolcalls.structured_output({"tools": [STRUCTURED], "tool_choice": "auto"})
+    assert not toolcalls.structured_output({"tools": [STRUCTURED, STRUCTURED], "tool_choice": "required"})
+    assert spec.route(0.1, {"tools": [STRUCTURED]}, [], calls).route == Route.RELEASE
+
+
+def test_the_judge_reads_a_call_with_its_tools_description() -> None:
+    calls = toolcalls.found(answer(call("issue_refund", {"order_id": "42", "amount": 900})))
+    request = {"tools": [{"type": "function", "function": {"name": "issue_refund", "description": "Refund an order."}}]}
+    assert toolcalls.judged(calls, request) == (
+        'Call the tool `issue_refund` (Refund an order.) with the arguments {"order_id": "42", "amount": 900}.'
     )
 
 

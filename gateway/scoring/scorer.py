@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.conversation import toolcalls
 from gateway.conversation.chat import question_of
 from gateway.conversation.upstream import Upstream
 from gateway.scoring.calibrator import Calibrator
@@ -29,12 +30,19 @@ class Scorer:
         self, upstream: Upstream, model: str, body: dict[str, Any], response: dict[str, Any], candidate: str
     ) -> Score:
         score = score_choices(response["choices"])
+        decided_by = ["logprobs"] if score.confidence is not None else []
         if self.selfcheck.wanted(score.confidence) or self.consistency.enabled:
             question = question_of(body.get("messages"))
+            calls = toolcalls.found(response)
+            # A tool call is judged by what it would do, with the tool's description; text as it reads.
+            judged = toolcalls.judged(calls, body) if calls else candidate
             if self.selfcheck.wanted(score.confidence):
-                check = await self.selfcheck.run(model, question, candidate)
+                check = await self.selfcheck.run(model, question, judged)
                 score = with_selfcheck(score, check, self.settings.selfcheck.weight)
+                decided_by += ["selfcheck"] if check.p_yes is not None else []
             if self.consistency.enabled:
                 found = await self.consistency.run(upstream, body, question, candidate)
                 score = with_consistency(score, found, self.settings.consistency.weight)
+                decided_by += ["consistency"] if found.score is not None else []
+        score.signals["decided_by"] = "+".join(decided_by) or "none"  # which signals made the confidence
         return calibrated(score, self.calibrator, self.calibrator_version)

@@ -101,7 +101,7 @@ def test_queue_review_page_and_edit(
         "min token prob",
         "mean top-k entropy",
         "confidence",
-        "default-2@",
+        "default-3@",
     ):
         assert needle in page.text, needle
 

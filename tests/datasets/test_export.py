@@ -44,7 +44,7 @@ async def test_every_decision_is_a_record_with_its_provenance(
     assert (edit["action"], edit["tags"], edit["comment"]) == ("edit", ["wrong-facts"], "wrong city")
     assert (edit["agent"], edit["tier"], edit["kind"]) == (agent[0], "agent", "hold")
     policy = edit["policy_version"]
-    assert policy.startswith("default-2@")  # the bundled policy, and a hash of its text
+    assert policy.startswith("default-3@")  # the bundled policy, and a hash of its text
     assert (edit["model"], edit["policy_version"], edit["calibrator"]) == (MODEL, policy, "default")
     assert edit["upstream_model"] == "gpt-4o-mini" and 0 < edit["confidence"] < 1
     assert edit["signals"]["choices"] and edit["signals"]["formula"]
@@ -281,7 +281,7 @@ async def test_files_and_their_manifest(decided: dict[str, str], database_url: s
     assert on_disk["counts"] == written["counts"] and on_disk["format"] == "kto"
     assert on_disk["filters"] == {"actions": ["edit", "override"]}
     assert on_disk["split"] == {"test_size": 0.5, "seed": "7", "by": "prompt key"}
-    assert on_disk["row_schema"]["label"] == "boolean" and on_disk["versions"]["policies"][0].startswith("default-2@")
+    assert on_disk["row_schema"]["label"] == "boolean" and on_disk["versions"]["policies"][0].startswith("default-3@")
     assert on_disk["cursor"]["next"] >= 6 and on_disk["dropped"] == {"duplicate_prompt": 1}
     assert sum(on_disk["counts"].values()) == 5
     for described in on_disk["files"]:

@@ -206,7 +206,7 @@ def test_written_policy_routes_through_the_stored_calibrator(
     with factories.sync_session(env) as session:
         stored = session.exec(select(Calibration)).one()
     assert written.calibrator == stored.id
-    assert written.spec.version == f"default-2+cal-{stored.id}"
+    assert written.spec.version == f"default-3+cal-{stored.id}"
     release = written.spec.bands[0]
     assert release.route == "release" and release.min == pytest.approx(stored.metrics["by_review_rate"]["threshold"])
     assert target.read_text().startswith("# Written by `hitl calibrate`")
@@ -244,7 +244,7 @@ def test_recalibrated_policy_drops_hold_bands_above_the_new_release() -> None:
     text = policy.recalibrated(current, source, 4, 0.25, "note")
     data = yaml.safe_load(text)
     assert [band["min"] for band in data["bands"]] == [0.25, 0.0]  # the agent band (from 0.30) is gone
-    assert data["calibrator"] == 4 and data["version"] == "default-2+cal-4"
+    assert data["calibrator"] == 4 and data["version"] == "default-3+cal-4"
 
 
 def test_recalibrated_policy_that_would_not_load_is_refused() -> None:

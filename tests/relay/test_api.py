@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -18,6 +20,7 @@ from sqlmodel import select
 from gateway import db
 from gateway.app import create_app
 from gateway.models import Exchange
+from gateway.settings import Settings
 from tests import factories
 from tests.factories import MODEL
 
@@ -61,8 +64,15 @@ def test_client_logprobs_are_trimmed_to_what_it_asked(
 
 
 def test_unknown_fields_tools_and_n_pass_through(
-    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+    make_settings: Callable[..., Settings], tmp_path: Path, api_key: str, upstream: factories.UpstreamMock
 ) -> None:
+    releasing = tmp_path / "policy.yaml"
+    releasing.write_text(factories.REFUNDS)  # `tool_calls: {route: release}`: the operator releases actions
+    with TestClient(create_app(make_settings(policy_path=releasing))) as client:
+        _passes_through(client, api_key, upstream)
+
+
+def _passes_through(client: TestClient, api_key: str, upstream: factories.UpstreamMock) -> None:
     tool_call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
     body = factories.completion_body(None, tool_calls=[tool_call], n=2)
     upstream.answer(body)
@@ -79,7 +89,7 @@ def test_unknown_fields_tools_and_n_pass_through(
     assert upstream_body["tools"] == tools and upstream_body["n"] == 2 and upstream_body["temperature"] == 0.3
     assert upstream_body["some_future_field"] == {"keep": True}
     assert "hitl" not in upstream_body and "stream" not in upstream_body
-    # A tool call has no scored tokens; the bundled policy's `tool_calls` outcome releases it, both choices.
+    # A tool call has no scored tokens; the policy's `tool_calls` outcome releases it, both choices.
     assert result.model_extra["hitl"]["status"] == "released"
     assert [choice.finish_reason for choice in result.choices] == ["tool_calls", "tool_calls"]
     assert all(choice.message.tool_calls[0].function.name == "lookup" for choice in result.choices)

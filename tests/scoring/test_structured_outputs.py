@@ -1,0 +1,84 @@
+"""A structured output asked as a tool call (LangChain's `with_structured_output(method="function_calling")`,
+instructor's TOOLS mode, pydantic-ai's default output) is an answer: with the bundled policy it is scored by the
+self-check judge, which reads the call against the tool's description, and held when the judge is unsure, never
+released unscored. The exchange records which signals made its confidence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, Field
+from sqlmodel import select
+
+from gateway.app import create_app
+from gateway.models import Exchange
+from gateway.settings import SelfCheckSettings, Settings
+from tests import factories
+from tests.factories import MODEL, tool_call
+
+
+class City(BaseModel):
+    """A city and how many live there."""
+
+    name: str
+    population: int = Field(description="Inhabitants.")
+
+
+def judged_by(verdict: float) -> Callable[[httpx.Request], httpx.Response]:
+    """The upstream: asked for a City it calls the City tool; asked to judge, it says Yes with `verdict`."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if "Proposed answer" in str(body["messages"][-1].get("content")):
+            return httpx.Response(200, json=factories.judge_reply(yes=verdict))
+        call = tool_call("City", {"name": "Paris", "population": 42})
+        return httpx.Response(200, json=factories.completion_body(None, logprob=None, tool_calls=[call]))
+
+    return answer
+
+
+@pytest.fixture
+async def gateway(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    # The bundled policy, and the self-check on (the answering model judges itself here).
+    app: FastAPI = create_app(make_settings(selfcheck=SelfCheckSettings(mode="grey_zone")))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as client:
+            yield client
+
+
+def city_model(gateway: httpx.AsyncClient, api_key: str) -> object:
+    llm = ChatOpenAI(
+        base_url="http://testserver/v1", api_key=api_key, model=MODEL, http_async_client=gateway,  # type: ignore[arg-type]
+        max_retries=0, extra_body={"hitl": {"wait": 0}},
+    )  # fmt: skip
+    return llm.with_structured_output(City, method="function_calling")
+
+
+async def test_an_unsure_structured_output_is_held_not_released(
+    gateway: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    upstream.respond(judged_by(0.2))
+    # Held, and past its (zero) wait: a refusal with no tool call, so no object at all, never the unsure one.
+    assert await city_model(gateway, api_key).ainvoke("Biggest French city?") is None  # type: ignore[attr-defined]
+    asked = json.loads(upstream.chat.calls[0].request.content)
+    assert asked["tool_choice"]["function"]["name"] == "City" and len(asked["tools"]) == 1
+    judged = json.loads(upstream.chat.calls[1].request.content)["messages"][-1]["content"]
+    assert "Call the tool `City` (A city and how many live there.)" in judged and '"population": 42' in judged
+    with factories.sync_session(database_url) as session:
+        (exchange,) = session.exec(select(Exchange)).all()
+    assert exchange.status == "held" and exchange.confidence == pytest.approx(0.2, abs=0.01)
+    assert exchange.signals["decided_by"] == "selfcheck" and "confidence 0.2" in exchange.reason
+
+
+async def test_a_structured_output_the_judge_is_sure_of_is_released(
+    gateway: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.respond(judged_by(0.99))
+    city = await city_model(gateway, api_key).ainvoke("Biggest French city?")  # type: ignore[attr-defined]
+    assert city == City(name="Paris", population=42)
