@@ -305,6 +305,22 @@ def completion_body(
 
 
 # A policy that holds big refunds for seniors and wires abroad for agents, and releases other tool calls.
+# A policy that holds every tool call no rule names (tests of held tool calls in each dialect).
+HOLD_TOOL_CALLS = """\
+version: hold-tool-calls
+tiers: [agent, senior]
+bands:
+  - {min: 0.9, route: release}
+  - {min: 0.0, route: hold, tier: agent}
+unscored: {route: hold, tier: agent}
+tool_calls: {route: hold, tier: agent}
+"""
+# The arguments' schema of the refund tool the tests offer, in whichever dialect's tool shape.
+REFUND_PARAMETERS = {
+    "type": "object",
+    "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
+    "required": ["order_id", "amount"],
+}
 REFUNDS = """\
 version: tools-1
 tiers: [agent, senior]

@@ -19,28 +19,15 @@ from fastapi import FastAPI
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests import factories
-from tests.factories import MODEL, tool_call
+from tests.factories import HOLD_TOOL_CALLS, MODEL, REFUND_PARAMETERS, tool_call
 
 CONFIDENT = factories.completion_body("Paris is the capital of France.", logprob=-0.001)
 UNSURE = factories.completion_body("Lyon is the capital of France.", logprob=-1.5)
 REFUND = {
     "name": "issue_refund",
     "description": "Refund an order.",
-    "input_schema": {
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
-        "required": ["order_id", "amount"],
-    },
+    "input_schema": REFUND_PARAMETERS,
 }
-HOLD_TOOL_CALLS = """\
-version: messages-test
-tiers: [agent, senior]
-bands:
-  - {min: 0.9, route: release}
-  - {min: 0.0, route: hold, tier: agent}
-unscored: {route: hold, tier: agent}
-tool_calls: {route: hold, tier: agent}
-"""
 
 
 @pytest.fixture

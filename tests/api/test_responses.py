@@ -25,7 +25,7 @@ from gateway.models import Action, Dialect, Exchange
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests import factories
-from tests.factories import MODEL, tool_call
+from tests.factories import HOLD_TOOL_CALLS, MODEL, REFUND_PARAMETERS, tool_call
 
 CONFIDENT = factories.completion_body("Paris is the capital of France.", logprob=-0.001)
 UNSURE = factories.completion_body("Lyon is the capital of France.", logprob=-1.5)
@@ -33,21 +33,8 @@ REFUND = {
     "type": "function",
     "name": "issue_refund",
     "description": "Refund an order.",
-    "parameters": {
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}},
-        "required": ["order_id", "amount"],
-    },
+    "parameters": REFUND_PARAMETERS,
 }
-HOLD_TOOL_CALLS = """\
-version: responses-test
-tiers: [agent, senior]
-bands:
-  - {min: 0.9, route: release}
-  - {min: 0.0, route: hold, tier: agent}
-unscored: {route: hold, tier: agent}
-tool_calls: {route: hold, tier: agent}
-"""
 
 
 def sdk(client: TestClient | httpx.AsyncClient, key: str) -> Any:

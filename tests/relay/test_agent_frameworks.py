@@ -146,40 +146,27 @@ async def test_openai_agents_runs_a_released_tool_call(
     assert result.final_output == "Done: order 42: ships tomorrow" and upstream.chat.call_count == 2
 
 
+@pytest.mark.parametrize("responses", [False, True], ids=["chat-completions", "responses-default-model"])
 async def test_openai_agents_executes_the_refund_an_agent_edited(
-    database_url: str, gateway: httpx.AsyncClient, api_key: str, senior: tuple[str, str]
-) -> None:
-    set_tracing_disabled(True)
-    executed: list[tuple[str, Any]] = []
-    agent = agent_with_tools(gateway, api_key, executed)
-    run = asyncio.create_task(Runner.run(agent, "I want a refund for order 42."))
-    await edit_when_held(database_url, gateway, senior, {"order_id": "42", "amount": 50})
-    result = await asyncio.wait_for(run, 20)
-    assert executed == [("issue_refund", 50)]  # the edited amount, never the model's 500
-    assert result.final_output == "Done: refunded 50 on order 42"
-
-
-async def test_openai_agents_default_responses_model_executes_the_refund_an_agent_edited(
     database_url: str,
     gateway: httpx.AsyncClient,
     api_key: str,
     senior: tuple[str, str],
     upstream: factories.UpstreamMock,
+    responses: bool,
 ) -> None:
+    """On Chat Completions, and on openai-agents' default model (the Responses API), whose second turn carries
+    the call and its output as function_call and function_call_output items."""
     set_tracing_disabled(True)
     executed: list[tuple[str, Any]] = []
-    agent = agent_with_tools(gateway, api_key, executed, responses=True)
+    agent = agent_with_tools(gateway, api_key, executed, responses=responses)
     run = asyncio.create_task(Runner.run(agent, "I want a refund for order 42."))
     await edit_when_held(database_url, gateway, senior, {"order_id": "42", "amount": 50})
     result = await asyncio.wait_for(run, 20)
     assert executed == [("issue_refund", 50)]  # the edited amount, never the model's 500
     assert result.final_output == "Done: refunded 50 on order 42"
-    # The second turn went through /v1/responses as function_call and function_call_output items.
-    assert upstream.sent()["messages"][-1] == {
-        "role": "tool",
-        "tool_call_id": "call_1",
-        "content": "refunded 50 on order 42",
-    }
+    answered = {"role": "tool", "tool_call_id": "call_1", "content": "refunded 50 on order 42"}
+    assert upstream.sent()["messages"][-1] == answered
 
 
 # --- LangChain ----------------------------------------------------------------------------------------------
