@@ -20,10 +20,6 @@ from gateway.errors import InvalidRequest
 PREFIX = "resp_"
 # Chat-completions fields with the same name and meaning in a Responses request, passed as they are.
 _SAME = ("model", "temperature", "top_p", "metadata", "parallel_tool_calls", "user", "stream", "hitl", "top_logprobs")
-# Responses fields the gateway reads itself, or that ask nothing of the answering model.
-_HANDLED = {*_SAME, "input", "instructions", "tools", "tool_choice", "text", "max_output_tokens", "store",
-            "previous_response_id", "include", "background", "stream_options", "truncation", "reasoning",
-            "service_tier", "prompt_cache_key", "safety_identifier"}  # fmt: skip
 _REFUSED = {"conversation": "server-side conversations", "prompt": "stored prompts"}
 LOGPROBS = "message.output_text.logprobs"
 
@@ -151,8 +147,9 @@ def to_chat(body: dict[str, Any], earlier: list[dict[str, Any]] | None = None) -
     for name, what in _REFUSED.items():
         if body.get(name) is not None:
             raise _bad(f"{what.capitalize()} (`{name}`) are not supported by this gateway.", name)
+    # Only what translates: a Responses-only field (`reasoning`, `truncation`, `max_tool_calls`, ...) means nothing
+    # to an upstream that speaks chat completions, which would refuse the whole request for it.
     chat: dict[str, Any] = {key: body[key] for key in _SAME if key in body}
-    chat.update({key: value for key, value in body.items() if key not in _HANDLED and key not in _REFUSED})
     messages = list(earlier or [])
     if body.get("instructions"):
         # Instructions are not carried over from a previous response: each request states its own.

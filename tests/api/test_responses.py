@@ -337,3 +337,16 @@ def test_a_resumed_stream_of_a_held_response_waits_for_the_decision(
     client.portal.call(factories.decide_as, runtime, senior[0], review_id, Action.EDIT, "Rome.")  # type: ignore[union-attr]
     reading.join(10)
     assert [event.delta for event in got if event.type == "response.output_text.delta"] == ["Rome."]
+
+
+def test_responses_only_fields_do_not_reach_a_chat_upstream(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.answer(CONFIDENT)
+    sdk(client, api_key).responses.create(
+        model=MODEL, input="Capital?", store=True, truncation="auto", max_tool_calls=2,
+        reasoning={"effort": "low"}, include=["message.output_text.logprobs"], top_logprobs=3,
+    )  # fmt: skip
+    sent = upstream.sent()
+    assert not {"store", "truncation", "max_tool_calls", "reasoning", "include", "input"} & sent.keys()
+    assert sent["logprobs"] is True and sent["top_logprobs"] >= 3  # what the client asked for, translated
