@@ -9,6 +9,7 @@
     ├── ReviewPending                 504 review_pending (the wait ran out and the tier answers with an error)
     ├── Forbidden                     403 permission_error
     ├── RateLimited                   429 rate_limit_error (the upstream's)
+    ├── StorageUnavailable            503 storage_unavailable (the database is down or full; retry later)
     └── UpstreamError                 502 upstream_error
         └── UpstreamTimeout           504 upstream_timeout
 
@@ -18,12 +19,15 @@ Every /v1 response that is not a success is `{"error": {"message", "type", "para
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -138,6 +142,19 @@ class RateLimited(GatewayError):
         return {"retry-after": self.retry_after} if self.retry_after else {}
 
 
+class StorageUnavailable(GatewayError):
+    """The database did not answer or refused a write (down, restarting, disk full): nothing was wrongly done and
+    the same request may well work in a moment, so the client is told when to come back."""
+
+    status_code = 503
+    type = "api_error"
+    code = "storage_unavailable"
+    RETRY_AFTER = "5"
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": self.RETRY_AFTER}
+
+
 class UpstreamError(GatewayError):
     status_code = 502
     type = "upstream_error"
@@ -203,6 +220,12 @@ def install(app: FastAPI, shapes: dict[str, Shape] | None = None, served: str = 
             error.message = f"Unknown path {request.url.path}. This gateway serves {served}."
         return shaped(error, request)
 
+    async def on_storage_error(request: Request, exc: Exception) -> Response:
+        # Handled here, not as an unexpected error: one line, no traceback, and the client's kept-alive connection
+        # stays open (an unhandled error closes it, and the client's next request fails too).
+        log.warning("storage_unavailable route=%s error=%s", _route(request), type(exc).__name__)
+        return shaped(StorageUnavailable("The gateway's database is unavailable; retry shortly."), request)
+
     async def on_client_gone(request: Request, exc: Exception) -> Response:
         # The client hung up before its request had arrived whole: nothing of the gateway's failed, nothing was
         # asked of the upstream. One line, not a traceback; the response goes nowhere (499, nginx's name for it).
@@ -222,4 +245,8 @@ def install(app: FastAPI, shapes: dict[str, Shape] | None = None, served: str = 
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(ClientDisconnect, on_client_gone)
+    # What a database that is down or full raises (SQLAlchemy's, and psycopg's own on the INSERT path).
+    app.add_exception_handler(OperationalError, on_storage_error)
+    app.add_exception_handler(psycopg.OperationalError, on_storage_error)
+    app.add_exception_handler(sqlite3.OperationalError, on_storage_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -20,6 +20,7 @@ UPSTREAM_TOP_LOGPROBS = 5
 # below it; the JSON encoders downstream (upstream call, storage) give out somewhere past 250.
 MAX_DEPTH = 128
 HITL_WAIT_HEADER = "x-hitl-wait"
+MAX_MODEL_NAME = 256
 
 
 class Message(BaseModel):
@@ -46,7 +47,9 @@ class HitlOptions(BaseModel):
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    model: str = Field(min_length=1)
+    # Stored and indexed with the exchange: a longer name is refused before the upstream is asked (PostgreSQL's
+    # index rows have a size limit; a 3,000-character name once failed after the upstream had answered).
+    model: str = Field(min_length=1, max_length=MAX_MODEL_NAME)
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
