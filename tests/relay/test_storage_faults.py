@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
+import httpx
 import psycopg
 import pytest
 import sqlalchemy.exc
@@ -64,3 +65,26 @@ def test_a_model_name_too_long_to_store_is_refused_before_the_upstream_is_asked(
     refused = client.post("/v1/chat/completions", json=question, headers={"Authorization": f"Bearer {api_key}"})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
     assert not upstream.chat.called
+
+
+def test_the_clients_connection_stays_open_after_a_503(
+    app: FastAPI, api_key: str, upstream: factories.UpstreamMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream.answer(CONFIDENT)
+    upstream.pass_loopback()
+    with factories.serving(app) as base:
+        runtime: Runtime = app.state.runtime
+        real = runtime.relay.inserts.one
+
+        async def failing_once(*args: object) -> None:
+            monkeypatch.setattr(runtime.relay.inserts, "one", real)
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(runtime.relay.inserts, "one", failing_once)
+        question = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}]}
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {api_key}"}) as client:
+            first = client.post("/v1/chat/completions", json=question)
+            second = client.post("/v1/chat/completions", json=question)
+            opened = [first.extensions["network_stream"], second.extensions["network_stream"]]
+    assert (first.status_code, second.status_code) == (503, 200)
+    assert first.headers.get("connection") != "close" and opened[0] is opened[1]  # the same kept-alive connection
