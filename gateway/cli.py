@@ -164,6 +164,7 @@ def serve(
     typer.echo(f"hitl-gateway on {base}")
     typer.echo(f"  Console:            {base}/console/")
     typer.echo(f"  OpenAI base URL:    {base}/v1")
+    typer.echo(f"  Anthropic base URL: {base}")
     for line in first_run:
         typer.echo(line)
     if not first_run:
