@@ -207,8 +207,16 @@ class GatewayProcess:
                 self.process.kill()
                 self.process.wait(10)
         self._signal_group(signal.SIGKILL)  # a worker the parent did not take down with it
+        until(self._group_gone, 10, "the server's process group to end")
         GatewayProcess.running.discard(self)
         self._log.close()
+
+    def _group_gone(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
     def _signal_group(self, sent: signal.Signals) -> None:
         try:
