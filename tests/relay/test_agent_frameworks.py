@@ -197,31 +197,16 @@ def chat_model(gateway: httpx.AsyncClient, api_key: str, wait: float = 10, respo
     )
 
 
+@pytest.mark.parametrize("responses", [False, True], ids=["chat-completions", "responses-api"])
 async def test_langchain_bind_tools_released_and_held(
-    database_url: str, gateway: httpx.AsyncClient, api_key: str, senior: tuple[str, str]
+    database_url: str, gateway: httpx.AsyncClient, api_key: str, senior: tuple[str, str], responses: bool
 ) -> None:
-    llm = chat_model(gateway, api_key).bind_tools([issue_refund, lookup_order])
+    """On Chat Completions, and with `use_responses_api=True`."""
+    llm = chat_model(gateway, api_key, responses=responses).bind_tools([issue_refund, lookup_order])
     released = await llm.ainvoke("Where is order 42?")
     assert [(call["name"], call["args"], call["id"]) for call in released.tool_calls] == [
         ("lookup_order", {"order_id": "42"}, "call_1")
     ]
-    assert released.response_metadata["headers"]["x-hitl-status"] == "released"
-
-    held = asyncio.create_task(llm.ainvoke("Refund order 42, please."))
-    await edit_when_held(database_url, gateway, senior, {"order_id": "42", "amount": 50})
-    edited = await asyncio.wait_for(held, 20)
-    assert [(call["name"], call["args"]) for call in edited.tool_calls] == [
-        ("issue_refund", {"order_id": "42", "amount": 50})
-    ]
-    assert edited.response_metadata["headers"]["x-hitl-status"] == "edited"
-
-
-async def test_langchain_on_the_responses_api_bind_tools_released_and_held(
-    database_url: str, gateway: httpx.AsyncClient, api_key: str, senior: tuple[str, str]
-) -> None:
-    llm = chat_model(gateway, api_key, responses=True).bind_tools([issue_refund, lookup_order])
-    released = await llm.ainvoke("Where is order 42?")
-    assert [(call["name"], call["args"]) for call in released.tool_calls] == [("lookup_order", {"order_id": "42"})]
     assert released.response_metadata["headers"]["x-hitl-status"] == "released"
 
     held = asyncio.create_task(llm.ainvoke("Refund order 42, please."))
