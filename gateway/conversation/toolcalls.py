@@ -14,6 +14,7 @@ is an answer, not an action: it is routed by confidence like text, never by the 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +77,7 @@ def structured_output(request: dict[str, Any]) -> bool:
     return name is not None and forced == name
 
 
-def judged(calls: list[ToolCall], request: dict[str, Any]) -> str:
+def judged(calls: Sequence[ToolCall], request: dict[str, Any]) -> str:
     """The calls as the self-check judge reads them: what each would do, with the tool's own description."""
     described = {}
     for tool in request.get("tools") or []:

@@ -113,10 +113,11 @@ class Relay:
             raise  # the client gets the same OpenAI-shaped error as before
         upstream_ms = _since(started)
         self.metrics.upstream_seconds.labels(measured).observe(upstream_ms / 1000)
-        scoring = time.perf_counter()
-        score = await self.scorer.score(upstream, chat.model, asked, response, answers.candidate_text(response))
-        self.metrics.scoring_seconds.observe(time.perf_counter() - scoring)
         calls = toolcalls.found(response)
+        scoring = time.perf_counter()
+        candidate_text = answers.candidate_text(response)
+        score = await self.scorer.score(upstream, chat.model, asked, response, candidate_text, calls)
+        self.metrics.scoring_seconds.observe(time.perf_counter() - scoring)
         if any(call.malformed for call in calls):
             score.signals["missing"] = sorted({*score.signals["missing"], toolcalls.MALFORMED})
         routing = self.policy.route(score.confidence, raw, score.signals["missing"], calls)

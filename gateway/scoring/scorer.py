@@ -3,6 +3,7 @@ are wanted, then the calibrator the policy names (or the documented default form
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +28,19 @@ class Scorer:
     calibrator_version: str = DEFAULT_CALIBRATOR
 
     async def score(
-        self, upstream: Upstream, model: str, body: dict[str, Any], response: dict[str, Any], candidate: str
+        self,
+        upstream: Upstream,
+        model: str,
+        body: dict[str, Any],
+        response: dict[str, Any],
+        candidate: str,
+        calls: Sequence[toolcalls.ToolCall] = (),
     ) -> Score:
+        """`calls` are the candidate's tool calls, as the relay parsed them for the policy."""
         score = score_choices(response["choices"])
         decided_by = ["logprobs"] if score.confidence is not None else []
         if self.selfcheck.wanted(score.confidence) or self.consistency.enabled:
             question = question_of(body.get("messages"))
-            calls = toolcalls.found(response)
             # A tool call is judged by what it would do, with the tool's description; text as it reads.
             judged = toolcalls.judged(calls, body) if calls else candidate
             if self.selfcheck.wanted(score.confidence):
