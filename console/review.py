@@ -3,8 +3,6 @@ client's wait, the audit trail; the claim that comes with opening it; and the de
 
 from __future__ import annotations
 
-import difflib
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -18,30 +16,12 @@ from gateway.deps import DeskDep, RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest
 from gateway.models import Action, Agent, ReviewStatus
 from gateway.prompt_templates import canned_responses
-from gateway.review import explanations
+from gateway.review import diffs, explanations
 from gateway.review.decisions import REASON_TAGS
 from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/console/reviews", include_in_schema=False)
-
-_WORDS = re.compile(r"\s+|[^\s]+")
-
-
-def diff_segments(before: str, after: str) -> list[tuple[str, str]]:
-    """A word-level inline diff as (`same` | `del` | `ins`, text) segments; the template escapes the text."""
-    old, new = _WORDS.findall(before), _WORDS.findall(after)
-    segments: list[tuple[str, str]] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
-        if op == "equal":
-            segments.append(("same", "".join(old[i1:i2])))
-            continue
-        if i2 > i1:
-            segments.append(("del", "".join(old[i1:i2])))
-        if j2 > j1:
-            segments.append(("ins", "".join(new[j1:j2])))
-    return segments
-
 
 async def _context(
     desk: ReviewDesk, runtime: Runtime, review_id: str, agent: Agent, claim_error: str | None = None
@@ -129,7 +109,7 @@ async def preview_diff(
     text: Annotated[str, Form(max_length=100_000)] = "",
 ) -> Response:
     context = await _context(desk, runtime, review_id, agent)
-    context["segments"] = diff_segments(context["exchange"].candidate_text, text)
+    context["segments"] = diffs.segments(context["exchange"].candidate_text, text)
     return render(request, "partials/_diff.html", context)
 
 

@@ -13,7 +13,6 @@ client received.
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +39,7 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
 )
-from gateway.review import tool_edits
+from gateway.review import diffs, tool_edits
 from gateway.review.guard import guarded_update
 from gateway.review.tiers import Tiers
 from gateway.webhooks import events
@@ -198,7 +197,7 @@ async def decide(
         session.add(pair)
     detail: dict[str, object] = {"action": str(action), "decision_id": decision.id, "tags": tags}
     if action != Action.APPROVE:
-        detail["diff"] = _diff(exchange.candidate_text, final.text)
+        detail["diff"] = diffs.unified(exchange.candidate_text, final.text)
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.DECIDED, agent_id=agent.id, detail=detail, at=now))
     if not audit:
         completion = answers.delivered(
@@ -249,8 +248,3 @@ async def escalate(
     await session.refresh(review)
     return Decided(decision=decision, exchange=exchange, review=review, pair=None)
 
-
-def _diff(before: str, after: str) -> str:
-    """A unified diff for the audit trail: what the agent changed."""
-    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), "candidate", "sent", lineterm="", n=1)
-    return "\n".join(lines)
