@@ -116,13 +116,14 @@ def import_cost(module: str) -> tuple[float, set[str]]:
     return min(runs, key=lambda run: run[0])
 
 
-def test_the_app_and_the_cli_import_in_well_under_a_second() -> None:
+def test_the_app_and_the_cli_import_in_little_more_than_their_frameworks() -> None:
     """`hitl serve --workers N` imports the CLI and then the app in every worker before it can answer uvicorn's
     health check: they once took 9.4 s on a loaded machine (litellm's client library, the export's and the learning
-    loop's at import). Budgeted in CPU seconds, which a busy machine inflates far less than wall time, and against
-    the frameworks' own import in the same run."""
+    loop's at import). Budgeted in CPU seconds, which a busy machine inflates far less than wall time, as a ratio to
+    the frameworks' own import in the same run (seconds alone differ from one machine to the next: 0.85 s here,
+    1.35 s there, for the same code)."""
     frameworks, _ = import_cost(FRAMEWORKS)
-    for module, budget in (("gateway.app", 1.0), ("gateway.cli", 0.6)):
+    for module, ratio in (("gateway.app", 2.0), ("gateway.cli", 1.0)):
         spent, imported = import_cost(module)
         assert not imported & NOT_AT_START, (module, imported & NOT_AT_START)
-        assert spent < budget and spent < 2 * frameworks, (module, spent, frameworks)
+        assert spent < ratio * frameworks, (module, spent, frameworks)
