@@ -42,11 +42,18 @@ def missing_in_words(code: str) -> str:
     return MISSING.get(code, code)
 
 
+def _confidence(exchange: Exchange, said: float) -> float:
+    """The exchange's confidence, which every page shows; the routing reason keeps it to three decimals only
+    (0.365 said 36% where the signals said 37%)."""
+    return exchange.confidence if exchange.confidence is not None else said
+
+
 def why_held(exchange: Exchange) -> str:
     """The routing reason as an agent would say it, e.g. "Unsure: 41% confident (agents review 30% to 92%)"."""
     reason = exchange.reason or ""
     if found := _BAND.match(reason):
         value, low, high = (float(found[name]) for name in ("value", "low", "high"))
+        value = _confidence(exchange, value)
         return f"Unsure: {_percent(value)} confident ({found['tier']} tier reviews {_percent(low)} to {_percent(high)})"
     if found := _RULE.match(reason):
         return f"Held by the rule “{found['name']}” ({found['facts']})"
@@ -62,7 +69,7 @@ def why_held_briefly(exchange: Exchange) -> str:
     """The same in a few words, for a queue column: "Unsure, 41%", "Rule “high-stakes”", "Calls issue_refund"."""
     reason = exchange.reason or ""
     if found := _BAND.match(reason):
-        return f"Unsure, {_percent(float(found['value']))}"
+        return f"Unsure, {_percent(_confidence(exchange, float(found['value'])))}"
     if found := _RULE.match(reason):
         return f"Rule “{found['name']}”"
     if found := _TOOLS.match(reason):

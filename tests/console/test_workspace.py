@@ -159,6 +159,14 @@ def test_why_held_in_words(reason: str, said: str) -> None:
     assert explanations.why_held(exchange_with(reason, {})).startswith(said)
 
 
+def test_the_confidence_is_one_number_everywhere() -> None:
+    """The routing reason keeps three decimals: 0.3654 is 37% in the header, the queue and the signals alike."""
+    exchange = exchange_with("confidence 0.365 in [0.3, 0.92) -> agent", {}, confidence=0.3654)
+    assert explanations.why_held(exchange).startswith("Unsure: 37% confident")
+    assert explanations.why_held_briefly(exchange) == "Unsure, 37%"
+    assert "Overall confidence: 37%." in explanations.sentences(exchange)
+
+
 def test_signals_as_sentences() -> None:
     tokens = [factories.token(word, logprob, []) for word, logprob in (("Paris", -0.01), (" is", -1.2), (" big", -2.5))]
     response = {"choices": [{"message": {"content": "Paris is big"}, "logprobs": {"content": tokens}}]}
