@@ -70,7 +70,12 @@ class LocalModelSettings(BaseModel):
     name: str = Field("smollm2", description="Model name clients use for the bundled model.")
     max_tokens: int = Field(128, gt=0, description="Default `max_tokens` for the bundled model.")
     n_ctx: int = Field(2048, gt=0, description="Context window given to llama.cpp.")
-    threads: int | None = Field(None, description="CPU threads for llama.cpp (default: all cores).")
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads for llama.cpp (default: every core this process may use but one, so the web"
+        " server and the console stay responsive while the model generates).",
+    )
 
 
 class SelfCheckSettings(BaseModel):

