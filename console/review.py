@@ -23,6 +23,7 @@ from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/console/reviews", include_in_schema=False)
 
+
 async def _context(
     desk: ReviewDesk, runtime: Runtime, review_id: str, agent: Agent, claim_error: str | None = None
 ) -> dict[str, Any]:
@@ -109,7 +110,8 @@ async def preview_diff(
     text: Annotated[str, Form(max_length=100_000)] = "",
 ) -> Response:
     context = await _context(desk, runtime, review_id, agent)
-    context["segments"] = diffs.segments(context["exchange"].candidate_text, text)
+    before = context["exchange"].candidate_text
+    context["segments"] = await desk.sandbox.run(diffs.segments, before, text, what="The diff preview")
     return render(request, "partials/_diff.html", context)
 
 
@@ -129,7 +131,7 @@ async def decide(
     arguments: Annotated[list[Annotated[str, StringConstraints(max_length=100_000)]] | None, Form()] = None,
 ) -> Response:
     """One decision. A held tool call's editor sends each call's id (`call`) with its arguments (`arguments`),
-    in the same order; they count only for an edit."""
+    in the same order; they count for an edit, and an approval is refused while they differ from the model's."""
     if action == Action.OVERRIDE and canned is not None and not (text or "").strip():
         # Choosing a canned response fills the answer box; the text sent wins (the agent may have adapted it).
         _, responses = canned_responses()
@@ -145,7 +147,7 @@ async def decide(
             agent,
             action,
             text=text,
-            arguments=drafts if action == Action.EDIT and drafts else None,
+            arguments=drafts if action in (Action.APPROVE, Action.EDIT) and drafts else None,
             comment=comment,
             tags=tags or [],
         )

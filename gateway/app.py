@@ -30,6 +30,7 @@ from gateway.relay.service import Relay
 from gateway.requestid import RequestIdMiddleware
 from gateway.review.desk import ReviewDesk
 from gateway.review.logins import LoginLimits
+from gateway.review.sandbox import Sandbox
 from gateway.review.tiers import Tiers
 from gateway.runtime import Runtime
 from gateway.scoring.consistency import ConsistencyChecker
@@ -105,6 +106,8 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
             if calibrator is not None:
                 scorer.calibrator, scorer.calibrator_version = calibrator.calibrator, calibrator.version
             holds = HoldHub(sessions, settings.hold.poll_interval, metrics)
+            sandbox = Sandbox(settings.check_seconds)
+            stack.callback(sandbox.close)
             desk = ReviewDesk(
                 sessions=sessions,
                 holds=holds,
@@ -112,6 +115,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 lease=settings.claim_lease,
                 clock=clock,
                 logins=LoginLimits(settings.login_max_failures, settings.login_window),
+                sandbox=sandbox,
                 policy_sla=dict(routing.spec.sla),
                 metrics=metrics,
             )

@@ -167,6 +167,12 @@ class Settings(BaseSettings):
         5, gt=0, description="Failed logins per username (x4 per address) before logins are refused for a while."
     )
     login_window: float = Field(900.0, gt=0, description="Seconds failed logins are counted over, and locked out.")
+    check_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds the review desk gives one check of an agent's edit against the request's schema (or"
+        " one diff preview) in its sandbox process; past it the check is stopped and the edit refused, not sent.",
+    )
     key_cache_seconds: float = Field(
         5.0,
         ge=0,

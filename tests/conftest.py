@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from gateway import db
 from gateway.app import create_app
 from gateway.models import Role
+from gateway.review.sandbox import Sandbox
 from gateway.runtime import Runtime
 from gateway.settings import (
     AuditSettings,
@@ -43,6 +44,14 @@ def _reset_postgres(url: str) -> None:
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"))
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """The review desk's sandbox, as the app makes it (one worker process, started on first use)."""
+    made = Sandbox(seconds=10.0)  # the limit a loaded machine needs for honest work; tests of the limit make their own
+    yield made
+    made.close()
 
 
 @pytest.fixture

@@ -39,8 +39,9 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
 )
-from gateway.review import diffs, tool_edits
+from gateway.review import diffs, structured_edits, tool_edits
 from gateway.review.guard import guarded_update
+from gateway.review.sandbox import Sandbox, TooSlow
 from gateway.review.tiers import Tiers
 from gateway.webhooks import events
 from gateway.webhooks.events import EventType
@@ -59,38 +60,79 @@ class Decided:
 
 @dataclass(frozen=True)
 class _Final:
-    """What the client receives: text, or (an edit of a held tool call) the calls with the agent's arguments."""
+    """What the client receives: text, or (an edit of a held tool call) the calls with the agent's arguments;
+    and what the decision is (an edit that changes nothing is an approval)."""
 
+    action: Action
     text: str
     tool_calls: list[dict[str, Any]] | None = None
 
 
-def _final(action: Action, text: str | None, arguments: dict[str, str] | None, exchange: Exchange) -> _Final:
+def normalized(text: str) -> str:
+    """Line endings as `\n`: a browser sends a form's text with `\r\n`, which would otherwise reach the client
+    and the training data."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _same_words(left: str, right: str) -> bool:
+    """Equal once whitespace is normalized: such an edit changes nothing the client reads."""
+    return left.split() == right.split()
+
+
+async def _final(
+    action: Action, text: str | None, arguments: dict[str, str] | None, exchange: Exchange, sandbox: Sandbox
+) -> _Final:
     calls = tool_edits.candidate_calls(exchange.response)
-    if arguments is not None and (action != Action.EDIT or not calls):
+    candidate = exchange.candidate_text
+    text = None if text is None else normalized(text)
+    if arguments is not None and (action not in (Action.APPROVE, Action.EDIT) or not calls):
         raise InvalidRequest("Only an edit of an answer with tool calls takes tool-call arguments.", param="arguments")
+    if action == Action.APPROVE:
+        _nothing_lost(text, arguments, calls, candidate)
+        return _Final(Action.APPROVE, candidate)
     if action == Action.EDIT and calls:
         if arguments is None:
             raise InvalidRequest(
                 "An edit of a tool call changes its arguments; to answer with text instead, override.",
                 param="arguments",
             )
-        edited = tool_edits.edited(exchange.request, exchange.response, arguments)
+        edited = await tool_edits.edited(exchange.request, exchange.response, arguments, sandbox)
         if tool_edits.same_calls(edited, calls):
-            raise InvalidRequest("The edit changes nothing: approve the tool calls instead.", param="arguments")
-        return _Final(json.dumps(edited, indent=2, ensure_ascii=False), edited)
-    return _Final(_final_text(action, text, exchange.candidate_text))
-
-
-def _final_text(action: Action, text: str | None, candidate: str) -> str:
-    if action == Action.APPROVE:
-        return candidate
+            return _Final(Action.APPROVE, candidate)
+        return _Final(Action.EDIT, json.dumps(edited, indent=2, ensure_ascii=False), edited)
     if text is None or not text.strip():
         raise InvalidRequest(f"An {action} needs the text the client should receive.", param="text")
-    if text.strip() == candidate.strip():
-        # A pair whose chosen and rejected answers are the same teaches a model nothing.
-        raise InvalidRequest(f"The {action} changes nothing: approve the answer instead.", param="text")
-    return text
+    if not calls and _same_words(text, candidate):
+        # The same answer: an approval (a pair whose chosen and rejected answers agree teaches a model nothing).
+        return _Final(Action.APPROVE, candidate)
+    await structured_edits.check(exchange.request, text, sandbox)
+    return _Final(action, text)
+
+
+def _nothing_lost(
+    text: str | None, arguments: dict[str, str] | None, calls: list[dict[str, Any]], candidate: str
+) -> None:
+    """An approval sends the candidate as it is: refused while the agent's drafts say otherwise, so nothing typed
+    is thrown away without a word."""
+    if calls:
+        if text is not None and text.strip():
+            raise InvalidRequest(
+                'You wrote a text answer: send it with "Answer with text", or clear it to approve the calls.',
+                param="text",
+            )
+        changed = tool_edits.changed(calls, arguments or {})
+        if changed:
+            raise InvalidRequest(
+                f"You changed the arguments of {changed[0]}: send them as an edit, or undo the change to approve"
+                " the calls as the model made them.",
+                param="arguments",
+            )
+    elif text is not None and text.strip() and not _same_words(text, candidate):
+        raise InvalidRequest(
+            'The answer box holds changes that "Approve unchanged" would throw away: send them as an edit,'
+            " or undo them to approve.",
+            param="text",
+        )
 
 
 def _assistant(content: Any, tool_calls: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -130,6 +172,7 @@ async def decide(
     session: AsyncSession,
     tiers: Tiers,
     now: datetime,
+    sandbox: Sandbox,
     *,
     review_id: str,
     agent: Agent,
@@ -141,14 +184,17 @@ async def decide(
 ) -> Decided:
     """Approve, edit or override a review and commit; waking its waiters is the caller's next step.
 
-    An edit of an answer with tool calls takes `arguments` (call id -> the agent's JSON) instead of `text`."""
+    An edit of an answer with tool calls takes `arguments` (call id -> the agent's JSON) instead of `text`; an
+    approval takes the agent's drafts, if any, to refuse when they differ from what it would send. Text is stored
+    with `\n` line endings; an edit or override identical to the candidate is stored as an approval."""
     assert agent.id is not None
     if action not in DECIDED_STATUS:
         raise InvalidRequest(f"{action!r} is not a decision that closes a review.", param="action")
     tags = _checked_tags(tags or [])
     review, exchange = await _reviewed(session, review_id, agent, tiers)
     audit = review.kind == ReviewKind.AUDIT
-    final = _final(action, text, arguments, exchange)
+    final = await _final(action, text, arguments, exchange, sandbox)
+    action = final.action
     values = {"status": ReviewStatus.DECIDED, "decided_at": now, "claimed_by": None, "claim_expires_at": None}
     # The kind as read: a hold whose client got the candidate at its deadline meanwhile is an audit now.
     await guarded_update(session, review_id, agent.id, now, values, col(Review.kind) == review.kind)
@@ -197,7 +243,7 @@ async def decide(
         session.add(pair)
     detail: dict[str, object] = {"action": str(action), "decision_id": decision.id, "tags": tags}
     if action != Action.APPROVE:
-        detail["diff"] = diffs.unified(exchange.candidate_text, final.text)
+        detail["diff"] = await _trail_diff(exchange.candidate_text, final.text, sandbox)
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.DECIDED, agent_id=agent.id, detail=detail, at=now))
     if not audit:
         completion = answers.delivered(
@@ -248,3 +294,11 @@ async def escalate(
     await session.refresh(review)
     return Decided(decision=decision, exchange=exchange, review=review, pair=None)
 
+
+async def _trail_diff(before: str, after: str, sandbox: Sandbox) -> str:
+    """The audit trail's diff of what the agent changed; a note instead when it would take too long to make (the
+    decision stands either way: the trail keeps what was sent)."""
+    try:
+        return await sandbox.run(diffs.unified, before, after, what="The trail's diff")
+    except TooSlow:
+        return f"(no diff: it took longer than {sandbox.seconds:g} s to compute)"

@@ -25,6 +25,7 @@ from gateway.review.history import HistoryFilter, HistoryRow
 from gateway.review.logins import LoginLimits
 from gateway.review.queue import QueueFilter, QueueView
 from gateway.review.record import ReviewRecord
+from gateway.review.sandbox import Sandbox
 from gateway.review.tiers import Tiers
 
 
@@ -43,6 +44,7 @@ class ReviewDesk:
     lease: float  # seconds a claim lasts unless renewed
     clock: Clock
     logins: LoginLimits
+    sandbox: Sandbox  # where checks of an edit against the request's schemas, and diffs, run with a time limit
     policy_sla: dict[str, float] = field(default_factory=dict)  # tier -> target wait in seconds
     metrics: Metrics | None = None
 
@@ -110,6 +112,7 @@ class ReviewDesk:
                 session,
                 self.tiers,
                 self.clock.now(),
+                self.sandbox,
                 review_id=review_id,
                 agent=agent,
                 action=action,
@@ -122,7 +125,7 @@ class ReviewDesk:
             self.holds.notify(review_id, decided.exchange)
             await session.refresh(decided.review)
         if self.metrics is not None:
-            self.metrics.decisions.labels(action.value).inc()
+            self.metrics.decisions.labels(decided.decision.action.value).inc()
             waited = (decided.decision.created_at - decided.review.created_at).total_seconds()
             self.metrics.time_to_decision.observe(max(waited, 0.0))
         return decided

@@ -2,8 +2,9 @@
 is sent.
 
 Each call's new arguments must be a JSON object that meets the JSON schema the request declared for that tool
-(`tools[].function.parameters`, or the legacy `functions[].parameters`). A schema that is not valid JSON Schema
-is not held against the agent: the arguments are then only checked to be an object. The calls keep their ids,
+(`tools[].function.parameters`, or the legacy `functions[].parameters`), checked in the sandbox (`schemas.py`
+says how). A schema that cannot be used is not held against the agent: the arguments are then only checked to
+be an object. The calls keep their ids,
 so the client's agent loop matches each tool result to the call it made.
 """
 
@@ -14,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import InvalidRequest
-
-# Longest part of a validation message shown to the agent: jsonschema quotes the offending value in full.
-_SHOWN = 300
+from gateway.review import schemas
+from gateway.review.sandbox import Sandbox
 
 
 @dataclass(frozen=True)
@@ -61,71 +61,79 @@ def _pretty(raw: Any) -> str:
 
 
 def forms(request: dict[str, Any], response: dict[str, Any]) -> list[CallForm]:
-    schemas = _schemas(request)
+    declared = _schemas(request)
     return [
         CallForm(
             id=str(call.get("id", "")),
             name=_name(call),
             arguments=_pretty((call.get("function") or {}).get("arguments")),
-            schema=json.dumps(schemas[_name(call)], indent=2) if schemas.get(_name(call)) is not None else None,
+            schema=json.dumps(declared[_name(call)], indent=2) if declared.get(_name(call)) is not None else None,
         )
         for call in candidate_calls(response)
     ]
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
-
-
-def _checked(call: dict[str, Any], raw: str, schema: Any) -> dict[str, Any]:
-    """The agent's arguments for `call`, parsed and checked against the tool's schema."""
-    label = f"{_name(call)} ({call.get('id', '')})"
+def _parsed(call: dict[str, Any], raw: str) -> dict[str, Any]:
+    """The agent's arguments for `call`, parsed: they must be a JSON object."""
     try:
         arguments = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"The arguments of {label} are not valid JSON: {exc}.", param="arguments") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"The arguments of {_label(call)} are not valid JSON: {exc}.", param="arguments") from None
     if not isinstance(arguments, dict):
-        raise InvalidRequest(f"The arguments of {label} must be a JSON object.", param="arguments")
-    if not isinstance(schema, dict):
-        return arguments
-    # Imported on the first edit of a tool call, not when the app starts (it is a twentieth of the import time).
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-    from jsonschema.validators import validator_for
-
-    validator_class = validator_for(schema, default=Draft202012Validator)
-    try:
-        validator_class.check_schema(schema)
-    except SchemaError:
-        return arguments  # the request's own schema is broken; the agent is not to blame for it
-    error = next(iter(sorted(validator_class(schema).iter_errors(arguments), key=lambda e: list(e.path))), None)
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise InvalidRequest(
-            f"The arguments of {label} do not match the tool's schema at {where}: {_short(error.message)}.",
-            param="arguments",
-        )
+        raise InvalidRequest(f"The arguments of {_label(call)} must be a JSON object.", param="arguments")
     return arguments
 
 
-def edited(request: dict[str, Any], response: dict[str, Any], arguments: dict[str, str]) -> list[dict[str, Any]]:
-    """The candidate's tool calls with the agent's arguments (call id -> JSON text), each checked; a call the
-    agent sent no arguments for keeps the model's. `InvalidRequest` names the first call that fails."""
+def _label(call: dict[str, Any]) -> str:
+    return f"{_name(call)} ({call.get('id', '')})"
+
+
+async def edited(
+    request: dict[str, Any], response: dict[str, Any], arguments: dict[str, str], sandbox: Sandbox
+) -> list[dict[str, Any]]:
+    """The candidate's tool calls with the agent's arguments (call id -> JSON text), each checked against its
+    tool's schema in the sandbox; a call the agent sent no arguments for keeps the model's. `InvalidRequest`
+    names the first call that fails."""
     calls = candidate_calls(response)
     known = {str(call.get("id", "")) for call in calls}
     unknown = sorted(set(arguments) - known)
     if unknown:
         raise InvalidRequest(f"The answer has no tool call {unknown[0]!r}.", param="arguments")
-    schemas = _schemas(request)
+    declared = _schemas(request)
     result = []
     for call in calls:
         call_id = str(call.get("id", ""))
         function = dict(call.get("function") or {})
         if call_id in arguments:
-            checked = _checked(call, arguments[call_id], schemas.get(_name(call)))
-            function["arguments"] = json.dumps(checked, ensure_ascii=False, separators=(",", ":"))
+            parsed = _parsed(call, arguments[call_id])
+            what = f"Checking the arguments of {_label(call)} against the tool's schema"
+            schema = declared.get(_name(call))
+            found = await sandbox.run(schemas.problem, schema, parsed, what=what) if isinstance(schema, dict) else None
+            if found is not None:
+                raise InvalidRequest(
+                    f"The arguments of {_label(call)} do not match the tool's schema {found}.", param="arguments"
+                )
+            function["arguments"] = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
         result.append({**call, "function": function})
     return result
+
+
+def changed(calls: list[dict[str, Any]], drafts: dict[str, str]) -> list[str]:
+    """The calls (as "name (id)") whose draft arguments (call id -> JSON text) differ in meaning from the
+    model's; a draft that does not parse differs."""
+    found = []
+    for call in calls:
+        draft = drafts.get(str(call.get("id", "")))
+        if draft is None:
+            continue
+        try:
+            mine = json.loads(draft)
+        except (ValueError, RecursionError):
+            found.append(_label(call))
+            continue
+        if not same_calls([{**call, "function": {"name": _name(call), "arguments": mine}}], [call]):
+            found.append(_label(call))
+    return found
 
 
 def same_calls(left: list[dict[str, Any]], right: list[dict[str, Any]]) -> bool:

@@ -44,11 +44,11 @@ def test_refused_decision_is_the_review_page_with_the_reason_and_the_draft(
     hitl = factories.held(client, upstream, api_key)
     token = console_login(client, *agent)
     response = client.post(
-        f"/console/reviews/{hitl['review_id']}/decide", data={"action": "edit", "text": "Lyon.", "csrftoken": token}
+        f"/console/reviews/{hitl['review_id']}/decide", data={"action": "approve", "text": "Paris.", "csrftoken": token}
     )
     assert response.status_code == 400 and response.template.name == "review.html"  # type: ignore[attr-defined]
     context = response.context  # type: ignore[attr-defined]
-    assert "changes nothing" in context["error"] and context["draft"] == "Lyon."
+    assert "would throw away" in context["error"] and context["draft"] == "Paris."
 
 
 def test_htmx_failure_is_a_toast(client: TestClient, agent: tuple[str, str]) -> None:

@@ -32,6 +32,7 @@ from gateway.models import (
     utcnow,
 )
 from gateway.review import decisions
+from gateway.review.sandbox import Sandbox
 from gateway.review.tiers import Tiers
 from gateway.scoring.calibrator import Calibrator
 from gateway.settings import AuditSettings
@@ -76,9 +77,13 @@ async def decide(url: str, review_id: str, action: Action, text: str | None) -> 
         async with sessions() as session:
             ada = (await session.exec(select(Agent).where(Agent.username == "ada"))).one()
         async with sessions() as session:
-            return await decisions.decide(
-                session, TIERS, utcnow(), review_id=review_id, agent=ada, action=action, text=text
-            )
+            sandbox = Sandbox(seconds=10.0)
+            try:
+                return await decisions.decide(
+                    session, TIERS, utcnow(), sandbox, review_id=review_id, agent=ada, action=action, text=text
+                )
+            finally:
+                sandbox.close()
     finally:
         await engine.dispose()
 

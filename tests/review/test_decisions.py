@@ -94,16 +94,9 @@ async def test_agent_cannot_decide_senior_tier(
 
 
 @pytest.mark.parametrize(
-    ("action", "text"),
-    [
-        (Action.EDIT, ""),
-        (Action.OVERRIDE, "   "),
-        (Action.EDIT, "Lyon."),
-        (Action.OVERRIDE, " Lyon.\n"),
-        (Action.EDIT, None),
-    ],
+    ("action", "text"), [(Action.EDIT, ""), (Action.OVERRIDE, "   "), (Action.EDIT, None), (Action.OVERRIDE, None)]
 )
-async def test_edit_needs_a_changed_text(
+async def test_an_edit_or_override_needs_a_text(
     app: FastAPI,
     aclient: httpx.AsyncClient,
     api_key: str,
@@ -114,8 +107,68 @@ async def test_edit_needs_a_changed_text(
 ) -> None:
     runtime: Runtime = app.state.runtime
     review_id = await held_review(aclient, upstream, api_key)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidRequest, match="needs the text the client should receive"):
         await factories.decide_as(runtime, agent[0], review_id, action, text=text)
+
+
+@pytest.mark.parametrize(
+    ("action", "text"), [(Action.EDIT, "Lyon."), (Action.OVERRIDE, " Lyon.\n"), (Action.EDIT, "\r\nLyon.  \r\n")]
+)
+async def test_an_edit_identical_to_the_candidate_is_stored_as_an_approval(
+    app: FastAPI,
+    aclient: httpx.AsyncClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    agent: tuple[str, str],
+    action: Action,
+    text: str,
+) -> None:
+    """Whitespace aside, the same answer: an approval, no preference pair (a label 1, not 0, for calibration)."""
+    runtime: Runtime = app.state.runtime
+    review_id = await held_review(aclient, upstream, api_key)
+    decided = await factories.decide_as(runtime, agent[0], review_id, action, text=text)
+    assert decided.pair is None and decided.decision.action == Action.APPROVE and decided.decision.text is None
+    async with runtime.sessions() as session:
+        exchange = await session.get(Exchange, decided.exchange.id)
+        assert (await session.exec(select(PreferencePair))).first() is None
+    assert exchange is not None and exchange.status == ExchangeStatus.APPROVED and exchange.final_text == "Lyon."
+
+
+@pytest.mark.parametrize("draft", ["Paris.", "Lyon, I think."])
+async def test_approving_with_a_changed_draft_is_refused_and_nothing_is_decided(
+    app: FastAPI,
+    aclient: httpx.AsyncClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    agent: tuple[str, str],
+    draft: str,
+) -> None:
+    runtime: Runtime = app.state.runtime
+    review_id = await held_review(aclient, upstream, api_key)
+    with pytest.raises(InvalidRequest, match="would throw away"):
+        await factories.decide_as(runtime, agent[0], review_id, Action.APPROVE, text=draft)
+    async with runtime.sessions() as session:
+        review = await session.get(Review, review_id)
+        assert (await session.exec(select(Decision))).first() is None
+    assert review is not None and review.status == "open"
+    # The candidate as it stands (line endings and spacing aside), or an empty box, approves.
+    decided = await factories.decide_as(runtime, agent[0], review_id, Action.APPROVE, text="Lyon.\r\n")
+    assert decided.decision.action == Action.APPROVE and decided.exchange.final_text == "Lyon."
+
+
+async def test_line_endings_are_stored_and_sent_as_newlines(
+    app: FastAPI, aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str]
+) -> None:
+    """A browser sends a textarea's line breaks as CRLF: the client, the pair and the export get LF."""
+    runtime: Runtime = app.state.runtime
+    review_id = await held_review(aclient, upstream, api_key)
+    typed = "Paris.\r\n\r\nIt has been the capital since 987.\rSee also: Lyon."
+    decided = await factories.decide_as(runtime, agent[0], review_id, Action.EDIT, text=typed)
+    sent = "Paris.\n\nIt has been the capital since 987.\nSee also: Lyon."
+    assert decided.decision.text == sent and decided.exchange.final_text == sent
+    assert decided.pair is not None and decided.pair.chosen == sent
+    polled = await aclient.get(f"/v1/reviews/{review_id}", headers={"Authorization": f"Bearer {api_key}"})
+    assert polled.json()["completion"]["choices"][0]["message"]["content"] == sent
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from gateway.app import create_app
 from gateway.errors import InvalidRequest
 from gateway.models import Action, Decision, Exchange, ExchangeStatus, PreferencePair
 from gateway.review import tool_edits
+from gateway.review.sandbox import Sandbox
 from gateway.runtime import Runtime
 from tests import factories
 from tests.factories import MODEL, REFUNDS, console_login, tool_call
@@ -47,9 +48,9 @@ def response(*calls: dict[str, Any], content: str | None = None) -> dict[str, An
 # --- checking the agent's arguments -------------------------------------------------------------------------
 
 
-def test_edited_calls_keep_ids_and_names_and_take_the_new_arguments() -> None:
+async def test_edited_calls_keep_ids_and_names_and_take_the_new_arguments(sandbox: Sandbox) -> None:
     candidate = response(tool_call("issue_refund", BIG, "call_a"), tool_call("lookup_order", {"id": "42"}, "call_b"))
-    edited = tool_edits.edited(REQUEST, candidate, {"call_a": '{"order_id": "42", "amount": 50}'})
+    edited = await tool_edits.edited(REQUEST, candidate, {"call_a": '{"order_id": "42", "amount": 50}'}, sandbox)
     assert [call["id"] for call in edited] == ["call_a", "call_b"]
     assert [call["function"]["name"] for call in edited] == ["issue_refund", "lookup_order"]
     assert json.loads(edited[0]["function"]["arguments"]) == {"order_id": "42", "amount": 50}
@@ -68,30 +69,35 @@ def test_edited_calls_keep_ids_and_names_and_take_the_new_arguments() -> None:
         ('{"order_id": "42", "amount": 3, "extra": 1}', "Additional properties are not allowed ('extra'"),
     ],
 )
-def test_invalid_arguments_are_refused_with_a_clear_message(arguments: str, message: str) -> None:
+async def test_invalid_arguments_are_refused_with_a_clear_message(
+    arguments: str, message: str, sandbox: Sandbox
+) -> None:
     candidate = response(tool_call("issue_refund", BIG, "call_a"))
     with pytest.raises(InvalidRequest, match="issue_refund \\(call_a\\)") as caught:
-        tool_edits.edited(REQUEST, candidate, {"call_a": arguments})
+        await tool_edits.edited(REQUEST, candidate, {"call_a": arguments}, sandbox)
     assert message in caught.value.message and caught.value.param == "arguments"
 
 
-def test_a_call_the_answer_does_not_make_is_refused() -> None:
+async def test_a_call_the_answer_does_not_make_is_refused(sandbox: Sandbox) -> None:
     with pytest.raises(InvalidRequest, match="no tool call 'call_zzz'"):
-        tool_edits.edited(REQUEST, response(tool_call("issue_refund", BIG, "call_a")), {"call_zzz": "{}"})
+        await tool_edits.edited(
+            REQUEST, response(tool_call("issue_refund", BIG, "call_a")), {"call_zzz": "{}"}, sandbox
+        )
 
 
-def test_without_a_schema_or_with_a_broken_one_any_object_goes() -> None:
+async def test_without_a_schema_or_with_a_broken_one_any_object_goes(sandbox: Sandbox) -> None:
     tool = {"type": "function", "function": {"name": "issue_refund", "parameters": {"type": 7}}}
     broken = {**REQUEST, "tools": [tool]}
     for request in ({**REQUEST, "tools": []}, broken):
-        edited = tool_edits.edited(request, response(tool_call("issue_refund", BIG)), {"call_1": '{"anything": 1}'})
+        candidate = response(tool_call("issue_refund", BIG))
+        edited = await tool_edits.edited(request, candidate, {"call_1": '{"anything": 1}'}, sandbox)
         assert json.loads(edited[0]["function"]["arguments"]) == {"anything": 1}
 
 
-def test_the_legacy_functions_field_gives_schemas_too() -> None:
+async def test_the_legacy_functions_field_gives_schemas_too(sandbox: Sandbox) -> None:
     request = {"messages": [], "functions": [{"name": "issue_refund", "parameters": REFUND_SCHEMA}]}
     with pytest.raises(InvalidRequest, match="required property"):
-        tool_edits.edited(request, response(tool_call("issue_refund", BIG)), {"call_1": "{}"})
+        await tool_edits.edited(request, response(tool_call("issue_refund", BIG)), {"call_1": "{}"}, sandbox)
 
 
 def test_forms_show_pretty_arguments_and_the_schema() -> None:
@@ -162,9 +168,6 @@ def test_an_edit_reaches_the_client_as_tool_calls_with_the_same_ids(
         assert refused.context["argument_drafts"] == {"call_a": arguments}  # type: ignore[attr-defined]
         assert poll(refunds, api_key, review_id)["status"] == "pending"
 
-    unchanged = refunds.post(path, data={**edit, "arguments": json.dumps(BIG, indent=4)})
-    assert unchanged.status_code == 400 and "changes nothing" in unchanged.text
-
     arguments = {"order_id": "42", "amount": 50, "reason": "late"}
     done = refunds.post(path, data={**edit, "arguments": json.dumps(arguments)}, follow_redirects=False)
     assert done.status_code == 303, done.text
@@ -210,6 +213,37 @@ def test_approve_releases_the_calls_and_override_answers_with_text(
         pair = session.exec(select(PreferencePair)).one()
     assert pair.chosen_message == {"role": "assistant", "content": text}
     assert pair.rejected_message["tool_calls"][0]["id"] == "call_a"
+
+
+def test_an_unchanged_edit_of_the_calls_is_an_approval_and_changed_drafts_stop_an_approval(
+    refunds: TestClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str], database_url: str
+) -> None:
+    review_id = held_refund(refunds, upstream, api_key)["hitl"]["review_id"]
+    token = console_login(refunds, *senior)
+    path = f"/console/reviews/{review_id}/decide"
+    approve = {"action": "approve", "call": "call_a", "csrftoken": token}
+
+    # Approving while the editor holds other arguments, or a typed text answer, would lose them: refused, kept.
+    changed = json.dumps({**BIG, "amount": 50})
+    for data, message in (
+        ({**approve, "arguments": changed}, "You changed the arguments of issue_refund (call_a)"),
+        ({**approve, "arguments": "{not json"}, "You changed the arguments of issue_refund (call_a)"),
+        ({**approve, "arguments": json.dumps(BIG), "text": "We will call you."}, "You wrote a text answer"),
+    ):
+        refused = refunds.post(path, data=data)
+        assert refused.status_code == 400 and message in refused.text
+        assert refused.context["argument_drafts"] == {"call_a": data["arguments"]}  # type: ignore[attr-defined]
+        assert poll(refunds, api_key, review_id)["status"] == "pending"
+
+    # The same calls spelled another way: an approval, stored as one.
+    same = {**approve, "action": "edit", "arguments": json.dumps(BIG, indent=4)}
+    assert refunds.post(path, data=same, follow_redirects=False).status_code == 303
+    completion = poll(refunds, api_key, review_id)["completion"]
+    assert completion["hitl"]["status"] == "approved"
+    assert completion["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == json.dumps(BIG)
+    with factories.sync_session(database_url) as session:
+        assert session.exec(select(Decision)).one().action == Action.APPROVE
+        assert session.exec(select(PreferencePair)).first() is None
 
 
 def test_an_edit_of_a_tool_call_needs_arguments_not_text(
