@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.datasets.filters import CLOSING, Filters
 from gateway.models import Action, Agent, Decision, Exchange, PreferencePair, Review
-from gateway.review.decisions import candidate_message
+from gateway.review.decisions import candidate_message, normalized
 
 BATCH = 500
 
@@ -148,6 +148,9 @@ def _record(row: Any) -> Record:
     candidate = candidate_message({"choices": [{"message": row.answer if isinstance(row.answer, dict) else {}}]})
     action = Action(row.action)
     final = row.chosen_message if row.chosen_message is not None and action != Action.APPROVE else candidate
+    if isinstance(final.get("content"), str):
+        # Decisions made before line endings were normalized kept a browser's \r\n.
+        final = {**final, "content": normalized(final["content"])}
     return Record(
         decision_id=row.id,
         prompt_key=row.prompt_key or "",

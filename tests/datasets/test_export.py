@@ -20,7 +20,7 @@ from gateway.datasets import filters, formats, manifest, records
 from gateway.datasets.export import Exporter, Plan, Split
 from gateway.datasets.quality import Quality
 from gateway.errors import InvalidRequest
-from gateway.models import Decision, Exchange, Review
+from gateway.models import Decision, Exchange, PreferencePair, Review
 from gateway.review.decisions import candidate_message
 from gateway.runtime import Runtime
 from tests import factories
@@ -289,3 +289,15 @@ async def test_files_and_their_manifest(decided: dict[str, str], database_url: s
         assert described["sha256"] == hashlib.sha256(data).hexdigest() and described["bytes"] == len(data)
         assert len(data.splitlines()) == described["rows"] == on_disk["counts"][described["split"]]
         assert described["name"] == f"kto.{described['split']}.jsonl"
+
+
+async def test_an_older_decisions_crlf_is_exported_as_newlines(decided: dict[str, str], database_url: str) -> None:
+    """Decisions made before line endings were normalized kept the browser's CRLF: the export reads them as LF."""
+    with factories.sync_session(database_url) as session:
+        decision = session.exec(select(Decision).where(Decision.review_id == decided["edit"])).one()
+        pair = session.exec(select(PreferencePair).where(PreferencePair.decision_id == decision.id)).one()
+        pair.chosen_message = {"role": "assistant", "content": "Paris.\r\n\r\nIt is the capital.\r"}
+        session.add(pair)
+        session.commit()
+    found = by_review(await factories.export_rows(database_url, "records", dedupe=False))
+    assert found[decided["edit"]]["final"]["content"] == "Paris.\n\nIt is the capital.\n"
