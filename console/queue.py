@@ -28,7 +28,7 @@ async def queue(
     desk: DeskDep,
     runtime: RuntimeDep,
     tier: str | None = None,
-    sort: Sort = "age",
+    sort: Sort = "urgency",
     desc: bool = False,
     model: Annotated[str | None, Query(max_length=200)] = None,
     key: Annotated[str, Query(max_length=20, pattern=r"^\d*$")] = "",  # "" from the "All keys" option
@@ -77,8 +77,14 @@ async def queue(
 
 
 @router.post("/next")
-async def take_next(agent: CurrentAgent, desk: DeskDep, tier: Annotated[str, Form(max_length=100)]) -> Response:
-    review = await desk.next(agent, tier)
+async def take_next(
+    agent: CurrentAgent,
+    desk: DeskDep,
+    tier: Annotated[str, Form(max_length=100)],
+    skip: Annotated[str | None, Form(max_length=100)] = None,
+) -> Response:
+    """The most urgent review of the tier; from a review page, any but the one the agent skips."""
+    review = await desk.next(agent, tier, skip=skip)
     if review is None:
         return RedirectResponse(f"/console/?tier={tier}&empty=1", status_code=303)
     return RedirectResponse(f"/console/reviews/{review.id}", status_code=303)

@@ -14,7 +14,7 @@ from console.auth import CurrentAgent
 from console.rendering import DEADLINE_OUTCOMES, render
 from gateway.deps import DeskDep, RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest
-from gateway.models import Action, Agent, ReviewStatus
+from gateway.models import Action, Agent, DeadlineOutcome, Exchange, ReviewStatus
 from gateway.prompt_templates import canned_responses
 from gateway.review import diffs, explanations
 from gateway.review.decisions import REASON_TAGS
@@ -22,6 +22,20 @@ from gateway.review.desk import ReviewDesk
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/console/reviews", include_in_schema=False)
+
+
+def _told(exchange: Exchange, runtime: Runtime) -> str | None:
+    """What the client has been told already, when its wait ran out; None while it waits (or never waited)."""
+    outcome = exchange.deadline_outcome
+    if outcome == DeadlineOutcome.PLACEHOLDER:
+        return f"the placeholder: “{runtime.prompts.get('placeholder').text.strip()}”"
+    if outcome == DeadlineOutcome.REFUSAL:
+        return f"a refusal: “{runtime.prompts.get('placeholder').text.strip()}”"
+    if outcome == DeadlineOutcome.ERROR:
+        return "an error (504 review_pending) naming this review"
+    if outcome == DeadlineOutcome.RELEASE:
+        return "the model's answer, unreviewed"
+    return None
 
 
 async def _context(
@@ -60,6 +74,8 @@ async def _context(
         "why_held": explanations.why_held(exchange),
         "said": explanations.sentences(exchange),
         "deadline_outcome": DEADLINE_OUTCOMES[runtime.policy.on_deadline(review.tier, exchange.request)],
+        "told": _told(exchange, runtime),
+        "webhook": found.webhook,
         "can_take_next": desk.may_decide(agent, review.tier) and review.tier in desk.tiers.queues,
     }
 

@@ -57,5 +57,6 @@ async def approve(
     back: Annotated[str, Form(max_length=2000)] = "/console/",
 ) -> Response:
     """Approve the confirmed reviews, each its own decision (each waiting client is answered)."""
-    decided = await desk.approve_many(review_id or [], agent)
-    return RedirectResponse(_with(console_path(back), f"approved={len(decided)}"), status_code=303)
+    done = await desk.approve_many(review_id or [], agent)
+    said = f"approved={len(done.decided)}" + (f"&left_out={len(done.left_out)}" if done.left_out else "")
+    return RedirectResponse(_with(console_path(back), said), status_code=303)

@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.clock import Clock
 from gateway.errors import Conflict, NotFound
 from gateway.models import Agent, EventKind, Review, ReviewEvent, ReviewStatus
+from gateway.review import urgency
 from gateway.review.guard import guarded_update
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -57,25 +58,30 @@ async def release(sessions: Sessions, review_id: str, agent: Agent, clock: Clock
     return True
 
 
-async def next_review(sessions: Sessions, agent: Agent, tier: str, lease: float, clock: Clock) -> Review | None:
-    """Claim the oldest open review of `tier` that nobody holds (this agent's own claims count as held,
-    so "next" moves on), those assigned to this agent first, never one assigned to someone else; None when
-    there is none."""
+async def next_review(
+    sessions: Sessions, agent: Agent, tier: str, lease: float, clock: Clock, skip: str | None = None
+) -> Review | None:
+    """Claim the most urgent open review of `tier` (`urgency.py`) that nobody else holds, those assigned to this
+    agent first, never one assigned to someone else; `skip` is the review the agent is moving on from. The
+    agent's own claims count as free (a tab closed without releasing them must not hide them for a lease).
+    None when there is none."""
     assert agent.id is not None
     for _ in range(5):  # someone may take a candidate between the look and the claim: look again
         now = clock.now()
+        free = or_(
+            col(Review.claimed_by).is_(None), col(Review.claim_expires_at) < now, col(Review.claimed_by) == agent.id
+        )
+        query = (
+            select(Review.id)
+            .where(col(Review.status) == ReviewStatus.OPEN, col(Review.tier) == tier, free)
+            .where(or_(col(Review.assigned_to).is_(None), col(Review.assigned_to) == agent.id))
+            .order_by(case((col(Review.assigned_to) == agent.id, 0), else_=1), *urgency.most_urgent_first(now))
+            .limit(10)
+        )
+        if skip is not None:
+            query = query.where(col(Review.id) != skip)
         async with sessions() as session:
-            candidates = (
-                await session.exec(
-                    select(Review.id)
-                    .where(col(Review.status) == ReviewStatus.OPEN, col(Review.tier) == tier)
-                    # Nobody's, or a claim that ran out; not one this agent holds already (that is "next").
-                    .where(or_(col(Review.claimed_by).is_(None), col(Review.claim_expires_at) < now))
-                    .where(or_(col(Review.assigned_to).is_(None), col(Review.assigned_to) == agent.id))
-                    .order_by(case((col(Review.assigned_to) == agent.id, 0), else_=1), col(Review.created_at))
-                    .limit(10)
-                )
-            ).all()
+            candidates = (await session.exec(query)).all()
         if not candidates:
             return None
         for review_id in candidates:

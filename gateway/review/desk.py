@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
-from gateway.errors import Forbidden, InvalidRequest, NotFound
+from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from gateway.holds import HoldHub
 from gateway.models import Action, Agent, Review, ReviewStatus, wellformed_id
 from gateway.operations.metrics import Metrics
@@ -27,6 +27,12 @@ from gateway.review.queue import QueueFilter, QueueView
 from gateway.review.record import ReviewRecord
 from gateway.review.sandbox import Sandbox
 from gateway.review.tiers import Tiers
+
+
+@dataclass
+class BulkApproval:
+    decided: list[Decided] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (review id, why)
 
 
 def _known(review_id: str) -> str:
@@ -82,12 +88,12 @@ class ReviewDesk:
             return False
         return await claims.release(self.sessions, review_id, agent, self.clock)
 
-    async def next(self, agent: Agent, tier: str) -> Review | None:
-        """Claim the oldest review of `tier` nobody holds; None when there is none or the agent may not
-        decide that tier."""
+    async def next(self, agent: Agent, tier: str, skip: str | None = None) -> Review | None:
+        """Claim the most urgent review of `tier` nobody else holds (but `skip`); None when there is none or
+        the agent may not decide that tier."""
         if tier not in self.tiers.queues or not self.may_decide(agent, tier):
             return None
-        return await claims.next_review(self.sessions, agent, tier, self.lease, self.clock)
+        return await claims.next_review(self.sessions, agent, tier, self.lease, self.clock, skip)
 
     # -- decisions ---------------------------------------------------------------------------------------
 
@@ -144,7 +150,7 @@ class ReviewDesk:
 
     async def queue(self, wanted: QueueFilter) -> QueueView:
         async with self.sessions() as session:
-            return await queue.view(session, wanted)
+            return await queue.view(session, wanted, self.clock.now())
 
     # -- team work ---------------------------------------------------------------------------------------
 
@@ -160,26 +166,40 @@ class ReviewDesk:
                     raise NotFound(f"No agent called {to_username!r}.")
             return await assignments.assign(session, self.tiers, self.clock.now(), review_ids, to, by)
 
-    async def approve_many(self, review_ids: list[str], agent: Agent) -> list[Decided]:
+    async def approve_many(self, review_ids: list[str], agent: Agent) -> BulkApproval:
         """Approve each review as it stands, one decision each (through `decide`, so each client is answered and
-        each trail written); refused as a whole when any is not a plain text answer this agent may decide."""
+        each trail written). A review that cannot be (not a plain text answer this agent may decide, held by
+        someone else, decided meanwhile) is left out and said so; `InvalidRequest` when none can be."""
         records = [await self.record(review_id) for review_id in dict.fromkeys(review_ids)]
         if not records:
             raise InvalidRequest("Choose at least one review.", param="review_ids")
+        done = BulkApproval()
         for found in records:
             problem = self.bulk_problem(found, agent)
-            if problem:
-                raise InvalidRequest(f"Review {found.review.id}: {problem}", param="review_ids")
-        return [await self.decide(found.review.id, agent, Action.APPROVE) for found in records]
+            if problem is None:
+                try:
+                    done.decided.append(await self.decide(found.review.id, agent, Action.APPROVE))
+                    continue
+                except Conflict as exc:  # taken or decided between the look and the decision
+                    problem = exc.message
+            done.left_out.append((found.review.id, problem))
+        if not done.decided:
+            review_id, problem = done.left_out[0]
+            raise InvalidRequest(f"Review {review_id}: {problem}", param="review_ids")
+        return done
 
     def bulk_problem(self, found: ReviewRecord, agent: Agent) -> str | None:
-        """Why a review cannot be approved in bulk, or None: only open text answers the agent may decide."""
+        """Why a review cannot be approved in bulk, or None: only open text answers the agent may decide, that
+        nobody else holds."""
         if found.review.status != ReviewStatus.OPEN:
             return "it is decided already"
         if not self.tiers.may_decide_review(agent.role, found.review):
             return f"the {agent.role} role cannot decide the {found.review.tier!r} tier"
         if found.tool_calls():
             return "it calls tools: decide it on its own page"
+        expires = found.review.claim_expires_at
+        if found.review.claimed_by not in (None, agent.id) and expires is not None and expires > self.clock.now():
+            return f"{found.holder_name() or 'another agent'} has it open"
         return None
 
     async def assigned_count(self, agent: Agent) -> int:

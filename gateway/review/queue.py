@@ -24,16 +24,17 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
 )
+from gateway.review import urgency
 
-Sort = Literal["age", "confidence"]
+Sort = Literal["urgency", "age", "confidence"]
 LIMIT = 200
 
 
 @dataclass(frozen=True)
 class QueueFilter:
     tier: str | None  # None: every tier (with `assigned_to`, an agent's own work)
-    sort: Sort = "age"  # oldest first; by confidence, least sure first
-    desc: bool = False  # flips either
+    sort: Sort = "urgency"  # waiting clients first (`urgency.py`); by age, oldest first; by confidence, least sure
+    desc: bool = False  # flips age or confidence
     model: str | None = None
     api_key_id: int | None = None
     assigned_to: int | None = None  # only the reviews assigned to this agent
@@ -64,8 +65,12 @@ class QueueView:
     keys: list[tuple[int, str]]  # every API key (id, name), for the filter
 
 
-async def view(session: AsyncSession, wanted: QueueFilter) -> QueueView:
-    order = col(Review.created_at) if wanted.sort == "age" else col(Exchange.confidence)
+async def view(session: AsyncSession, wanted: QueueFilter, now: datetime) -> QueueView:
+    if wanted.sort == "urgency":
+        ordering = urgency.most_urgent_first(now)
+    else:
+        order = col(Review.created_at) if wanted.sort == "age" else col(Exchange.confidence)
+        ordering = (order.desc() if wanted.desc else order.asc(), col(Review.created_at).asc())
     assignee = aliased(Agent)
     query = (
         select(Review, Exchange, Agent.username, assignee.username)
@@ -73,7 +78,7 @@ async def view(session: AsyncSession, wanted: QueueFilter) -> QueueView:
         .outerjoin(Agent, col(Agent.id) == col(Review.claimed_by))
         .outerjoin(assignee, col(assignee.id) == col(Review.assigned_to))
         .where(col(Review.status) == ReviewStatus.OPEN)
-        .order_by(order.desc() if wanted.desc else order.asc(), col(Review.created_at))
+        .order_by(*ordering)
         .limit(LIMIT)
     )
     if wanted.tier is not None:

@@ -8,7 +8,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.errors import NotFound
-from gateway.models import Agent, Decision, Exchange, Review, ReviewEvent
+from gateway.models import Agent, ApiKey, Decision, Exchange, Review, ReviewEvent
 from gateway.review.tool_edits import CallForm, forms
 
 
@@ -19,6 +19,7 @@ class ReviewRecord:
     decisions: list[Decision]
     trail: list[ReviewEvent]
     names: dict[int, str]  # agent id -> username, for the trail and the claim
+    webhook: bool = False  # the client's API key has a webhook endpoint: the decision is sent there too
 
     def tool_calls(self) -> list[CallForm]:
         """The candidate's tool calls as the editor shows them (none for a text answer)."""
@@ -41,4 +42,8 @@ async def load(session: AsyncSession, review_id: str) -> ReviewRecord:
     trail = list((await session.exec(select(ReviewEvent).where(by_review).order_by(col(ReviewEvent.id)))).all())
     decided = col(Decision.review_id) == review_id
     decisions = list((await session.exec(select(Decision).where(decided).order_by(col(Decision.id)))).all())
-    return ReviewRecord(review=review, exchange=exchange, decisions=decisions, trail=trail, names=names)
+    key = await session.get(ApiKey, exchange.api_key_id)
+    webhook = key is not None and bool(key.webhook_url)
+    return ReviewRecord(
+        review=review, exchange=exchange, decisions=decisions, trail=trail, names=names, webhook=webhook
+    )

@@ -4,8 +4,9 @@ diff, history, the audit trail, live queue events, login throttling, session exp
 from __future__ import annotations
 
 import asyncio
+import html
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -17,8 +18,8 @@ from typer.testing import CliRunner
 from console import queue as console_queue
 from gateway.app import create_app
 from gateway.cli import app as cli
-from gateway.models import Agent, Decision, Review
-from gateway.prompt_templates import canned_responses
+from gateway.models import Agent, ApiKey, Decision, Review
+from gateway.prompt_templates import Prompts, canned_responses
 from gateway.review.guard import ClaimedByOther
 from gateway.runtime import Runtime
 from tests import factories
@@ -130,7 +131,7 @@ async def test_two_concurrent_claims_one_wins(
     assert len(winners) == 1 and len(losers) == 1
 
 
-def test_next_takes_the_oldest_unclaimed_review(
+def test_next_takes_the_oldest_review_nobody_else_holds(
     app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, senior
 ) -> None:
     first = held(client, upstream, api_key)["review_id"]
@@ -142,7 +143,11 @@ def test_next_takes_the_oldest_unclaimed_review(
         grace_token = console_login(other, *senior)
         taken = other.post("/console/next", data={"tier": "agent", "csrftoken": grace_token}, follow_redirects=False)
         assert taken.headers["location"] == f"/console/reviews/{second}"
-        empty = other.post("/console/next", data={"tier": "agent", "csrftoken": grace_token}, follow_redirects=False)
+        # Ada's claim keeps hers away from Grace; Grace's own claim does not hide it from her, unless she skips it.
+        again = other.post("/console/next", data={"tier": "agent", "csrftoken": grace_token}, follow_redirects=False)
+        assert again.headers["location"] == f"/console/reviews/{second}"
+        skip = {"tier": "agent", "skip": second, "csrftoken": grace_token}
+        empty = other.post("/console/next", data=skip, follow_redirects=False)
         assert empty.headers["location"] == "/console/?tier=agent&empty=1"
 
 
@@ -221,7 +226,7 @@ def test_diff_preview_marks_what_the_edit_changes(
 
 
 def test_review_page_shows_heat_map_wait_and_audit_trail(
-    make_settings, api_key: str, upstream: factories.UpstreamMock, agent
+    make_settings, api_key: str, upstream: factories.UpstreamMock, agent, database_url: str
 ) -> None:
     body = factories.completion_body("Lyon", logprob=-0.2)
     body["choices"][0]["logprobs"]["content"][0]["top_logprobs"].append({"token": "Paris", "logprob": -1.9})
@@ -235,6 +240,17 @@ def test_review_page_shows_heat_map_wait_and_audit_trail(
         page = client.get(f"/console/reviews/{review_id}").text
         assert re.search(r'<span class="tok ok" title="p = 82%; alternatives: [^"]*&#39;Paris&#39; 15%', page)
         assert "client no longer waiting" in page  # wait 0: it has the placeholder already
+        placeholder = Prompts().get("placeholder").text.strip()
+        told = page.split('id="told"')[1].split("</p>")[0]
+        assert f"The customer was told</strong> the placeholder: “{html.escape(placeholder)}”" in told
+        assert "The app has no webhook: your decision reaches the customer when the app polls for it." in told
+        with factories.sync_session(database_url) as session:
+            key = session.exec(select(ApiKey)).one()
+            key.webhook_url = "https://hooks.example.com/hitl"
+            session.add(key)
+            session.commit()
+        told = client.get(f"/console/reviews/{review_id}").text.split('id="told"')[1].split("</p>")[0]
+        assert "Your decision reaches the app at once, by its webhook." in told
         client.post(
             f"/console/reviews/{review_id}/decide", data={"action": "edit", "text": "Paris", "csrftoken": token}
         )
@@ -448,3 +464,51 @@ def test_review_page_shows_every_kind_of_message(
         "shipped",
     ):
         assert needle in conversation, needle
+
+
+def test_waiting_clients_come_first_nearest_deadline_first_then_the_oldest(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, database_url: str
+) -> None:
+    """ "Take next" and the queue's default order: a client still on the line before one that polls."""
+    polls = held(client, upstream, api_key)["review_id"]  # the oldest; its client polls (no deadline ahead)
+    far = held(client, upstream, api_key, text="Marseille.")["review_id"]
+    near = held(client, upstream, api_key, text="Nice.")["review_id"]
+    also_polls = held(client, upstream, api_key, text="Lille.")["review_id"]
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    with factories.sync_session(database_url) as session:
+        for review_id, deadline in ((far, soon + timedelta(seconds=60)), (near, soon)):
+            review = session.get(Review, review_id)
+            assert review is not None
+            review.deadline_at = deadline
+            session.add(review)
+        session.commit()
+    token = console_login(client, *agent)
+    page = client.get("/console/?tier=agent").text
+    assert [page.index(f'id="review-{r}"') for r in (near, far, polls, also_polls)] == sorted(
+        page.index(f'id="review-{r}"') for r in (near, far, polls, also_polls)
+    )
+    assert 'value="urgency" selected' in page
+    order = []
+    for _ in range(4):
+        taken = client.post("/console/next", data={"tier": "agent", "csrftoken": token}, follow_redirects=False)
+        review_id = taken.headers["location"].rsplit("/", 1)[1]
+        order.append(review_id)
+        client.post(f"/console/reviews/{review_id}/decide", data={"action": "approve", "csrftoken": token})
+    assert order == [near, far, polls, also_polls]
+
+
+def test_an_agents_own_stale_claim_never_blocks_take_next_and_skip_moves_on(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent
+) -> None:
+    first = held(client, upstream, api_key)["review_id"]
+    second = held(client, upstream, api_key, text="Marseille.")["review_id"]
+    token = console_login(client, *agent)
+    client.get(f"/console/reviews/{first}")  # claimed, then the tab was closed without giving it back
+    taken = client.post("/console/next", data={"tier": "agent", "csrftoken": token}, follow_redirects=False)
+    assert taken.headers["location"] == f"/console/reviews/{first}"
+    page = client.get(taken.headers["location"]).text
+    assert f'name="skip" value="{first}"' in page
+    skipped = client.post(
+        "/console/next", data={"tier": "agent", "skip": first, "csrftoken": token}, follow_redirects=False
+    )
+    assert skipped.headers["location"] == f"/console/reviews/{second}"

@@ -59,12 +59,14 @@ def test_a_lead_assigns_reassigns_and_the_agent_works_its_own_first(
 
     bob = TestClient(client.app)
     bob_token = console_login(bob, "bob", "bob password 1")
-    order = []
-    for _ in range(3):
-        went = bob.post("/console/next", data={"csrftoken": bob_token, "tier": "agent"}, follow_redirects=False)
+    order: list[str] = []
+    for _ in range(3):  # "n" on each review page: skip the one open
+        skip = {"skip": order[-1].rsplit("/", 1)[1]} if order else {}
+        data = {"csrftoken": bob_token, "tier": "agent", **skip}
+        went = bob.post("/console/next", data=data, follow_redirects=False)
         order.append(went.headers["location"])
-    assert order[:2] == [f"/console/reviews/{third}", f"/console/reviews/{first}"]  # never ada's second
-    assert order[2].startswith("/console/?tier=agent&empty=1")
+    # His own first, then the older unassigned one, then round again: never ada's second.
+    assert order == [f"/console/reviews/{third}", f"/console/reviews/{first}", f"/console/reviews/{third}"]
 
     lead = console_login(client, *senior)
     assert bulk(client, lead, "unassign", [third]).status_code == 303
@@ -133,6 +135,32 @@ def test_bulk_approval_shows_what_it_releases_then_releases_it(
 
     queue = client.get("/console/?tier=agent").text
     assert f'<span class="me">{agent[0]} 2</span>' in queue
+
+
+def test_bulk_approval_leaves_out_a_review_someone_else_has_open_and_says_so(
+    client: TestClient, upstream: factories.UpstreamMock, api_key: str, agent, senior, database_url: str
+) -> None:
+    first, taken, last = (hold(client, upstream, api_key, q, text=f"Answer {q}") for q in ("One?", "Two?", "Three?"))
+    token = console_login(client, *agent)
+    page = bulk(client, token, "approve", [first, taken, last]).text  # type: ignore[attr-defined]
+    assert "Approve 3 answers" in page
+    confirmed = factories.csrf_token(page)
+    other = TestClient(client.app)  # meanwhile the senior opens one of them (the same running app)
+    console_login(other, *senior)
+    assert other.get(f"/console/reviews/{taken}").status_code == 200
+    shown_again = bulk(client, token, "approve", [first, taken, last]).text  # type: ignore[attr-defined]
+    assert f"Left out: {senior[0]} has it open." in shown_again and "Approve 2 answers" in shown_again
+    # The confirmation the agent had on screen still named all three: two go, one is left out, not a 409.
+    done = client.post(
+        "/console/bulk/approve",
+        data={"csrftoken": confirmed, "review_id": [first, taken, last], "back": "/console/?tier=agent"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/console/?tier=agent&approved=2&left_out=1"
+    assert "1 left out: someone else had them open" in client.get(done.headers["location"]).text
+    with factories.sync_session(database_url) as session:
+        decided = {d.review_id for d in session.exec(select(Decision)).all()}
+    assert decided == {first, last}
 
 
 def test_nothing_selected_is_a_clear_error(client: TestClient, agent) -> None:
