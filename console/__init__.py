@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Scope
 
-from console import auth, error_pages, exports, history, queue, review, routes, team, webhooks
+from console import auth, error_pages, exports, guidelines, history, queue, review, routes, team, webhooks
 from console.guard import ConsoleGuard, ConsoleOnly
 from console.rendering import make_templates
 from gateway.settings import Settings
@@ -30,7 +30,7 @@ def _not_console(scope: Scope) -> bool:
 def install(app: FastAPI, settings: Settings) -> None:
     secret = app.state.secret_key
     app.state.console_templates = make_templates()
-    for module in (routes, queue, review, history, webhooks, exports, team):
+    for module in (routes, queue, review, history, webhooks, exports, team, guidelines):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import StringConstraints
 
-from console import heatmap
+from console import guidelines, heatmap
 from console.auth import CurrentAgent
 from console.rendering import DEADLINE_OUTCOMES, render
 from gateway.deps import DeskDep, RuntimeDep
@@ -75,6 +75,8 @@ async def _context(
         "said": explanations.sentences(exchange),
         "deadline_outcome": DEADLINE_OUTCOMES[runtime.policy.on_deadline(review.tier, exchange.request)],
         "told": _told(exchange, runtime),
+        "precedents": await desk.precedents(found),
+        "guidelines": guidelines.rendered(runtime.settings.guidelines_path),
         "webhook": found.webhook,
         "can_take_next": desk.may_decide(agent, review.tier) and review.tier in desk.tiers.queues,
     }

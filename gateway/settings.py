@@ -167,6 +167,9 @@ class Settings(BaseSettings):
         5, gt=0, description="Failed logins per username (x4 per address) before logins are refused for a while."
     )
     login_window: float = Field(900.0, gt=0, description="Seconds failed logins are counted over, and locked out.")
+    guidelines_path: Path | None = Field(
+        None, description="The team's guidelines, a Markdown file shown in the console (page, and key `g` on a review)."
+    )
     check_seconds: float = Field(
         2.0,
         gt=0,

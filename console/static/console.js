@@ -73,6 +73,22 @@
     return !!select && select.value !== "";
   }
 
+  // An earlier decision's answer as the draft: in the answer box, the diff updated, the box focused.
+  function takeDraft(button) {
+    var answer = document.getElementById("answer");
+    if (!button || !answer) return false;
+    answer.value = button.dataset.draft || "";
+    answer.dispatchEvent(new Event("input", { bubbles: true }));
+    answer.focus();
+    return true;
+  }
+
+  function guidelines() {
+    var dialog = document.getElementById("guidelines-dialog");
+    if (!dialog) { window.location.href = "/console/guidelines"; return; }
+    if (!dialog.open) dialog.showModal();
+  }
+
   function cheatsheet() {
     var dialog = document.getElementById("cheatsheet");
     if (dialog && !dialog.open) dialog.showModal();
@@ -109,6 +125,8 @@
       case "1": case "2": case "3": case "4": case "5": case "6": case "7": case "8": case "9":
         if (page === "review") handled = canned(Number(event.key) - 1); else handled = false;
         break;
+      case "p": if (page === "review") handled = takeDraft(document.querySelector("#precedents [data-draft]")); else handled = false; break;
+      case "g": guidelines(); break;
       case "s": {
         var comment = document.getElementById("comment");
         if (page === "review" && comment) { comment.placeholder = "Why escalate? Then press Escalate."; comment.focus(); }
@@ -132,6 +150,8 @@
 
   document.addEventListener("click", function (event) {
     if (event.target.closest("[data-cheatsheet]")) { cheatsheet(); return; }
+    var draft = event.target.closest("[data-draft]");
+    if (draft) { takeDraft(draft); return; }
     if (event.target.id === "pick-all") {
       // Select every review shown: with the filters, that is the filtered set.
       document.querySelectorAll('#queue-rows input[name="review_id"]').forEach(function (box) {

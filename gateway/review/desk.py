@@ -18,11 +18,12 @@ from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from gateway.holds import HoldHub
 from gateway.models import Action, Agent, Review, ReviewStatus, wellformed_id
 from gateway.operations.metrics import Metrics
-from gateway.review import assignments, claims, decisions, history, logins, progress, queue, record
+from gateway.review import assignments, claims, decisions, history, logins, precedents, progress, queue, record
 from gateway.review import sessions as console_sessions
 from gateway.review.decisions import Decided
 from gateway.review.history import HistoryFilter, HistoryRow
 from gateway.review.logins import LoginLimits
+from gateway.review.precedents import Precedent
 from gateway.review.queue import QueueFilter, QueueView
 from gateway.review.record import ReviewRecord
 from gateway.review.sandbox import Sandbox
@@ -218,6 +219,11 @@ class ReviewDesk:
     async def queue_version(self) -> int:
         async with self.sessions() as session:
             return await queue.version(session)
+
+    async def precedents(self, found: ReviewRecord) -> list[Precedent]:
+        """What agents decided before on the same question as this review's."""
+        async with self.sessions() as session:
+            return await precedents.earlier(session, found.exchange, found.review.id)
 
     async def record(self, review_id: str) -> ReviewRecord:
         async with self.sessions() as session:

@@ -432,3 +432,30 @@ def test_a_lead_assigns_a_filtered_set_and_an_agent_approves_in_bulk(
     with factories.sync_session(database_url) as session:
         approved = session.exec(select(Decision).where(Decision.action == "approve")).all()
     assert len(approved) == 2 and {d.agent_id for d in approved} == {approved[0].agent_id}
+
+
+def test_an_earlier_decision_is_one_key_from_the_draft_and_the_guidelines_one_key_away(
+    live: str, page, api_key: str, upstream: factories.UpstreamMock, agent
+) -> None:
+    ids = []
+    for answer in ("Lyon.", "Marseille."):
+        mock_answer(upstream, answer)
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Capital of France?"}], "hitl": {"wait": 0}}
+        reply = httpx.post(f"{live}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"})
+        ids.append(reply.json()["hitl"]["review_id"])
+    log_in(page, live, *agent)
+    page.goto(f"{live}/console/reviews/{ids[0]}")
+    page.keyboard.press("e")
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("Paris. 東京ではありません。")
+    page.keyboard.press("ControlOrMeta+Enter")
+    page.wait_for_url(f"{live}/console/reviews/{ids[1]}?decided=**")  # the same question, asked again
+    assert "Paris. 東京ではありません。" in page.inner_text("#precedents")
+    page.keyboard.press("p")
+    assert page.evaluate("document.activeElement.id") == "answer"
+    assert page.input_value("#answer") == "Paris. 東京ではありません。"
+    page.wait_for_selector("#diff pre ins")
+    page.keyboard.press("Escape")  # out of the answer box
+    page.keyboard.press("g")
+    assert page.is_visible("#guidelines-dialog") and "HITL_GUIDELINES_PATH" in page.inner_text("#guidelines-dialog")
+    screenshot(page, "review-memory-and-guidelines")
