@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import or_
+from sqlalchemy import String, cast, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -17,7 +17,7 @@ LIMIT = 200
 
 @dataclass(frozen=True)
 class HistoryFilter:
-    text: str = ""  # in the candidate, the final text, the decision's text or comment, or the review id
+    text: str = ""  # in the question, the candidate, the final text, the decision's text or comment, or the review id
     agent: str = ""  # username
     action: Action | None = None
     tier: str = ""  # the tier the decision was made in
@@ -45,6 +45,7 @@ async def search(session: AsyncSession, wanted: HistoryFilter) -> list[HistoryRo
         needle = f"%{wanted.text.strip()}%"
         query = query.where(
             or_(
+                cast(col(Exchange.request), String).ilike(needle),  # the question, as the request holds it
                 col(Exchange.candidate_text).ilike(needle),
                 col(Exchange.final_text).ilike(needle),
                 col(Decision.text).ilike(needle),

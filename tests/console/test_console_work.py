@@ -512,3 +512,27 @@ def test_an_agents_own_stale_claim_never_blocks_take_next_and_skip_moves_on(
         "/console/next", data={"tier": "agent", "skip": first, "csrftoken": token}, follow_redirects=False
     )
     assert skipped.headers["location"] == f"/console/reviews/{second}"
+
+
+def test_history_shows_the_question_and_only_what_was_sent(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, senior
+) -> None:
+    """An escalation sent nothing: its row says so, never the candidate as if it had gone out."""
+    escalated = held(client, upstream, api_key, text="Maybe Lyon.")["review_id"]
+    edited = held(client, upstream, api_key, text="Nice.")["review_id"]
+    token = console_login(client, *agent)
+    data = {"action": "escalate", "comment": "not sure about the city", "csrftoken": token}
+    client.post(f"/console/reviews/{escalated}/decide", data=data)
+    client.post(f"/console/reviews/{edited}/decide", data={"action": "edit", "text": "Paris.", "csrftoken": token})
+    rows = client.get("/console/history", headers={"HX-Request": "true"}).text
+    assert "<th>Question</th>" in rows and rows.count("Capital of France?") == 2
+    escalation = rows.split(f"/console/reviews/{escalated}")[1].split("</tr>")[0]
+    assert "nothing: escalated (“not sure about the city”)" in escalation and "Maybe Lyon." not in escalation
+    assert "Paris." in rows.split(f"/console/reviews/{edited}")[1].split("</tr>")[0]
+    # The text search reads the question too, in any script.
+    assert edited in client.get("/console/history?q=capital+of+france").text
+    question = [{"role": "user", "content": "パスワードをリセットするには?"}]
+    japanese = held(client, upstream, api_key, text="設定ページへ。", messages=question)["review_id"]
+    client.post(f"/console/reviews/{japanese}/decide", data={"action": "approve", "csrftoken": token})
+    found = client.get("/console/history", params={"q": "リセット"}).text
+    assert japanese in found and edited not in found
