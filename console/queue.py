@@ -50,13 +50,19 @@ async def queue(
         assigned_to=agent.id if mine else None,
     )
     found = await desk.queue(wanted)
+    now = runtime.clock.now()
     context = {
         "agent": agent,
         "tiers": tiers,
         "tier": current,
         "counts": found.counts,
         "rows": found.rows,
-        "now": runtime.clock.now(),
+        "columns": {
+            "tags": any(row.tags for row in found.rows),
+            "assigned": any(row.assignee for row in found.rows),
+            "claimed": any(row.claimed(now) for row in found.rows),
+        },
+        "now": now,
         "sort": sort,
         "desc": desc,
         "model": model or "",

@@ -47,6 +47,11 @@ class QueueRow(NamedTuple):
     tags: list[str]  # the reason tags of its escalations, if it was escalated
     assignee: str | None = None  # whose work it is, when a team lead (or the agent) assigned it
 
+    def claimed(self, now: datetime) -> bool:
+        """Someone holds a claim on it that has not run out."""
+        expires = self.review.claim_expires_at
+        return self.holder is not None and expires is not None and expires > now
+
     def client_waiting(self, now: datetime) -> bool:
         """A client is still waiting on this review's decision (until its deadline outcome goes out)."""
         return (

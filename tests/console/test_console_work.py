@@ -536,3 +536,20 @@ def test_history_shows_the_question_and_only_what_was_sent(
     client.post(f"/console/reviews/{japanese}/decide", data={"action": "approve", "csrftoken": token})
     found = client.get("/console/history", params={"q": "リセット"}).text
     assert japanese in found and edited not in found
+
+
+def test_the_queue_leaves_out_empty_columns_and_shows_the_whole_question(
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, senior
+) -> None:
+    question = "My parcel 4471 arrived damaged and the box was open, what can I do about it?"
+    first = held(client, upstream, api_key, messages=[{"role": "user", "content": question}])["review_id"]
+    console_login(client, *agent)
+    page = client.get("/console/?tier=agent").text
+    assert "Claimed by" not in page and '<th class="tags">' not in page and "Assigned</th>" not in page
+    row = page.split(f'id="review-{first}"')[1].split("</tr>")[0]
+    assert f'<div class="preview" title="{question}">{question}</div>' in row
+    other = TestClient(app)
+    console_login(other, *senior)
+    other.get(f"/console/reviews/{first}")  # now someone holds it: the column appears
+    page = client.get("/console/?tier=agent").text
+    assert '<th class="claimed">Claimed by</th>' in page and senior[0] in page.split(f'id="review-{first}"')[1]
