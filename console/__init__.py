@@ -30,6 +30,7 @@ def _not_console(scope: Scope) -> bool:
 def install(app: FastAPI, settings: Settings) -> None:
     secret = app.state.secret_key
     app.state.console_templates = make_templates()
+    app.state.console_templates.env.globals["alert_seconds"] = settings.alert_seconds
     for module in (routes, queue, review, history, webhooks, exports, team, guidelines):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")

@@ -167,6 +167,12 @@ class Settings(BaseSettings):
         5, gt=0, description="Failed logins per username (x4 per address) before logins are refused for a while."
     )
     login_window: float = Field(900.0, gt=0, description="Seconds failed logins are counted over, and locked out.")
+    alert_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="The console alerts (title, favicon badge, a tone the agent can turn off) when a waiting"
+        " client has less than this many seconds left before its deadline outcome; 0 turns the alert off.",
+    )
     guidelines_path: Path | None = Field(
         None, description="The team's guidelines, a Markdown file shown in the console (page, and key `g` on a review)."
     )

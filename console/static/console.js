@@ -192,6 +192,78 @@
   }
   window.setInterval(tick, 1000);
 
+  // The alert: a waiting client has less than HITL_ALERT_SECONDS left before it gets the deadline outcome. The
+  // title and the favicon say how many, and a short tone sounds once per client unless the agent turned it off.
+  var plainTitle = document.title;
+  var sounded = {};
+  var audio = null;
+
+  function soundOn() { return window.localStorage.getItem("hitl-sound") !== "off"; }
+
+  function showSound() {
+    var toggle = document.getElementById("sound-toggle");
+    if (toggle) toggle.textContent = soundOn() ? "Sound on" : "Sound off";
+  }
+
+  function tone() {
+    var Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) return;
+    try {
+      audio = audio || new Context();
+      var oscillator = audio.createOscillator();
+      var gain = audio.createGain();
+      oscillator.frequency.value = 880;
+      gain.gain.value = 0.08;
+      oscillator.connect(gain);
+      gain.connect(audio.destination);
+      oscillator.start();
+      oscillator.stop(audio.currentTime + 0.2);
+    } catch (error) { /* a browser that refuses audio still shows the title and the badge */ }
+    document.body.dataset.tones = String(Number(document.body.dataset.tones || 0) + 1);
+  }
+
+  function favicon(count) {
+    var link = document.getElementById("favicon");
+    if (!link) return;
+    if (!count) { link.href = link.dataset.plain || link.href; return; }
+    link.dataset.plain = link.dataset.plain || link.href;
+    var canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 32;
+    var pen = canvas.getContext("2d");
+    pen.fillStyle = "#c62828";
+    pen.beginPath(); pen.arc(16, 16, 16, 0, 2 * Math.PI); pen.fill();
+    pen.fillStyle = "#fff"; pen.font = "bold 20px sans-serif"; pen.textAlign = "center"; pen.textBaseline = "middle";
+    pen.fillText(count > 9 ? "9+" : String(count), 16, 17);
+    link.href = canvas.toDataURL("image/png");
+  }
+
+  function alarm() {
+    var limit = Number(document.body.dataset.alertSeconds || 0);
+    var now = Date.now() / 1000;
+    var urgent = [];
+    document.querySelectorAll("[data-deadline]").forEach(function (node) {
+      var left = Number(node.dataset.deadline) - now;
+      if (left > 0 && left <= limit) urgent.push(node);
+    });
+    document.body.classList.toggle("alerting", urgent.length > 0);
+    document.title = urgent.length ? "(" + urgent.length + ") about to time out · " + plainTitle : plainTitle;
+    favicon(urgent.length);
+    urgent.forEach(function (node) {
+      var row = node.closest("[id]");
+      var key = (row ? row.id : "") + "@" + node.dataset.deadline;
+      if (sounded[key]) return;
+      sounded[key] = true;
+      if (soundOn()) tone();
+    });
+  }
+  window.setInterval(alarm, 1000);
+  document.addEventListener("DOMContentLoaded", function () { showSound(); alarm(); });
+  document.addEventListener("click", function (event) {
+    if (event.target.id !== "sound-toggle") return;
+    window.localStorage.setItem("hitl-sound", soundOn() ? "off" : "on");
+    showSound();
+  });
+
   // The reviews ticked for a bulk action, kept across live refreshes of the queue.
   var picked = {};
   document.addEventListener("change", function (event) {

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -459,3 +459,47 @@ def test_an_earlier_decision_is_one_key_from_the_draft_and_the_guidelines_one_ke
     page.keyboard.press("g")
     assert page.is_visible("#guidelines-dialog") and "HITL_GUIDELINES_PATH" in page.inner_text("#guidelines-dialog")
     screenshot(page, "review-memory-and-guidelines")
+
+
+def titled(page, wanted: Callable[[str], bool], seconds: float = 20) -> None:
+    """Wait until the page's title is as wanted (the console's CSP refuses playwright's evaluated predicates)."""
+    deadline = time.monotonic() + seconds
+    while not wanted(page.title()):
+        assert time.monotonic() < deadline, page.title()
+        page.wait_for_timeout(200)
+
+
+def test_a_client_about_to_time_out_raises_the_alert_and_the_tone_can_be_turned_off(
+    make_settings, page, api_key: str, upstream: factories.UpstreamMock, agent
+) -> None:
+    upstream.pass_loopback()
+    settings = make_settings(hold=HoldSettings(default_wait=8, max_wait=60, poll_interval=0.2), alert_seconds=30)
+    with factories.serving(create_app(settings)) as live:
+        log_in(page, live, *agent)
+        page.goto(f"{live}/console/?tier=agent")
+        assert not page.title().startswith("(")
+
+        def wait_for_answer() -> None:
+            mock_answer(upstream, "Lyon.")
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}], "hitl": {"wait": 8}}
+            httpx.post(
+                f"{live}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+            )
+
+        first = threading.Thread(target=wait_for_answer)
+        first.start()
+        titled(page, lambda title: title.startswith("(1) about to time out"))
+        assert page.evaluate("document.getElementById('favicon').href").startswith("data:image/png")
+        assert page.evaluate("document.body.dataset.tones") == "1"
+        assert "alerting" in (page.get_attribute("body", "class") or "")
+        screenshot(page, "queue-alert")
+        page.click("#sound-toggle")
+        assert page.inner_text("#sound-toggle") == "Sound off"
+        second = threading.Thread(target=wait_for_answer)
+        second.start()
+        titled(page, lambda title: title.startswith("(2) about to time out"))
+        assert page.evaluate("document.body.dataset.tones") == "1"  # the second client: no tone, sound is off
+        first.join(30)
+        second.join(30)
+        titled(page, lambda title: not title.startswith("("))  # both clients got the placeholder
+        assert not page.evaluate("document.getElementById('favicon').href").startswith("data:")
