@@ -137,7 +137,7 @@ def serve(
 
     from gateway import memory
     from gateway.app import create_app
-    from gateway.conversation.upstream import local_model_available
+    from gateway.conversation.bundled import local_model_available
     from gateway.policy import PolicyError
 
     settings = _settings()

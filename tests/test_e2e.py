@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from gateway.app import create_app
 from gateway.cli import app as cli
-from gateway.conversation.upstream import local_model_available
+from gateway.conversation.bundled import local_model_available
 from gateway.models import Role
 from gateway.settings import HoldSettings, LocalModelSettings, SelfCheckSettings
 from tests import factories

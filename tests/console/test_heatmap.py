@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from console import heatmap
-from gateway.conversation.upstream import LocalLlama, local_model_available
+from gateway.conversation.bundled import local_model_available
+from gateway.conversation.upstream import LocalLlama
 from gateway.settings import LocalModelSettings
 from tests import factories
 from tests.factories import MODEL, console_login
