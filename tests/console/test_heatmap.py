@@ -4,6 +4,7 @@ empty and partial pieces)."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from typing import Any
@@ -119,11 +120,11 @@ def test_the_bundled_models_japanese_is_shown_whole() -> None:
     """llama.cpp reports a token that splits a character as an empty piece: the map still spells the answer."""
     if not local_model_available():
         pytest.skip("the bundled model is not installed")
-    model = LocalLlama(LocalModelSettings(max_tokens=40))
+    model = LocalLlama(LocalModelSettings(max_tokens=40))  # in its own process, as the gateway runs it
     try:
         prompt = "Say in Japanese: reset your password. Use Japanese characters."
         body = {"messages": [{"role": "user", "content": prompt}], "logprobs": True, "top_logprobs": 2}
-        answer = model._generate({**body, "temperature": 0})
+        answer = asyncio.run(model.complete({**body, "temperature": 0}))
     finally:
         model.close()
     text = answer["choices"][0]["message"]["content"]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import httpx
 import pytest
 
+from gateway.conversation import bundled
+from gateway.conversation.bundled import BundledModel, local_model_available
 from gateway.conversation.upstream import LiteLLM, LocalLlama, OpenAICompatible, build
 from gateway.errors import InvalidRequest, RateLimited, UpstreamError
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
@@ -96,8 +99,28 @@ def test_the_bundled_model_leaves_a_core_to_the_web_server(
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores)
     monkeypatch.setattr("llama_cpp.Llama", Llama)
-    LocalLlama(LocalModelSettings())._load()
+    monkeypatch.setattr("gateway.conversation.bundled.bundled_model_path", lambda: Path("model.gguf"))
+    BundledModel(LocalModelSettings()).load()
     assert (made["n_threads"], made["n_threads_batch"]) == (threads, threads)
     made.clear()
-    LocalLlama(LocalModelSettings(threads=2))._load()  # as configured
+    BundledModel(LocalModelSettings(threads=2)).load()  # as configured
     assert (made["n_threads"], made["n_threads_batch"]) == (2, 2)
+
+
+@pytest.mark.slow
+async def test_the_bundled_model_answers_from_its_own_process() -> None:
+    """Generating in a thread of the web server's process held its GIL: console pages took 13-20 s."""
+    if not local_model_available():
+        pytest.skip("the bundled model is not installed")
+    model = LocalLlama(LocalModelSettings(max_tokens=8))
+    try:
+        body = {"messages": [{"role": "user", "content": "Say hi."}], "logprobs": True, "top_logprobs": 2}
+        answer = await model.complete(body)
+        assert answer["choices"][0]["logprobs"]["content"]
+        assert bundled._MODEL is None  # this process never made the model: its own process did
+        with pytest.raises(InvalidRequest, match="rejected the request"):
+            await model.complete({"messages": [{"role": "user", "content": "word " * 5000}]})  # past n_ctx
+        again = await model.complete(body)  # the same process, the model still loaded
+        assert again["choices"][0]["message"]["role"] == "assistant"
+    finally:
+        model.close()
