@@ -80,10 +80,10 @@ def mock_answer(upstream: factories.UpstreamMock, text: str, logprob: float = -0
     upstream.answer(body)
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, *, full_page: bool = True) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -503,3 +503,68 @@ def test_a_client_about_to_time_out_raises_the_alert_and_the_tone_can_be_turned_
         second.join(30)
         titled(page, lambda title: not title.startswith("("))  # both clients got the placeholder
         assert not page.evaluate("document.getElementById('favicon').href").startswith("data:")
+
+
+SCREENS = {"1440x900": (1440, 900), "1280x720": (1280, 720), "768": (768, 1024), "390": (390, 844)}
+
+
+def in_view(page, selector: str) -> bool:
+    """The element's box lies within the window (scrolled as it is now)."""
+    box = page.evaluate(
+        "s => { const r = document.querySelector(s).getBoundingClientRect();"
+        " return [r.top, r.bottom, r.left, r.right, innerHeight, innerWidth]; }",
+        selector,
+    )
+    top, bottom, left, right, height, width = box
+    return top >= 0 and bottom <= height and left >= 0 and right <= width
+
+
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_one_screen_to_decide_and_no_page_wider_than_the_window(
+    live: str, page, api_key: str, upstream: factories.UpstreamMock, agent, senior, screen: str
+) -> None:
+    width, height = SCREENS[screen]
+    page.set_viewport_size({"width": width, "height": height})
+    conversation = [
+        {"role": "system", "content": "You are the support assistant of a parcel company."},
+        {"role": "user", "content": "My parcel 4471 arrived damaged and the box was open. What can I do?"},
+    ]
+    long_answer = "\n\n".join(f"Step {n}: " + "please keep the box and the label " * 6 for n in range(1, 7))
+    mock_answer(upstream, long_answer)
+    body = {"model": MODEL, "messages": conversation, "hitl": {"wait": 0}}
+    review_id = httpx.post(
+        f"{live}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"}
+    ).json()["hitl"]["review_id"]
+    log_in(page, live, *agent)
+    for path in ("/console/?tier=agent", "/console/history", f"/console/reviews/{review_id}"):
+        page.goto(f"{live}{path}")
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, (path, overflow)
+    screenshot(page, f"review-{screen}")
+
+    page.keyboard.press("e")
+    page.keyboard.press("End")
+    page.keyboard.type(" Thank you.")
+    page.wait_for_selector("#diff pre ins")
+    for control in ('button[data-key="a"]', 'button[data-key="e"]', 'button[data-key="o"]'):
+        assert in_view(page, control), (screen, control)  # the decision bar, whatever the width
+    if width >= 1280:
+        # Both sides in view while typing: the question, the candidate's start, the answer box and the diff.
+        for part in ("#answer", "#diff", ".message:last-of-type", "#candidate"):
+            assert page.evaluate(
+                "s => { const r = document.querySelector(s).getBoundingClientRect();"
+                " return r.bottom > 0 && r.top < innerHeight; }",
+                part,
+            ), (screen, part)
+        assert in_view(page, "#answer")
+    screenshot(page, f"review-editing-{screen}", full_page=False)  # what the agent sees while typing
+
+    # The escalation's reason is at the top of the page the senior opens.
+    page.keyboard.press("Escape")
+    page.fill("#comment", "Is a damaged parcel refunded or replaced?")
+    page.click('button[data-key="s"]')
+    page.wait_for_url(f"{live}/console/**")
+    log_in(page, live, *senior)
+    page.goto(f"{live}/console/reviews/{review_id}")
+    assert in_view(page, "#escalated")
+    assert "Is a damaged parcel refunded or replaced?" in page.inner_text("#escalated")
