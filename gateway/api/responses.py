@@ -19,7 +19,7 @@ from gateway.conversation.chat import ChatRequest
 from gateway.conversation.wire import CompletionResponse
 from gateway.deps import CurrentKey, RelayDep, RequestId
 from gateway.errors import GatewayError, InvalidRequest, NotFound
-from gateway.models import Dialect, ExchangeStatus, id_time, timed_id
+from gateway.models import Dialect, Exchange, ExchangeStatus, Review, id_time, timed_id
 from gateway.relay import exchanges, retries
 from gateway.relay.replies import Reply
 from gateway.relay.service import Relay
@@ -82,11 +82,9 @@ async def _queued(
 ) -> Response:
     """Background mode is the hold without a deadline: `queued` at once; the answer is asked, scored and routed
     meanwhile, and a held one stays `in_progress` until an agent decides, however long that takes. Nobody waits,
-    so there is no placeholder."""
-    if body.get("stream"):
-        raise InvalidRequest(
-            "A background response is not streamed by this gateway: poll GET /v1/responses/{id}.", param="stream"
-        )
+    so there is no placeholder. Streamed, the `queued` Response is the first event and the rest follow the
+    answer (after the decision when it is held); a client that drops the stream resumes it with
+    GET /v1/responses/{id}?stream=true&starting_after=N."""
     chat, raw = parsed
     upstream = relay.upstreams.get(chat.model)
     identity = retries.identify(request.headers, key_id, raw)
@@ -95,9 +93,30 @@ async def _queued(
     incoming = exchanges.Incoming(
         request_id, key_id, chat, raw, identity.fingerprint, identity.key, Dialect.RESPONSES, named
     )
-    relay.outlive_client(asyncio.ensure_future(relay.propose(incoming, upstream, wait=0)))
+    asked = asyncio.ensure_future(relay.propose(incoming, upstream, wait=0))
+    relay.outlive_client(asked)
     queued = responses.unanswered(responses.response_id(named), body, "queued", created)
-    return CompletionResponse(queued, headers={"x-hitl-status": "queued", "x-hitl-exchange-id": named})
+    headers = {"x-hitl-status": "queued", "x-hitl-exchange-id": named}
+    if not body.get("stream"):
+        return CompletionResponse(queued, headers=headers)
+
+    async def events() -> AsyncIterator[bytes]:
+        yield responses.event("response.created", 0, {"response": queued})
+        try:
+            await asyncio.shield(asked)  # stored (asked, scored, routed), whether this stream stays or not
+        except GatewayError:
+            pass  # a failed upstream call is stored as a failed Response
+        try:
+            exchange, review = await exchanges.load_own(relay.sessions, named, key_id)
+        except NotFound:  # refused before anything was stored
+            error = {"code": "server_error", "message": "The request could not be answered.", "param": None}
+            yield responses.event("error", 1, error)
+            return
+        reply = Reply(relay, chat, exchange.request, review, flow.poll_url(request, review))
+        async for chunk in _after_decision(reply, exchange, review, relay, start=1):
+            yield chunk
+
+    return EventSourceResponse(events(), ping=relay.settings.hold.keepalive, headers=headers)
 
 
 def _young(relay: Relay, exchange_id: str) -> bool:
@@ -160,18 +179,32 @@ async def _resumed(response_id: str, request: Request, key_id: int, relay: Relay
     reply = Reply(relay, chat, exchange.request, review, flow.poll_url(request, review))
     headers = answers.hitl_headers(reply.body(exchange)["hitl"])
 
-    async def events() -> AsyncIterator[bytes]:
-        current = exchange
-        if current.status == ExchangeStatus.HELD and review is not None:
-            current = await reply.wait_and_load(current.id, relay.settings.hold.max_wait)
-        rendered = responses.render(reply.body(current), {})
-        if current.status == ExchangeStatus.HELD:
-            rendered = responses.in_progress(rendered)
-            yield responses.events(rendered, start=starting_after + 1, until="response.in_progress")
-            return
-        yield responses.events(rendered, start=starting_after + 1)
+    events = _after_decision(reply, exchange, review, relay, start=starting_after + 1)
+    return EventSourceResponse(events, ping=relay.settings.hold.keepalive, headers=headers)
 
-    return EventSourceResponse(events(), ping=relay.settings.hold.keepalive, headers=headers)
+
+async def _after_decision(
+    reply: Reply, exchange: Exchange, review: Review | None, relay: Relay, start: int
+) -> AsyncIterator[bytes]:
+    """A Response's events from `start` on: a held one's after its decision (up to the longest wait; when nobody
+    decides by then, only its `in_progress` events), a failed one's `response.failed`."""
+    current = exchange
+    if current.status == ExchangeStatus.HELD and review is not None:
+        current = await reply.wait_and_load(current.id, relay.settings.hold.max_wait)
+    response_id = responses.response_id(current.id)
+    if current.status in (ExchangeStatus.FAILED, ExchangeStatus.CANCELLED):
+        kind = "failed" if current.status == ExchangeStatus.FAILED else "cancelled"
+        ended = responses.unanswered(response_id, current.request, kind, current.created_at.timestamp())
+        if current.status == ExchangeStatus.FAILED:
+            ended["error"] = {"code": "server_error", "message": f"The upstream failed ({current.error_kind})."}
+        yield responses.event(f"response.{kind}", max(start, 1), {"response": ended})
+        return
+    rendered = responses.render(reply.body(current), {})
+    if current.status == ExchangeStatus.HELD:
+        rendered = responses.in_progress(rendered)
+        yield responses.events(rendered, start=start, until="response.in_progress")
+        return
+    yield responses.events(rendered, start=start)
 
 
 @router.post("/responses/{response_id}/cancel")

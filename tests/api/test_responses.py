@@ -221,7 +221,6 @@ def test_previous_response_id_continues_the_conversation_of_the_same_key_only(
         ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
         ({"input": "x", "conversation": "conv_1"}, "conversation"),
-        ({"input": "x", "background": True, "stream": True}, "stream"),
         ({}, "input"),
     ],
 )
@@ -337,6 +336,46 @@ def test_a_resumed_stream_of_a_held_response_waits_for_the_decision(
     client.portal.call(factories.decide_as, runtime, senior[0], review_id, Action.EDIT, "Rome.")  # type: ignore[union-attr]
     reading.join(10)
     assert [event.delta for event in got if event.type == "response.output_text.delta"] == ["Rome."]
+
+
+def test_a_background_stream_starts_queued_and_brings_the_decided_answer(
+    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, senior: tuple[str, str]
+) -> None:
+    upstream.answer(UNSURE)
+    gateway = sdk(client, api_key)
+    got: list[Any] = []
+
+    def read() -> None:
+        got.extend(gateway.responses.create(model=MODEL, input="Capital of Italy?", background=True, stream=True))
+
+    reading = threading.Thread(target=read)
+    reading.start()
+    runtime: Runtime = app.state.runtime
+    factories.until(lambda: bool(factories.open_reviews(runtime.settings.database_url)), 10, "the hold")
+    time.sleep(0.3)
+    assert [event.type for event in got] == ["response.created"]  # queued at once; nothing of the held answer
+    (review_id,) = factories.open_reviews(runtime.settings.database_url)
+    client.portal.call(factories.decide_as, runtime, senior[0], review_id, Action.EDIT, "Rome.")  # type: ignore[union-attr]
+    reading.join(10)
+    first, *rest = got
+    assert first.type == "response.created" and first.response.status == "queued" and first.sequence_number == 0
+    assert [event.sequence_number for event in got] == list(range(len(got)))
+    assert [event.delta for event in rest if event.type == "response.output_text.delta"] == ["Rome."]
+    assert rest[-1].type == "response.completed" and rest[-1].response.output_text == "Rome."
+    # A client that dropped the stream resumes it where it left off, in the same numbers.
+    resumed = list(gateway.responses.retrieve(first.response.id, stream=True, starting_after=2))
+    assert [event.sequence_number for event in resumed] == [event.sequence_number for event in got[3:]]
+
+
+def test_a_background_stream_of_a_failed_upstream_ends_failed(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.answer({"error": {"message": "overloaded"}}, status=500)
+    events = list(
+        sdk(client, api_key).responses.create(model=MODEL, input="Capital of Italy?", background=True, stream=True)
+    )
+    assert [event.type for event in events] == ["response.created", "response.failed"]
+    assert events[1].response.status == "failed" and events[1].sequence_number == 1
 
 
 def test_responses_only_fields_do_not_reach_a_chat_upstream(
