@@ -162,7 +162,7 @@ async def _reviewed(session: AsyncSession, review_id: str, agent: Agent, tiers: 
     if review is None:
         raise NotFound(f"No review with id {review_id!r}.")
     if not tiers.may_decide_review(agent.role, review):
-        raise Forbidden(f"A {agent.role} cannot decide reviews in the {review.tier!r} tier.")
+        raise Forbidden(f"The {agent.role} role cannot decide reviews in the {review.tier!r} tier.")
     exchange = await session.get(Exchange, review.exchange_id)
     assert exchange is not None
     return review, exchange

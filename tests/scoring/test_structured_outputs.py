@@ -5,6 +5,7 @@ released unscored. The exchange records which signals made its confidence."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 
@@ -82,3 +83,47 @@ async def test_a_structured_output_the_judge_is_sure_of_is_released(
     upstream.respond(judged_by(0.99))
     city = await city_model(gateway, api_key).ainvoke("Biggest French city?")  # type: ignore[attr-defined]
     assert city == City(name="Paris", population=42)
+
+
+async def test_instructor_gets_the_agents_correction_of_an_unsure_structured_output(
+    gateway: httpx.AsyncClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    senior: tuple[str, str],
+    database_url: str,
+) -> None:
+    """instructor's TOOLS mode, held (for seniors: the judge is quite unsure) while a senior corrects the
+    population; instructor validates what arrives."""
+    import instructor
+    from openai import AsyncOpenAI
+
+    upstream.respond(judged_by(0.2))
+    client = instructor.from_openai(
+        AsyncOpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=gateway, max_retries=0),
+        mode=instructor.Mode.TOOLS,
+    )
+
+    async def ask() -> City:
+        return await client.chat.completions.create(
+            model=MODEL,
+            response_model=City,
+            max_retries=0,
+            messages=[{"role": "user", "content": "Biggest French city?"}],
+            extra_body={"hitl": {"wait": 20}},
+        )
+
+    asking = asyncio.ensure_future(ask())
+    for _ in range(200):
+        if factories.open_reviews(database_url):
+            break
+        await asyncio.sleep(0.05)
+    (review_id,) = factories.open_reviews(database_url)
+    token = await factories.aconsole_login(gateway, *senior)
+    corrected = json.dumps({"name": "Paris", "population": 2_100_000})
+    decided = await gateway.post(
+        f"/console/reviews/{review_id}/decide",
+        data={"action": "edit", "call": "call_1", "arguments": corrected, "csrftoken": token},
+    )
+    assert decided.status_code == 303, decided.text
+    city = await asking
+    assert isinstance(city, City) and city.model_dump() == {"name": "Paris", "population": 2_100_000}
