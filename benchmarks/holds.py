@@ -42,6 +42,7 @@ def gateway_env(database_url: str, upstream: str) -> dict[str, str]:
         database_url,
         upstream,
         HITL_SELFCHECK__MODE="never",
+        HITL_UNDO_SECONDS="0",  # release latency is timed from the decision, not from the end of its undo window
         HITL_AUDIT__RATE="0",
         HITL_HOLD__MAX_WAIT="900",
         HITL_LOGIN_MAX_FAILURES="1000",

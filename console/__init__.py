@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Scope
 from console import auth, error_pages, exports, guidelines, history, queue, review, routes, team, webhooks
 from console.guard import ConsoleGuard, ConsoleOnly
 from console.rendering import make_templates
+from gateway.models import wellformed_id
 from gateway.settings import Settings
 
 PREFIX = "/console"
@@ -30,7 +31,9 @@ def _not_console(scope: Scope) -> bool:
 def install(app: FastAPI, settings: Settings) -> None:
     secret = app.state.secret_key
     app.state.console_templates = make_templates()
-    app.state.console_templates.env.globals["alert_seconds"] = settings.alert_seconds
+    app.state.console_templates.env.globals.update(
+        alert_seconds=settings.alert_seconds, undo_seconds=settings.undo_seconds, wellformed_id=wellformed_id
+    )
     for module in (routes, queue, review, history, webhooks, exports, team, guidelines):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")

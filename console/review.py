@@ -14,7 +14,7 @@ from console.auth import CurrentAgent
 from console.rendering import DEADLINE_OUTCOMES, render
 from gateway.deps import DeskDep, RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest
-from gateway.models import Action, Agent, DeadlineOutcome, Exchange, ReviewStatus
+from gateway.models import Action, Agent, DeadlineOutcome, Exchange, PendingDecision, Review, ReviewStatus
 from gateway.prompt_templates import canned_responses
 from gateway.review import diffs, explanations
 from gateway.review.decisions import REASON_TAGS
@@ -79,6 +79,8 @@ async def _context(
         "guidelines": guidelines.rendered(runtime.settings.guidelines_path),
         "webhook": found.webhook,
         "can_take_next": desk.may_decide(agent, review.tier) and review.tier in desk.tiers.queues,
+        "pending": await desk.pending(review_id),
+        "undone": None,
     }
 
 
@@ -160,7 +162,7 @@ async def decide(
         raise InvalidRequest("Each tool call needs its arguments.", param="arguments")
     drafts = dict(zip(call or [], arguments or [], strict=True))
     try:
-        decided = await desk.decide(
+        decided = await desk.decide_undoably(
             review_id,
             agent,
             action,
@@ -174,9 +176,29 @@ async def decide(
         context = await _context(desk, runtime, review_id, agent)
         context.update(error=exc.message, draft=text, argument_drafts=drafts)
         return render(request, "review.html", context, status_code=exc.status_code)
-    # Decide and open next: the oldest review of the same tier nobody holds, or the queue when there is none.
-    tier = decided.decision.from_tier or decided.review.tier
-    following = await desk.next(agent, tier)
+    if isinstance(decided, PendingDecision):
+        tier, said = decided_tier(await desk.review(review_id)), f"decided={review_id}&undo={review_id}"
+    else:
+        tier, said = decided.decision.from_tier or decided.review.tier, f"decided={review_id}"
+    # Decide and open next: the most urgent review of the same tier, or the queue when there is none.
+    following = await desk.next(agent, tier, skip=review_id)
     if following is None:
-        return RedirectResponse(f"/console/?tier={tier}&decided={review_id}&empty=1", status_code=303)
-    return RedirectResponse(f"/console/reviews/{following.id}?decided={review_id}", status_code=303)
+        return RedirectResponse(f"/console/?tier={tier}&{said}&empty=1", status_code=303)
+    return RedirectResponse(f"/console/reviews/{following.id}?{said}", status_code=303)
+
+
+def decided_tier(review: Review | None) -> str:
+    assert review is not None
+    return review.tier
+
+
+@router.post("/{review_id}/undo")
+async def undo(request: Request, review_id: str, agent: CurrentAgent, desk: DeskDep, runtime: RuntimeDep) -> Response:
+    """Take a decision back within its undo window: the review page again, with what the agent had written."""
+    taken = await desk.undo(review_id, agent)
+    context = await _context(desk, runtime, review_id, agent)
+    if taken is None:
+        context["error"] = "Too late to undo: the decision was made, and the client has it."
+        return render(request, "review.html", context, status_code=409)
+    context.update(draft=taken.text, argument_drafts=dict(taken.arguments or {}), undone=taken.action)
+    return render(request, "review.html", context)

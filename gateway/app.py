@@ -48,13 +48,17 @@ PLUGIN_GROUP = "hitl_gateway.plugins"
 @asynccontextmanager
 async def background(runtime: Runtime) -> AsyncIterator[None]:
     """The process's loops: its one waiter loop (the hold hub's batched poll), on PostgreSQL its one LISTEN
-    connection for decisions made by other processes, and the webhook sender (which delivers only while this
-    process holds the lease). On the way out, every waiting client is answered first."""
+    connection for decisions made by other processes, the webhook sender (which delivers only while this
+    process holds the lease), and the one that makes decisions whose undo window has closed. On the way out,
+    every waiting client is answered first."""
     tasks = [asyncio.create_task(runtime.holds.run(), name="hold-poll")]
     if runtime.listener is not None:
         tasks.append(asyncio.create_task(runtime.listener.run(), name="decision-notices"))
     if runtime.sender is not None:
         tasks.append(asyncio.create_task(runtime.sender.run(), name="webhook-sender"))
+    if runtime.settings.undo_seconds > 0:
+        interval = min(runtime.settings.hold.poll_interval, runtime.settings.undo_seconds)
+        tasks.append(asyncio.create_task(runtime.desk.run_settling(interval), name="undo-windows"))
     try:
         drain = runtime.settings.drain_seconds
         with on_exit_signal(runtime.holds.close, drain=drain, draining=runtime.start_draining):
@@ -116,6 +120,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 clock=clock,
                 logins=LoginLimits(settings.login_max_failures, settings.login_window),
                 sandbox=sandbox,
+                undo_seconds=settings.undo_seconds,
                 policy_sla=dict(routing.spec.sla),
                 metrics=metrics,
             )

@@ -301,6 +301,24 @@ class Decision(SQLModel, table=True):
     created_at: datetime = _when()
 
 
+class PendingDecision(SQLModel, table=True):
+    """A decision in its undo window (`HITL_UNDO_SECONDS`): what the agent did, taking effect at `due_at` unless
+    the agent undoes it first. The row goes when the decision is made or undone."""
+
+    __tablename__ = "pending_decisions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    review_id: str = Field(foreign_key="reviews.id", unique=True)
+    agent_id: int = Field(foreign_key="agents.id")
+    action: Action = _enum()
+    text: str | None = None
+    arguments: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    comment: str = ""
+    tags: list[Any] = _json(list, nullable=False)
+    created_at: datetime = _when()
+    due_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
 class PreferencePair(SQLModel, table=True):
     """(prompt, chosen = the agent's answer, rejected = the model's) from an edit or an override.
 
@@ -350,6 +368,7 @@ class EventKind(StrEnum):
     RETRIED = "retried"  # a client's retry of the same request joined the review instead of making another
     ASSIGNED = "assigned"  # given to an agent (detail: to, from); "to" None when the assignment was taken away
     CANCELLED = "cancelled"  # the client cancelled its background response; nobody need decide it
+    UNDONE = "undone"  # the agent took a decision back within its undo window (detail: action); nothing was sent
 
 
 class ReviewEvent(SQLModel, table=True):

@@ -167,6 +167,12 @@ class Settings(BaseSettings):
         5, gt=0, description="Failed logins per username (x4 per address) before logins are refused for a while."
     )
     login_window: float = Field(900.0, gt=0, description="Seconds failed logins are counted over, and locked out.")
+    undo_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a console decision can be taken back (key `u`) before it takes effect and the client"
+        " is answered; a client whose deadline falls sooner is answered at once. 0 turns undo off.",
+    )
     alert_seconds: float = Field(
         10.0,
         ge=0,

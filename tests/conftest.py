@@ -91,6 +91,8 @@ def make_settings(database_url: str, request: pytest.FixtureRequest) -> Callable
             "audit": AuditSettings(rate=0.0),
             # No webhook delivery loop polling the outbox unless a test is about it.
             "webhooks": WebhookSettings(enabled=False),
+            # Console decisions take effect at once unless a test is about the undo window.
+            "undo_seconds": 0.0,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

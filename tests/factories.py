@@ -121,6 +121,7 @@ def gateway_env(database_url: str, upstream_base: str, **extra: str) -> dict[str
         "HITL_AUDIT__RATE": "0",
         "HITL_SECRET_KEY": "process-test",
         "HITL_HOLD__POLL_INTERVAL": "0.2",
+        "HITL_UNDO_SECONDS": "0",  # console decisions at once, unless a test is about the undo window
         **extra,
     }
 

@@ -127,6 +127,11 @@
         break;
       case "p": if (page === "review") handled = takeDraft(document.querySelector("#precedents [data-draft]")); else handled = false; break;
       case "g": guidelines(); break;
+      case "u": {
+        var undoing = document.getElementById("undo-form");
+        if (undoing) undoing.submit(); else handled = false;
+        break;
+      }
       case "s": {
         var comment = document.getElementById("comment");
         if (page === "review" && comment) { comment.placeholder = "Why escalate? Then press Escalate."; comment.focus(); }
@@ -183,8 +188,8 @@
       node.textContent = seconds < 60 ? seconds + "s" : seconds < 3600 ? Math.floor(seconds / 60) + "m"
         : Math.floor(seconds / 3600) + "h " + Math.floor((seconds % 3600) / 60) + "m";
     });
-    document.querySelectorAll("[data-deadline]").forEach(function (node) {
-      var left = Math.max(0, Math.round(Number(node.dataset.deadline) - now));
+    document.querySelectorAll("[data-deadline], [data-countdown]").forEach(function (node) {
+      var left = Math.max(0, Math.round(Number(node.dataset.deadline || node.dataset.countdown) - now));
       node.textContent = String(left);
       var marker = node.closest("[data-waiting]");
       if (marker && left === 0) marker.classList.add("gone");

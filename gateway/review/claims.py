@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import case, or_
+from sqlalchemy import case, exists, or_
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
 from gateway.errors import Conflict, NotFound
-from gateway.models import Agent, EventKind, Review, ReviewEvent, ReviewStatus
+from gateway.models import Agent, EventKind, PendingDecision, Review, ReviewEvent, ReviewStatus
 from gateway.review import urgency
 from gateway.review.guard import guarded_update
 
@@ -71,9 +71,10 @@ async def next_review(
         free = or_(
             col(Review.claimed_by).is_(None), col(Review.claim_expires_at) < now, col(Review.claimed_by) == agent.id
         )
+        undecided = ~exists().where(col(PendingDecision.review_id) == col(Review.id))  # not in its undo window
         query = (
             select(Review.id)
-            .where(col(Review.status) == ReviewStatus.OPEN, col(Review.tier) == tier, free)
+            .where(col(Review.status) == ReviewStatus.OPEN, col(Review.tier) == tier, free, undecided)
             .where(or_(col(Review.assigned_to).is_(None), col(Review.assigned_to) == agent.id))
             .order_by(case((col(Review.assigned_to) == agent.id, 0), else_=1), *urgency.most_urgent_first(now))
             .limit(10)

@@ -168,6 +168,27 @@ async def _reviewed(session: AsyncSession, review_id: str, agent: Agent, tiers: 
     return review, exchange
 
 
+async def check(
+    session: AsyncSession,
+    tiers: Tiers,
+    sandbox: Sandbox,
+    *,
+    review_id: str,
+    agent: Agent,
+    action: Action,
+    text: str | None = None,
+    arguments: dict[str, str] | None = None,
+    tags: list[str] | None = None,
+) -> tuple[Review, Exchange]:
+    """Everything `decide` would refuse, refused now, without deciding (a decision kept for its undo window)."""
+    if action not in DECIDED_STATUS:
+        raise InvalidRequest(f"{action!r} is not a decision that closes a review.", param="action")
+    _checked_tags(tags or [])
+    review, exchange = await _reviewed(session, review_id, agent, tiers)
+    await _final(action, text, arguments, exchange, sandbox)
+    return review, exchange
+
+
 async def decide(
     session: AsyncSession,
     tiers: Tiers,

@@ -7,18 +7,21 @@ clients, the tier rules, the claim lease, the clock), so callers pass only what 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
-from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from gateway.errors import Conflict, Forbidden, GatewayError, InvalidRequest, NotFound
 from gateway.holds import HoldHub
-from gateway.models import Action, Agent, Review, ReviewStatus, wellformed_id
+from gateway.models import Action, Agent, PendingDecision, Review, ReviewKind, ReviewStatus, wellformed_id
 from gateway.operations.metrics import Metrics
-from gateway.review import assignments, claims, decisions, history, logins, precedents, progress, queue, record
+from gateway.review import assignments, claims, decisions, history, logins, precedents, progress, queue, record, undo
 from gateway.review import sessions as console_sessions
 from gateway.review.decisions import Decided
 from gateway.review.history import HistoryFilter, HistoryRow
@@ -34,6 +37,9 @@ from gateway.review.tiers import Tiers
 class BulkApproval:
     decided: list[Decided] = field(default_factory=list)
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (review id, why)
+
+
+log = logging.getLogger("hitl.review")
 
 
 def _known(review_id: str) -> str:
@@ -52,6 +58,7 @@ class ReviewDesk:
     clock: Clock
     logins: LoginLimits
     sandbox: Sandbox  # where checks of an edit against the request's schemas, and diffs, run with a time limit
+    undo_seconds: float = 0.0  # a console decision's undo window
     policy_sla: dict[str, float] = field(default_factory=dict)  # tier -> target wait in seconds
     metrics: Metrics | None = None
 
@@ -109,33 +116,128 @@ class ReviewDesk:
         comment: str = "",
         tags: list[str] | None = None,
     ) -> Decided:
-        """Approve, edit, override (or, with `Action.ESCALATE`, escalate with `comment` as the reason). An edit
-        of held tool calls gives `arguments` (call id -> JSON) instead of `text`."""
+        """Approve, edit, override (or, with `Action.ESCALATE`, escalate with `comment` as the reason), at once.
+        An edit of held tool calls gives `arguments` (call id -> JSON) instead of `text`."""
         _known(review_id)
         if action == Action.ESCALATE:
             return await self.escalate(review_id, agent, comment, tags=tags)
         async with self.sessions() as session:
-            decided = await decisions.decide(
-                session,
-                self.tiers,
-                self.clock.now(),
-                self.sandbox,
-                review_id=review_id,
-                agent=agent,
-                action=action,
-                text=text,
-                arguments=arguments,
-                comment=comment,
-                tags=tags,
+            return await self._make(session, review_id, agent, action, text, arguments, comment, tags)
+
+    async def decide_undoably(
+        self,
+        review_id: str,
+        agent: Agent,
+        action: Action,
+        *,
+        text: str | None = None,
+        arguments: dict[str, str] | None = None,
+        comment: str = "",
+        tags: list[str] | None = None,
+    ) -> Decided | PendingDecision:
+        """A console decision: checked now, made when its undo window closes (`undo.py`); at once when undo is
+        off, for an escalation, or when the waiting client's deadline comes first."""
+        _known(review_id)
+        if action == Action.ESCALATE or self.undo_seconds <= 0:
+            return await self.decide(
+                review_id, agent, action, text=text, arguments=arguments, comment=comment, tags=tags
             )
-            # The waiting client first; the agent's page can wait a round trip.
-            self.holds.notify(review_id, decided.exchange)
-            await session.refresh(decided.review)
+        async with self.sessions() as session:
+            now = self.clock.now()
+            review, _ = await decisions.check(
+                session, self.tiers, self.sandbox, review_id=review_id, agent=agent, action=action,
+                text=text, arguments=arguments, tags=tags,
+            )  # fmt: skip
+            deadline = review.deadline_at
+            if not (review.kind == ReviewKind.HOLD and now < deadline <= now + self._undo_window):
+                return await undo.defer(
+                    session, review, agent, now, self.undo_seconds, self.lease,
+                    action=action, text=text, arguments=arguments, comment=comment, tags=tags or [],
+                )  # fmt: skip
+        # The client would time out within the window: answered now, with no undo.
+        return await self.decide(review_id, agent, action, text=text, arguments=arguments, comment=comment, tags=tags)
+
+    @property
+    def _undo_window(self) -> timedelta:
+        return timedelta(seconds=self.undo_seconds)
+
+    async def _make(
+        self,
+        session: AsyncSession,
+        review_id: str,
+        agent: Agent,
+        action: Action,
+        text: str | None,
+        arguments: dict[str, str] | None,
+        comment: str,
+        tags: list[str] | None,
+    ) -> Decided:
+        decided = await decisions.decide(
+            session,
+            self.tiers,
+            self.clock.now(),
+            self.sandbox,
+            review_id=review_id,
+            agent=agent,
+            action=action,
+            text=text,
+            arguments=arguments,
+            comment=comment,
+            tags=tags,
+        )
+        # The waiting client first; the agent's page can wait a round trip.
+        self.holds.notify(review_id, decided.exchange)
+        await session.refresh(decided.review)
         if self.metrics is not None:
             self.metrics.decisions.labels(decided.decision.action.value).inc()
             waited = (decided.decision.created_at - decided.review.created_at).total_seconds()
             self.metrics.time_to_decision.observe(max(waited, 0.0))
         return decided
+
+    async def undo(self, review_id: str, agent: Agent) -> PendingDecision | None:
+        """Take back this agent's decision on the review while its window is open; what it was (the draft to
+        restore), or None when there is nothing to take back."""
+        _known(review_id)
+        async with self.sessions() as session:
+            return await undo.take_back(session, review_id, agent, self.clock.now())
+
+    async def pending(self, review_id: str) -> PendingDecision | None:
+        async with self.sessions() as session:
+            return await undo.pending(session, review_id)
+
+    async def settle(self) -> int:
+        """Make every decision whose undo window has closed (any process may; one makes each). How many."""
+        async with self.sessions() as session:
+            found = await undo.due(session, self.clock.now())
+            agents = {row.agent_id: await session.get(Agent, row.agent_id) for row in found}
+        made = 0
+        for row in found:
+            agent = agents[row.agent_id]
+            assert row.id is not None and agent is not None
+            try:
+                async with self.sessions() as session:
+                    if not await undo.settled(session, row.id):
+                        continue  # made by another process, or undone
+                    await self._make(
+                        session, row.review_id, agent, row.action, row.text, row.arguments, row.comment, row.tags
+                    )
+                    made += 1
+            except GatewayError as exc:
+                # It can no longer be made (decided meanwhile, say): drop it, and say so in the log.
+                log.warning("a decision kept for its undo window could not be made: %s", exc.message)
+                async with self.sessions() as session:
+                    await undo.settled(session, row.id)
+                    await session.commit()
+        return made
+
+    async def run_settling(self, interval: float) -> None:
+        """The loop that makes decisions when their undo windows close."""
+        while True:
+            try:
+                await self.settle()
+            except Exception:  # noqa: BLE001 (a loop that dies would leave decisions unmade)
+                log.exception("settling decisions failed; trying again")
+            await asyncio.sleep(interval)
 
     async def escalate(self, review_id: str, agent: Agent, reason: str, *, tags: list[str] | None = None) -> Decided:
         _known(review_id)

@@ -568,3 +568,27 @@ def test_one_screen_to_decide_and_no_page_wider_than_the_window(
     page.goto(f"{live}/console/reviews/{review_id}")
     assert in_view(page, "#escalated")
     assert "Is a damaged parcel refunded or replaced?" in page.inner_text("#escalated")
+
+
+def test_u_takes_a_decision_back_within_its_window(
+    make_settings, page, api_key: str, upstream: factories.UpstreamMock, agent, database_url: str
+) -> None:
+    upstream.pass_loopback()
+    with factories.serving(create_app(make_settings(undo_seconds=60))) as live:
+        mock_answer(upstream, "Lyon.")
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}], "hitl": {"wait": 0}}
+        reply = httpx.post(f"{live}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"})
+        review_id = reply.json()["hitl"]["review_id"]
+        log_in(page, live, *agent)
+        page.goto(f"{live}/console/reviews/{review_id}")
+        page.keyboard.press("e")
+        page.keyboard.press("ControlOrMeta+a")
+        page.keyboard.type("Paris, not Lyon.")
+        page.keyboard.press("ControlOrMeta+Enter")
+        page.wait_for_url(f"{live}/console/?tier=agent&decided=**")
+        assert page.is_visible("#undo-form")
+        page.keyboard.press("u")
+        page.wait_for_selector("#undone")
+        assert page.input_value("#answer") == "Paris, not Lyon."  # nothing typed is lost
+        with factories.sync_session(database_url) as session:
+            assert session.exec(select(Decision)).all() == []
