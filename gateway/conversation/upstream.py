@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
-import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -22,9 +20,7 @@ from gateway.conversation import bundled
 from gateway.conversation.bundled import local_model_available
 from gateway.errors import InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
-
-if TYPE_CHECKING:
-    from pebble import ProcessPool
+from gateway.workers import WorkerProcess
 
 log = logging.getLogger("hitl.upstream")
 
@@ -176,34 +172,21 @@ class LiteLLM:
 
 
 class LocalLlama:
-    """The bundled SmolLM2-135M-Instruct model, run by llama-cpp-python in a process of its own (`bundled.py`),
-    started on the first request and kept with the model loaded; requests take turns."""
+    """The bundled SmolLM2-135M-Instruct model, run by llama-cpp-python in a process of its own (`bundled.py`,
+    `gateway/workers.py`), started on the first request and kept with the model loaded; requests take turns."""
 
     def __init__(self, config: LocalModelSettings) -> None:
         self.name = config.name
         self.model = "SmolLM2-135M-Instruct.Q4_1"
         self.logprobs = True
-        self._config = config
-        self._pool: ProcessPool | None = None
-        self._lock = threading.Lock()
-
-    def _started(self) -> ProcessPool:
-        with self._lock:
-            if self._pool is None:
-                from pebble import ProcessPool  # on the first request, not when the app starts
-
-                config = self._config.model_dump(mode="json")
-                spawn = multiprocessing.get_context("spawn")  # never a fork of a process running threads
-                self._pool = ProcessPool(max_workers=1, context=spawn, initializer=bundled.start, initargs=(config,))
-            return self._pool
+        self._worker = WorkerProcess(bundled.start, (config.model_dump(mode="json"),))
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         if body.get("n", 1) != 1:
             raise InvalidRequest("The bundled model returns one choice per request: use n=1.", param="n")
-        pool = self._started()
+        future = self._worker.schedule(bundled.answer, body)
         from pebble import ProcessExpired
 
-        future = pool.schedule(bundled.answer, args=(body,))
         try:
             # Shielded: a client that leaves must not stop the model process (it would load the model again).
             done, found = await asyncio.shield(asyncio.wrap_future(future))
@@ -214,11 +197,7 @@ class LocalLlama:
         return _checked(found, self.name)
 
     def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.stop()  # type: ignore[no-untyped-call]  # pebble's pool methods are not annotated
-            pool.join(timeout=10)
+        self._worker.close()
 
 
 class Upstreams:
