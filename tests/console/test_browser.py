@@ -536,11 +536,15 @@ def test_one_screen_to_decide_and_no_page_wider_than_the_window(
         f"{live}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"}
     ).json()["hitl"]["review_id"]
     log_in(page, live, *agent)
-    for path in ("/console/?tier=agent", "/console/history", f"/console/reviews/{review_id}"):
+    for name, path in (
+        ("queue", "/console/?tier=agent"),
+        ("history", "/console/history"),
+        ("review", f"/console/reviews/{review_id}"),
+    ):
         page.goto(f"{live}{path}")
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, (path, overflow)
-    screenshot(page, f"review-{screen}")
+        screenshot(page, f"{name}-{screen}")
 
     page.keyboard.press("e")
     page.keyboard.press("End")
@@ -592,3 +596,77 @@ def test_u_takes_a_decision_back_within_its_window(
         assert page.input_value("#answer") == "Paris, not Lyon."  # nothing typed is lost
         with factories.sync_session(database_url) as session:
             assert session.exec(select(Decision)).all() == []
+
+
+def test_the_desk_tells_the_truth_in_the_browser(
+    make_settings, page, api_key: str, upstream: factories.UpstreamMock, agent
+) -> None:
+    """[13] in chromium: the heat map spells the answer in every script; a changed draft stops "approve" and
+    stays; an edit's line breaks reach the client as \\n; the page says what the client was told; history shows
+    the question and what was sent."""
+    from tests.console.test_heatmap import ANSWERS, llama_tokens, response
+
+    upstream.pass_loopback()
+    with factories.serving(create_app(make_settings())) as live:
+        answer = "\n".join(ANSWERS[script] for script in ("japanese", "arabic", "emoji", "combining"))
+        upstream.answer(response(answer, llama_tokens(answer, logprob=-0.7)))
+        question = [{"role": "user", "content": "パスワードをリセットするには?"}]
+        body = {"model": MODEL, "messages": question, "hitl": {"wait": 0}}
+        reply = httpx.post(f"{live}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"})
+        review_id = reply.json()["hitl"]["review_id"]
+        log_in(page, live, *agent)
+        page.goto(f"{live}/console/reviews/{review_id}")
+        assert page.inner_text("#candidate .heatmap") == answer  # no character lost, none garbled
+        assert "The customer was told" in page.inner_text("#told")
+
+        page.keyboard.press("e")
+        page.keyboard.press("ControlOrMeta+a")
+        page.keyboard.type("First line.")
+        page.keyboard.press("Enter")
+        page.keyboard.type("Second line.")
+        page.keyboard.press("Escape")
+        page.keyboard.press("a")  # approve, with the answer box changed
+        page.wait_for_selector("p.error")
+        assert "would throw away" in page.inner_text("p.error")
+        assert page.input_value("#answer") == "First line.\nSecond line."  # the draft is kept
+        screenshot(page, "approve-refused", full_page=False)
+
+        page.focus("#answer")
+        page.keyboard.press("ControlOrMeta+Enter")  # now sent as the edit it is
+        page.wait_for_url(f"{live}/console/?tier=agent&decided=**")
+        polled = httpx.get(f"{live}/v1/reviews/{review_id}", headers={"Authorization": f"Bearer {api_key}"}).json()
+        assert polled["completion"]["choices"][0]["message"]["content"] == "First line.\nSecond line."
+
+        page.goto(f"{live}/console/history")
+        row = page.inner_text("#history-rows tbody tr")
+        assert "パスワードをリセットするには?" in row and "First line." in row
+        screenshot(page, "history-question")
+
+
+def test_a_backtracking_schema_refuses_the_edit_in_time_in_the_browser(
+    make_settings, page, api_key: str, upstream: factories.UpstreamMock, agent, tmp_path: Path
+) -> None:
+    upstream.pass_loopback()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(factories.HOLD_TOOL_CALLS)
+    with factories.serving(create_app(make_settings(policy_path=policy, check_seconds=1.0))) as live:
+        parameters = {"type": "object", "properties": {"note": {"type": "string", "pattern": r"^(\w+\s?)*$"}}}
+        tools = [{"type": "function", "function": {"name": "add_note", "parameters": parameters}}]
+        call = factories.tool_call("add_note", {"note": "ok"}, "call_a")
+        upstream.answer(factories.completion_body(None, tool_calls=[call]))
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Note it"}],
+            "tools": tools,
+            "hitl": {"wait": 0},
+        }
+        reply = httpx.post(f"{live}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}"})
+        review_id = reply.json()["hitl"]["review_id"]
+        log_in(page, live, *agent)
+        page.goto(f"{live}/console/reviews/{review_id}")
+        page.fill("#arguments-0", json.dumps({"note": "a" * 40 + "!"}))
+        page.click('button[data-key="e"]')
+        page.wait_for_selector("p.error", timeout=20_000)
+        assert "took longer than 1 s and was stopped" in page.inner_text("p.error")
+        assert "a" * 40 + "!" in page.input_value("#arguments-0")  # the draft is kept
+        assert httpx.get(f"{live}/health/live").status_code == 200
