@@ -69,6 +69,7 @@ async def queue(
         "key": key_id,
         "models": found.models,
         "keys": found.keys,
+        "webhooks": found.webhooks,
         "can_decide": desk.may_decide(agent, current),
         "query": request.url.query,
         "sla_of": desk.sla,

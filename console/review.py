@@ -81,6 +81,7 @@ async def _context(
         "can_take_next": desk.may_decide(agent, review.tier) and review.tier in desk.tiers.queues,
         "pending": await desk.pending(review_id),
         "undone": None,
+        "comment_draft": "",
     }
 
 
@@ -200,5 +201,7 @@ async def undo(request: Request, review_id: str, agent: CurrentAgent, desk: Desk
     if taken is None:
         context["error"] = "Too late to undo: the decision was made, and the client has it."
         return render(request, "review.html", context, status_code=409)
-    context.update(draft=taken.text, argument_drafts=dict(taken.arguments or {}), undone=taken.action)
+    context.update(
+        draft=taken.text, argument_drafts=dict(taken.arguments or {}), comment_draft=taken.comment, undone=taken.action
+    )
     return render(request, "review.html", context)

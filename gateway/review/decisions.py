@@ -180,12 +180,18 @@ async def check(
     arguments: dict[str, str] | None = None,
     tags: list[str] | None = None,
 ) -> tuple[Review, Exchange]:
-    """Everything `decide` would refuse, refused now, without deciding (a decision kept for its undo window)."""
-    if action not in DECIDED_STATUS:
-        raise InvalidRequest(f"{action!r} is not a decision that closes a review.", param="action")
+    """Everything `decide` (or, for `Action.ESCALATE`, `escalate`, with `text` as the reason) would refuse,
+    refused now, without deciding: a decision kept for its undo window."""
+    if action not in DECIDED_STATUS and action != Action.ESCALATE:
+        raise InvalidRequest(f"{action!r} is not a decision.", param="action")
     _checked_tags(tags or [])
     review, exchange = await _reviewed(session, review_id, agent, tiers)
-    await _final(action, text, arguments, exchange, sandbox)
+    if action == Action.ESCALATE:
+        if not (text or "").strip():
+            raise InvalidRequest("An escalation needs a reason for the next tier.", param="comment")
+        tiers.above(review)
+    else:
+        await _final(action, text, arguments, exchange, sandbox)
     return review, exchange
 
 

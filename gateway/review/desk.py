@@ -136,17 +136,18 @@ class ReviewDesk:
         tags: list[str] | None = None,
     ) -> Decided | PendingDecision:
         """A console decision: checked now, made when its undo window closes (`undo.py`); at once when undo is
-        off, for an escalation, or when the waiting client's deadline comes first."""
+        off, or when the waiting client's deadline comes first. An escalation too (its reason is `comment`)."""
         _known(review_id)
-        if action == Action.ESCALATE or self.undo_seconds <= 0:
+        if self.undo_seconds <= 0:
             return await self.decide(
                 review_id, agent, action, text=text, arguments=arguments, comment=comment, tags=tags
             )
         async with self.sessions() as session:
             now = self.clock.now()
+            checked = comment if action == Action.ESCALATE else text
             review, _ = await decisions.check(
                 session, self.tiers, self.sandbox, review_id=review_id, agent=agent, action=action,
-                text=text, arguments=arguments, tags=tags,
+                text=checked, arguments=arguments, tags=tags,
             )  # fmt: skip
             deadline = review.deadline_at
             if not (review.kind == ReviewKind.HOLD and now < deadline <= now + self._undo_window):
@@ -218,9 +219,17 @@ class ReviewDesk:
                 async with self.sessions() as session:
                     if not await undo.settled(session, row.id):
                         continue  # made by another process, or undone
-                    await self._make(
-                        session, row.review_id, agent, row.action, row.text, row.arguments, row.comment, row.tags
-                    )
+                    if row.action == Action.ESCALATE:
+                        await decisions.escalate(
+                            session, self.tiers, self.clock.now(),
+                            review_id=row.review_id, agent=agent, reason=row.comment, tags=row.tags,
+                        )  # fmt: skip
+                        if self.metrics is not None:
+                            self.metrics.decisions.labels(Action.ESCALATE.value).inc()
+                    else:
+                        await self._make(
+                            session, row.review_id, agent, row.action, row.text, row.arguments, row.comment, row.tags
+                        )
                     made += 1
             except GatewayError as exc:
                 # It can no longer be made (decided meanwhile, say): drop it, and say so in the log.

@@ -68,6 +68,7 @@ class QueueView:
     counts: dict[str, int]  # open reviews per tier
     models: list[str]  # every model name seen, for the filter
     keys: list[tuple[int, str]]  # every API key (id, name), for the filter
+    webhooks: frozenset[int] = frozenset()  # the keys with a webhook endpoint: their apps hear of a decision at once
 
 
 async def view(session: AsyncSession, wanted: QueueFilter, now: datetime) -> QueueView:
@@ -102,12 +103,10 @@ async def view(session: AsyncSession, wanted: QueueFilter, now: datetime) -> Que
         for review, exchange, holder, assigned in found
     ]
     models = list((await session.exec(select(Exchange.model).distinct().order_by(Exchange.model))).all())
-    keys = [
-        (key_id, name)
-        for key_id, name in (await session.exec(select(ApiKey.id, ApiKey.name))).all()
-        if key_id is not None
-    ]
-    return QueueView(rows=rows, counts=open_counts, models=models, keys=sorted(keys))
+    found_keys = (await session.exec(select(ApiKey.id, ApiKey.name, ApiKey.webhook_url))).all()
+    keys = [(key_id, name) for key_id, name, _ in found_keys if key_id is not None]
+    webhooks = frozenset(key_id for key_id, _, url in found_keys if key_id is not None and url)
+    return QueueView(rows=rows, counts=open_counts, models=models, keys=sorted(keys), webhooks=webhooks)
 
 
 async def _escalation_tags(session: AsyncSession, review_ids: list[str]) -> dict[str, list[str]]:

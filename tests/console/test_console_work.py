@@ -244,6 +244,8 @@ def test_review_page_shows_heat_map_wait_and_audit_trail(
         told = page.split('id="told"')[1].split("</p>")[0]
         assert f"The customer was told</strong> the placeholder: “{html.escape(placeholder)}”" in told
         assert "The app has no webhook: your decision reaches the customer when the app polls for it." in told
+        row = client.get("/console/?tier=agent").text.split(f'id="review-{review_id}"')[1].split("</tr>")[0]
+        assert "has the placeholder" in row and ">polls<" in row
         with factories.sync_session(database_url) as session:
             key = session.exec(select(ApiKey)).one()
             key.webhook_url = "https://hooks.example.com/hitl"
@@ -251,6 +253,8 @@ def test_review_page_shows_heat_map_wait_and_audit_trail(
             session.commit()
         told = client.get(f"/console/reviews/{review_id}").text.split('id="told"')[1].split("</p>")[0]
         assert "Your decision reaches the app at once, by its webhook." in told
+        row = client.get("/console/?tier=agent").text.split(f'id="review-{review_id}"')[1].split("</tr>")[0]
+        assert ">webhook<" in row
         client.post(
             f"/console/reviews/{review_id}/decide", data={"action": "edit", "text": "Paris", "csrftoken": token}
         )

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from gateway.app import create_app
-from gateway.models import Decision, EventKind, PendingDecision, ReviewEvent
+from gateway.models import Decision, EventKind, PendingDecision, Review, ReviewEvent
 from tests import factories
 from tests.factories import MODEL, console_login, held
 
@@ -125,3 +125,27 @@ def test_settling_is_done_by_any_process(
     # That process stopped within the window; another starts and makes the decision.
     with TestClient(create_app(make_settings(undo_seconds=WINDOW))) as second:
         factories.until(lambda: status(second, api_key, review_id)["status"] == "approved", 10, "the decision")
+
+
+def test_an_escalation_has_its_undo_window_too(
+    undoable: TestClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str], database_url: str
+) -> None:
+    review_id = held(undoable, upstream, api_key)["review_id"]
+    token = console_login(undoable, *agent)
+    data = {"action": "escalate", "comment": "Is this a refund case?", "csrftoken": token}
+    done = undoable.post(f"/console/reviews/{review_id}/decide", data=data, follow_redirects=False)
+    assert "undo=" in done.headers["location"]
+    taken = undoable.post(f"/console/reviews/{review_id}/undo", data={"csrftoken": token})
+    assert 'value="Is this a refund case?"' in taken.text  # the reason comes back with the rest
+    with factories.sync_session(database_url) as session:
+        assert session.get(Review, review_id).tier == "agent"  # type: ignore[union-attr]
+    undoable.post(f"/console/reviews/{review_id}/decide", data=data, follow_redirects=False)
+
+    def moved() -> bool:
+        with factories.sync_session(database_url) as session:
+            return session.get(Review, review_id).tier == "senior"  # type: ignore[union-attr]
+
+    factories.until(moved, 10, "the escalation")
+    with factories.sync_session(database_url) as session:
+        (decision,) = session.exec(select(Decision)).all()
+    assert decision.action == "escalate" and decision.comment == "Is this a refund case?"
