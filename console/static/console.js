@@ -94,6 +94,17 @@
     if (dialog && !dialog.open) dialog.showModal();
   }
 
+  // Shift+1 to Shift+9 tick or untick the reason tags, in their order on the page.
+  document.addEventListener("keydown", function (event) {
+    if (!event.shiftKey || event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+    var digit = /^Digit([1-9])$/.exec(event.code || "");
+    var box = digit && document.querySelector('#decide-form input[data-tag-key="' + digit[1] + '"]');
+    if (!box) return;
+    box.checked = !box.checked;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+  });
+
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.key === "Escape" && typing(event.target)) { event.target.blur(); return; }

@@ -456,6 +456,11 @@ def test_an_earlier_decision_is_one_key_from_the_draft_and_the_guidelines_one_ke
     assert page.input_value("#answer") == "Paris. 東京ではありません。"
     page.wait_for_selector("#diff pre ins")
     page.keyboard.press("Escape")  # out of the answer box
+    page.keyboard.press("Shift+Digit1")
+    page.keyboard.press("Shift+Digit3")
+    page.keyboard.press("Shift+Digit1")  # ticked again: unticked
+    ticked = page.eval_on_selector_all("input[name=tags]:checked", "boxes => boxes.map(box => box.value)")
+    assert ticked == ["tone"]  # the third reason tag, by its key
     page.keyboard.press("g")
     assert page.is_visible("#guidelines-dialog") and "HITL_GUIDELINES_PATH" in page.inner_text("#guidelines-dialog")
     screenshot(page, "review-memory-and-guidelines")
