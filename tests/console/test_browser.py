@@ -415,6 +415,8 @@ def test_a_lead_assigns_a_filtered_set_and_an_agent_approves_in_bulk(
     first = int(marker.inner_text())
     page.wait_for_timeout(2100)
     assert int(page.inner_text("#queue-rows [data-waiting] [data-deadline]")) <= first - 1  # it ticks
+    # The client still on the line comes first, before the older reviews whose clients left.
+    assert page.locator("#queue-rows tr[data-href]").first.locator("[data-waiting]").count() == 1
     screenshot(page, "queue-waiting")
 
     page.goto(f"{live}/console/?mine=true")
@@ -425,13 +427,21 @@ def test_a_lead_assigns_a_filtered_set_and_an_agent_approves_in_bulk(
     page.wait_for_selector("#confirm-approve")
     assert page.inner_text("#confirm-approve") == "Approve 2 answers"
     assert page.locator("table.bulk tbody tr").count() == 2
+    # Meanwhile the senior opens one of the two: it is left out, and the queue says so; the other goes.
+    taken = page.locator("table.bulk tbody tr").nth(1).get_attribute("id").removeprefix("bulk-")  # type: ignore[union-attr]
+    with httpx.Client(base_url=live, timeout=30) as console:
+        token = factories.csrf_token(console.get("/console/login").text)
+        login = {"username": senior[0], "password": senior[1], "csrftoken": token, "next": "/console/"}
+        assert console.post("/console/login", data=login).status_code == 303
+        assert console.get(f"/console/reviews/{taken}").status_code == 200
     page.click("#confirm-approve")
-    page.wait_for_url(f"{live}/console/?mine=true&approved=2")
-    assert page.locator('#queue-rows input[name="review_id"]').count() == 1
+    page.wait_for_url(f"{live}/console/?mine=true&approved=1&left_out=1")
+    assert "1 left out: someone else had them open" in page.inner_text("main")
+    assert page.locator('#queue-rows input[name="review_id"]').count() == 2
     waiting.join(30)
     with factories.sync_session(database_url) as session:
         approved = session.exec(select(Decision).where(Decision.action == "approve")).all()
-    assert len(approved) == 2 and {d.agent_id for d in approved} == {approved[0].agent_id}
+    assert len(approved) == 1 and approved[0].review_id != taken
 
 
 def test_an_earlier_decision_is_one_key_from_the_draft_and_the_guidelines_one_key_away(
