@@ -639,3 +639,14 @@ async def decided_dataset(
                   arguments={"call_a": '{"order_id": "42", "amount": 50}'},
                   extra={"tools": REFUND_TOOLS, "metadata": {"stakes": "high"}})  # fmt: skip
     return found
+
+
+def claimed_by(database_url: str, review_id: str, username: str, seconds: float = 90) -> None:
+    """Another agent has the review open: its claim, as opening the page would write it."""
+    with sync_session(database_url) as session:
+        agent = session.exec(select(Agent).where(Agent.username == username)).one()
+        review = session.get(Review, review_id)
+        assert review is not None
+        review.claimed_by, review.claim_expires_at = agent.id, datetime.now(UTC) + timedelta(seconds=seconds)
+        session.add(review)
+        session.commit()

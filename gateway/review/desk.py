@@ -232,8 +232,9 @@ class ReviewDesk:
                         )
                     made += 1
             except GatewayError as exc:
-                # It can no longer be made (decided meanwhile, say): drop it, and say so in the log.
-                log.warning("a decision kept for its undo window could not be made: %s", exc.message)
+                # It can no longer be made (decided meanwhile, say): drop it, and say so in the log (the error's
+                # kind only: its message may quote the model's words).
+                log.warning("a decision kept for its undo window could not be made (%s)", type(exc).__name__)
                 async with self.sessions() as session:
                     await undo.settled(session, row.id)
                     await session.commit()

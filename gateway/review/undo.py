@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -51,7 +52,11 @@ async def defer(
     review.claimed_by, review.claim_expires_at = agent.id, due + timedelta(seconds=lease)
     session.add(review)
     session.add(pending)
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError:  # another decision on it is in its window already
+        await session.rollback()
+        raise Conflict("Someone has just decided this review.") from None
     await session.refresh(pending)
     return pending
 

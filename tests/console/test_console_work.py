@@ -543,7 +543,7 @@ def test_history_shows_the_question_and_only_what_was_sent(
 
 
 def test_the_queue_leaves_out_empty_columns_and_shows_the_whole_question(
-    app: FastAPI, client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, senior
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, agent, senior, database_url: str
 ) -> None:
     question = "My parcel 4471 arrived damaged and the box was open, what can I do about it?"
     first = held(client, upstream, api_key, messages=[{"role": "user", "content": question}])["review_id"]
@@ -552,8 +552,6 @@ def test_the_queue_leaves_out_empty_columns_and_shows_the_whole_question(
     assert "Claimed by" not in page and '<th class="tags">' not in page and "Assigned</th>" not in page
     row = page.split(f'id="review-{first}"')[1].split("</tr>")[0]
     assert f'<div class="preview" title="{question}">{question}</div>' in row
-    other = TestClient(app)
-    console_login(other, *senior)
-    other.get(f"/console/reviews/{first}")  # now someone holds it: the column appears
+    factories.claimed_by(database_url, first, senior[0])  # now someone holds it: the column appears
     page = client.get("/console/?tier=agent").text
     assert '<th class="claimed">Claimed by</th>' in page and senior[0] in page.split(f'id="review-{first}"')[1]

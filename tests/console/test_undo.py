@@ -149,3 +149,19 @@ def test_an_escalation_has_its_undo_window_too(
     with factories.sync_session(database_url) as session:
         (decision,) = session.exec(select(Decision)).all()
     assert decision.action == "escalate" and decision.comment == "Is this a refund case?"
+
+
+def test_only_the_agent_who_decided_can_undo_and_nobody_decides_over_a_pending_decision(
+    undoable: TestClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str], senior
+) -> None:
+    review_id = held(undoable, upstream, api_key)["review_id"]
+    token = console_login(undoable, *agent)
+    data = {"action": "edit", "text": "Paris.", "csrftoken": token}
+    undoable.post(f"/console/reviews/{review_id}/decide", data=data, follow_redirects=False)
+    undoable.cookies.clear()
+    senior_token = console_login(undoable, *senior)  # another agent, in the same running app
+    refused = undoable.post(f"/console/reviews/{review_id}/undo", data={"csrftoken": senior_token})
+    assert refused.status_code == 409 and "Only the agent who made this decision can undo it." in refused.text
+    over = undoable.post(f"/console/reviews/{review_id}/decide", data={"action": "approve", "csrftoken": senior_token})
+    assert over.status_code == 409  # the review is held by the agent until its decision is made
+    factories.until(lambda: status(undoable, api_key, review_id)["status"] == "edited", 10, "the decision")
