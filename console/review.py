@@ -199,12 +199,13 @@ async def undo(request: Request, review_id: str, agent: CurrentAgent, desk: Desk
     taken = await desk.undo(review_id, agent)
     context = await _context(desk, runtime, review_id, agent)
     if taken is None:
-        someone = context["pending"]
-        context["error"] = (
-            "Only the agent who made this decision can undo it."
-            if someone is not None and someone.agent_id != agent.id
-            else "Too late to undo: the decision was made, and the client has it."
-        )
+        someone, review = context["pending"], context["review"]
+        if someone is not None and someone.agent_id != agent.id:
+            context["error"] = "Only the agent who made this decision can undo it."
+        elif review.status == ReviewStatus.OPEN:
+            context["error"] = "There is no decision of yours on this review to undo."
+        else:
+            context["error"] = "Too late to undo: the decision was made, and the client has it."
         return render(request, "review.html", context, status_code=409)
     context.update(
         draft=taken.text, argument_drafts=dict(taken.arguments or {}), comment_draft=taken.comment, undone=taken.action

@@ -49,6 +49,9 @@ def test_a_decision_is_sent_when_its_window_closes(
     assert decision.action == "edit" and decision.text == "Paris."
     late = undoable.post(f"/console/reviews/{review_id}/undo", data={"csrftoken": token})
     assert late.status_code == 409 and "Too late to undo" in late.text
+    untouched = held(undoable, upstream, api_key)["review_id"]
+    nothing = undoable.post(f"/console/reviews/{untouched}/undo", data={"csrftoken": token})
+    assert nothing.status_code == 409 and "There is no decision of yours on this review to undo." in nothing.text
 
 
 def test_an_undo_sends_nothing_and_gives_the_draft_back(
@@ -162,6 +165,7 @@ def test_only_the_agent_who_decided_can_undo_and_nobody_decides_over_a_pending_d
     senior_token = console_login(undoable, *senior)  # another agent, in the same running app
     refused = undoable.post(f"/console/reviews/{review_id}/undo", data={"csrftoken": senior_token})
     assert refused.status_code == 409 and "Only the agent who made this decision can undo it." in refused.text
+    assert 'id="pending-other"' in refused.text and 'id="undo-form"' not in refused.text
     over = undoable.post(f"/console/reviews/{review_id}/decide", data={"action": "approve", "csrftoken": senior_token})
     assert over.status_code == 409  # the review is held by the agent until its decision is made
     factories.until(lambda: status(undoable, api_key, review_id)["status"] == "edited", 10, "the decision")
