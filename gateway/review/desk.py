@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
-from gateway.errors import Conflict, Forbidden, GatewayError, InvalidRequest, NotFound
+from gateway.errors import Conflict, Forbidden, GatewayError, InvalidRequest, NotFound, StorageUnavailable
 from gateway.holds import HoldHub
 from gateway.models import Action, Agent, PendingDecision, Review, ReviewKind, ReviewStatus, wellformed_id
 from gateway.operations.metrics import Metrics
@@ -29,7 +29,7 @@ from gateway.review.logins import LoginLimits
 from gateway.review.precedents import Precedent
 from gateway.review.queue import QueueFilter, QueueView
 from gateway.review.record import ReviewRecord
-from gateway.review.sandbox import Sandbox
+from gateway.review.sandbox import Sandbox, TooSlow
 from gateway.review.tiers import Tiers
 
 
@@ -231,6 +231,8 @@ class ReviewDesk:
                             session, row.review_id, agent, row.action, row.text, row.arguments, row.comment, row.tags
                         )
                     made += 1
+            except (TooSlow, StorageUnavailable):
+                continue  # a passing fault (a loaded machine, the database away): it stands, and is tried again
             except GatewayError as exc:
                 # It can no longer be made (decided meanwhile, say): drop it, and say so in the log (the error's
                 # kind only: its message may quote the model's words).

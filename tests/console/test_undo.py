@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from gateway.app import create_app
 from gateway.models import Decision, EventKind, PendingDecision, Review, ReviewEvent
+from gateway.review.sandbox import TooSlow
 from tests import factories
 from tests.factories import MODEL, console_login, held
 
@@ -169,3 +170,26 @@ def test_only_the_agent_who_decided_can_undo_and_nobody_decides_over_a_pending_d
     over = undoable.post(f"/console/reviews/{review_id}/decide", data={"action": "approve", "csrftoken": senior_token})
     assert over.status_code == 409  # the review is held by the agent until its decision is made
     factories.until(lambda: status(undoable, api_key, review_id)["status"] == "edited", 10, "the decision")
+
+
+def test_a_decision_whose_check_runs_out_of_time_when_made_is_tried_again_not_lost(
+    undoable: TestClient, api_key: str, upstream: factories.UpstreamMock, agent: tuple[str, str], database_url: str
+) -> None:
+    """On a loaded machine the schema check may run past its limit when the window closes: the decision stands."""
+    runtime = undoable.app.state.runtime  # type: ignore[attr-defined]
+    desk = runtime.desk
+    made = desk._make
+    failures = []
+
+    async def slow_once(*args: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise TooSlow("Checking the arguments took longer than 2 s and was stopped, so nothing was sent.")
+        return await made(*args)
+
+    object.__setattr__(desk, "_make", slow_once)  # the desk is a frozen dataclass
+    review_id = held(undoable, upstream, api_key)["review_id"]
+    token = console_login(undoable, *agent)
+    undoable.post(f"/console/reviews/{review_id}/decide", data={"action": "edit", "text": "Paris.", "csrftoken": token})
+    factories.until(lambda: status(undoable, api_key, review_id)["status"] == "edited", 15, "the decision, again")
+    assert failures == [1]
