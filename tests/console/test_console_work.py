@@ -85,9 +85,9 @@ def test_an_unrenewed_claim_runs_out(
         console_login(other, *senior)
         client.get(f"/console/reviews/{hitl['review_id']}")
         assert "ada is working" in other.get(f"/console/reviews/{hitl['review_id']}").text
-        clock.advance(29)
+        clock.advance(20)  # the clock runs on in real time too: margins a slow machine cannot eat
         assert "ada is working" in other.get(f"/console/reviews/{hitl['review_id']}").text
-        clock.advance(2)
+        clock.advance(15)
         assert "You hold this review" in other.get(f"/console/reviews/{hitl['review_id']}").text
 
 
@@ -369,9 +369,9 @@ def test_login_is_throttled_after_repeated_failures(client: TestClient, agent) -
 def test_sessions_expire_however_active(make_settings, clock: factories.ManualClock, agent) -> None:
     with TestClient(create_app(make_settings(session_max_age=3600), clock=clock)) as client:
         console_login(client, *agent)
-        clock.advance(3599)
+        clock.advance(3500)  # the clock runs on in real time too: a margin a slow machine cannot eat
         assert client.get("/console/", follow_redirects=False).status_code == 200
-        clock.advance(2)
+        clock.advance(200)
         assert client.get("/console/", follow_redirects=False).status_code == 303
 
 
