@@ -127,3 +127,58 @@ async def test_instructor_gets_the_agents_correction_of_an_unsure_structured_out
     assert decided.status_code == 303, decided.text
     city = await asking
     assert isinstance(city, City) and city.model_dump() == {"name": "Paris", "population": 2_100_000}
+
+
+def offered_tool_judged_by(verdict: float) -> Callable[[httpx.Request], httpx.Response]:
+    """The upstream: it calls the one tool the request offers (pydantic-ai names its own); asked to judge, it
+    says Yes with `verdict`."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if "Proposed answer" in str(body["messages"][-1].get("content")):
+            return httpx.Response(200, json=factories.judge_reply(yes=verdict))
+        (tool,) = body["tools"]
+        call = tool_call(tool["function"]["name"], {"name": "Paris", "population": 42})
+        return httpx.Response(200, json=factories.completion_body(None, logprob=None, tool_calls=[call]))
+
+    return answer
+
+
+async def test_pydantic_ai_gets_the_agents_correction_of_an_unsure_structured_output(
+    gateway: httpx.AsyncClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    senior: tuple[str, str],
+    database_url: str,
+) -> None:
+    """pydantic-ai's default output (a tool it forces) on its `openai:` model: held while the judge is unsure,
+    a senior corrects the population, and the agent's validated output is the corrected City."""
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    upstream.respond(offered_tool_judged_by(0.2))
+    provider = OpenAIProvider(base_url="http://testserver/v1", api_key=api_key, http_client=gateway)
+    agent = Agent(OpenAIChatModel(MODEL, provider=provider), output_type=City, retries=0)
+    asking = asyncio.ensure_future(
+        agent.run("Biggest French city?", model_settings={"extra_body": {"hitl": {"wait": 20}}})
+    )
+    for _ in range(200):
+        if factories.open_reviews(database_url):
+            break
+        await asyncio.sleep(0.05)
+    (review_id,) = factories.open_reviews(database_url)
+    asked = json.loads(upstream.chat.calls[0].request.content)
+    assert asked["tool_choice"] == "required" and len(asked["tools"]) == 1  # a structured answer, not an action
+    with factories.sync_session(database_url) as session:
+        (exchange,) = session.exec(select(Exchange)).all()
+    assert exchange.signals["decided_by"] == "selfcheck" and exchange.confidence == pytest.approx(0.2, abs=0.01)
+    token = await factories.aconsole_login(gateway, *senior)
+    corrected = json.dumps({"name": "Paris", "population": 2_100_000})
+    decided = await gateway.post(
+        f"/console/reviews/{review_id}/decide",
+        data={"action": "edit", "call": "call_1", "arguments": corrected, "csrftoken": token},
+    )
+    assert decided.status_code == 303, decided.text
+    result = await asking
+    assert result.output == City(name="Paris", population=2_100_000)
