@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import entry_points
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import db, errors, http, inserts, memory, notices, policy
 from gateway.api import health, served
@@ -22,8 +23,9 @@ from gateway.api import metrics as metrics_api
 from gateway.clock import Clock, SystemClock
 from gateway.conversation import messages, upstream
 from gateway.holds import HoldHub
-from gateway.learning import store
+from gateway.learning import versions
 from gateway.operations.metrics import CountRequests, Metrics
+from gateway.policy import PolicyError
 from gateway.prompt_templates import Prompts
 from gateway.relay.apikeys import KeyCache
 from gateway.relay.service import Relay
@@ -46,12 +48,16 @@ PLUGIN_GROUP = "hitl_gateway.plugins"
 
 
 @asynccontextmanager
-async def background(runtime: Runtime) -> AsyncIterator[None]:
+async def background(runtime: Runtime, learned: int | None) -> AsyncIterator[None]:
     """The process's loops: its one waiter loop (the hold hub's batched poll), on PostgreSQL its one LISTEN
     connection for decisions made by other processes, the webhook sender (which delivers only while this
-    process holds the lease), and the one that makes decisions whose undo window has closed. On the way out,
-    every waiting client is answered first."""
-    tasks = [asyncio.create_task(runtime.holds.run(), name="hold-poll")]
+    process holds the lease), the one that makes decisions whose undo window has closed, and the one that
+    follows the policy version in force (`learned`: the one routing now). On the way out, every waiting client
+    is answered first."""
+    tasks = [
+        asyncio.create_task(runtime.holds.run(), name="hold-poll"),
+        asyncio.create_task(follow_policy(runtime, learned), name="policy-versions"),
+    ]
     if runtime.listener is not None:
         tasks.append(asyncio.create_task(runtime.listener.run(), name="decision-notices"))
     if runtime.sender is not None:
@@ -68,6 +74,30 @@ async def background(runtime: Runtime) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def follow_policy(runtime: Runtime, learned: int | None) -> None:
+    """Every `HITL_POLICY_REFRESH_SECONDS`, route by the policy version now in force if it changed (`hitl learn`
+    applied one, `hitl policy rollback` took one back). A version that cannot be used is logged and skipped."""
+    while True:
+        await asyncio.sleep(runtime.settings.policy_refresh_seconds)
+        try:
+            routed = await versions.routing(runtime.sessions, runtime.policy)
+        except PolicyError as exc:
+            log.error("policy_version_unusable error=%s", type(exc).__name__)
+            continue
+        except (OSError, SQLAlchemyError) as exc:
+            log.warning("policy_version_check_failed error=%s", type(exc).__name__)
+            continue
+        if routed.learned != learned:
+            log.info(
+                "policy_version_changed from=%s to=%s version=%s",
+                learned or "file",
+                routed.learned or "file",
+                routed.policy.version,
+            )
+            runtime.relay.use(routed.policy, routed.calibrators)
+            learned = routed.learned
 
 
 def from_environment() -> FastAPI:
@@ -97,7 +127,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
             stack.push_async_callback(engine.dispose)
             sessions = db.session_factory(engine)
             writer = await stack.enter_async_context(inserts.opened(engine))
-            calibrator = await store.for_policy(sessions, routing)
+            routed = await versions.routing(sessions, routing)
             client = await stack.enter_async_context(http.client())
             upstreams = upstream.build(settings, client)
             stack.callback(upstreams.close)
@@ -107,8 +137,6 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 selfcheck=SelfChecker(settings.selfcheck, judge),
                 consistency=ConsistencyChecker(settings.consistency, settings.selfcheck.judge, judge),
             )
-            if calibrator is not None:
-                scorer.calibrator, scorer.calibrator_version = calibrator.calibrator, calibrator.version
             holds = HoldHub(sessions, settings.hold.poll_interval, metrics)
             sandbox = Sandbox(settings.check_seconds)
             stack.callback(sandbox.close)
@@ -129,7 +157,8 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 sessions=sessions,
                 inserts=writer,
                 upstreams=upstreams,
-                policy=routing,
+                policy=routed.policy,
+                calibrators=routed.calibrators,
                 holds=holds,
                 prompts=prompts,
                 scorer=scorer,
@@ -157,7 +186,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 else None,
             )
             stack.push_async_callback(relay.drain)
-            await stack.enter_async_context(background(runtime))
+            await stack.enter_async_context(background(runtime, routed.learned))
             yield
 
     metrics = Metrics(settings.offered(), [upstream.name for upstream in settings.upstreams] or settings.offered())

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 # What each command needs is imported inside it: `hitl serve --workers N` starts each worker by importing this
 # module again (multiprocessing's spawn), before the worker can answer uvicorn's health check, so this module
 # stays light. The types the options are annotated with are the exception (typer reads them).
-from gateway.models import KeyRole, Role
+from gateway.models import Calibration, KeyRole, Role
 from gateway.scoring.calibrator import Method
 from gateway.settings import Settings
 
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from gateway.datasets.export import Plan
-    from gateway.models import ApiKey
+    from gateway.learning.fitting import Fitted
+    from gateway.learning.labels import Labels
+    from gateway.models import ApiKey, PolicyVersion
 
 
 Target = Literal["escaped-error", "review-rate"]
@@ -43,8 +45,10 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 app = typer.Typer(help="hitl-gateway: a human-in-the-loop moderation gateway for LLM answers.", no_args_is_help=True)
 keys_app = typer.Typer(help="Gateway API keys.", no_args_is_help=True)
 users_app = typer.Typer(help="Console accounts.", no_args_is_help=True)
+policy_app = typer.Typer(help="The policy versions the learning loop recorded.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
+app.add_typer(policy_app, name="policy")
 
 T = TypeVar("T")
 
@@ -428,7 +432,7 @@ def calibrate(
 ) -> None:
     """Fit a calibrator on agents' decisions (approve = 1, edit or override = 0; audits weighted)."""
     from gateway import policy
-    from gateway.learning import fitting, labels, reports, store
+    from gateway.learning import fitting, labels
     from gateway.policy import PolicyError
 
     settings = _settings()
@@ -440,14 +444,77 @@ def calibrate(
         raise _fail(str(exc)) from None
     found = _run(settings, labels.load_labels)
     try:
-        fitted = fitting.fit_labels(found, method, min_labels, target_review_rate, target_escaped_error)
+        fits = fitting.fit_groups(found, method, min_labels, target_review_rate, target_escaped_error)
     except fitting.NotEnoughLabels as exc:
         raise _fail(str(exc)) from None
+    named = {"pooled": fits.pooled, **{f"group {name}": fitted for name, fitted in fits.groups.items()}}
+    for title, fitted in named.items():
+        _report_fit(title, fitted, method, target_review_rate, target_escaped_error)
+    for group, why in fits.pooled_only.items():
+        typer.echo(f"group {group}: scored by the pooled calibrator ({why})")
+    if dry_run:
+        return
+    stored = _store_fits(settings, named, method)
+    if write_policy is None:
+        return
+    source = settings.policy_path or policy.DEFAULT_POLICY
+    chosen = {
+        title: fitted.by_escaped_error if apply == "escaped-error" else fitted.by_review_rate
+        for title, fitted in named.items()
+    }
+    fits_of = {title: policy.Fit(_id(stored[title]), chosen[title].threshold) for title in named}
+    groups = {title.removeprefix("group "): fit for title, fit in fits_of.items() if title != "pooled"}
+    pooled = chosen["pooled"]
+    note = (
+        f"Written by `hitl calibrate` from {source} ({current.version}).\n"
+        f"Calibrator {stored['pooled'].version} ({method}, {len(fits.pooled.labels)} labels); release at the"
+        f" {apply} threshold: review rate {pooled.review_rate:.1%}, escaped-error rate {pooled.escaped_error_rate:.1%}."
+        + "".join(
+            f"\nGroup {name}: calibrator {stored['group ' + name].version}, release at >= {fit.release_min:.4f}."
+            for name, fit in groups.items()
+        )
+    )
+    try:
+        text = policy.recalibrated(current, source.read_text(encoding="utf-8"), fits_of["pooled"], note, groups)
+    except PolicyError as exc:
+        raise _fail(f"the calibrators are stored, but the new policy would not load: {exc}") from None
+    write_policy.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {write_policy}: point HITL_POLICY_PATH at it to route with {stored['pooled'].version}")
+
+
+def _store_fits(settings: Settings, named: dict[str, Fitted], method: str) -> dict[str, Calibration]:
+    """Store each fit's calibrator, with its figures and group ("pooled", or "group <name>")."""
+    from gateway.learning import store
+
+    async def save_all(session: AsyncSession) -> dict[str, Calibration]:
+        saved: dict[str, Calibration] = {}
+        for title, fitted in named.items():
+            metrics = {**fitted.metrics(), "group": title.removeprefix("group ") if title != "pooled" else None}
+            saved[title] = await store.save(session, fitted.calibrator, metrics, len(fitted.labels))
+        return saved
+
+    stored = _run(settings, save_all)
+    for title, row in stored.items():
+        typer.echo(f"stored calibrator {row.version} ({method}, {title})")
+    return stored
+
+
+def _id(row: Calibration) -> int:
+    assert row.id is not None  # a stored row has its id
+    return row.id
+
+
+def _report_fit(
+    title: str, fitted: Fitted, method: str, target_review_rate: float, target_escaped_error: float
+) -> None:
+    """What one fit learned from, how it scores held out, and where its thresholds would go."""
+    from gateway.learning import reports
+
     used = fitted.labels
     approved = sum(used.labels)
     audited = sum(used.audited)
     typer.echo(
-        f"labels: {len(used)} ({approved} approved, {len(used) - approved} edited or overridden;"
+        f"{title}: {len(used)} labels ({approved} approved, {len(used) - approved} edited or overridden;"
         f" {audited} from audits, weighted by 1 / their sampling rate)"
     )
     typer.echo(reports.figures_table({"uncalibrated": fitted.before, f"{method} (5-fold held-out)": fitted.after}))
@@ -460,25 +527,144 @@ def calibrate(
         f"release at >= {escaped.threshold:.4f} for an escaped-error rate of {target_escaped_error:.1%}:"
         f" expected escaped-error rate {escaped.escaped_error_rate:.1%}, review rate {escaped.review_rate:.1%}"
     )
-    if dry_run:
-        return
-    stored = _run(settings, lambda session: store.save(session, fitted.calibrator, fitted.metrics(), len(used)))
-    typer.echo(f"stored calibrator {stored.version} ({method})")
-    if write_policy is not None:
-        chosen = escaped if apply == "escaped-error" else review
-        source = settings.policy_path or policy.DEFAULT_POLICY
-        assert stored.id is not None
-        note = (
-            f"Written by `hitl calibrate` from {source} ({current.version}).\n"
-            f"Calibrator {stored.version} ({method}, {len(used)} labels); release at the {apply} threshold:"
-            f" review rate {chosen.review_rate:.1%}, escaped-error rate {chosen.escaped_error_rate:.1%}."
+
+
+LEARN_REFUSED = 3  # `hitl learn`'s exit code when the new thresholds would break the escaped-error target
+
+
+@app.command()
+def learn(
+    method: Annotated[
+        Method, typer.Option(help="isotonic: on the uncalibrated confidence; logistic: on the signals.")
+    ] = "isotonic",
+    min_labels: Annotated[
+        int, typer.Option(min=2, help="A group with fewer labels takes the pooled calibrator.")
+    ] = 100,
+    target_escaped_error: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of released answers an agent would have changed, at most.")
+    ] = 0.02,
+    confidence: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="Of the interval whose upper end must meet the target.")
+    ] = 0.95,
+    dry_run: Annotated[bool, typer.Option(help="Print the proposal; store and apply nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Refit even when no label arrived since the last turn.")] = False,
+) -> None:
+    """Refit the calibrators on every label and apply the new release thresholds, only when each group's
+    held-out escaped-error rate stays within the target at the upper end of its confidence interval. Every
+    proposal is recorded (`hitl policy history`); exit code 3 when it was not applied."""
+    from gateway import policy
+    from gateway.learning import fitting, labels, loop, versions
+    from gateway.models import PolicyVersionStatus
+    from gateway.policy import PolicyError
+
+    settings = _settings()
+    try:
+        file_policy = policy.load(settings.policy_path)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+
+    async def current(session: AsyncSession) -> tuple[Labels, PolicyVersion | None, PolicyVersion | None]:
+        return (
+            await labels.load_labels(session),
+            await versions.in_force(session, file_policy.version),
+            await versions.newest(session),
         )
+
+    found, in_force, last = _run(settings, current)
+    usable = len(found.usable(method))
+    if last is not None and last.labels == usable and not force:
+        typer.echo(
+            f"no new labels since policy version #{last.id} ({usable} labels): nothing to learn (--force refits)"
+        )
+        return
+    try:
+        fits = fitting.fit_groups(found, method, min_labels, 0.2, target_escaped_error)
+    except fitting.NotEnoughLabels as exc:
+        raise _fail(str(exc)) from None
+    proposal = loop.propose(fits, loop.Target(target_escaped_error, confidence))
+    for proposed in proposal.groups:
+        typer.echo(proposed.said(proposal.target))
+    for name, why in proposal.pooled_only.items():
+        typer.echo(f"{name}: scored by the pooled calibrator ({why})")
+    if dry_run:
+        typer.echo(("would apply: " if proposal.acceptable else "would not apply: ") + proposal.reason())
+        return
+    source = settings.policy_path or policy.DEFAULT_POLICY
+    base_text = in_force.text if in_force is not None else source.read_text(encoding="utf-8")
+    base_policy = policy.parse(base_text, str(source))
+    text = base_text
+    if proposal.acceptable:
+        named = {("pooled" if g.name == loop.POOLED else f"group {g.name}"): g.fitted for g in proposal.groups}
+        stored = _store_fits(settings, named, method)
+        fits_of = {
+            title: policy.Fit(_id(stored[title]), group.bound.threshold)
+            for title, group in zip(named, proposal.groups, strict=True)
+            if group.bound is not None
+        }
+        groups = {title.removeprefix("group "): fit for title, fit in fits_of.items() if title != "pooled"}
+        note = f"Applied by `hitl learn` over {base_policy.version}: {proposal.reason()}."
         try:
-            text = policy.recalibrated(current, source.read_text(encoding="utf-8"), stored.id, chosen.threshold, note)
+            text = policy.recalibrated(base_policy, base_text, fits_of["pooled"], note, groups)
         except PolicyError as exc:
-            raise _fail(f"calibrator {stored.version} is stored, but the new policy would not load: {exc}") from None
-        write_policy.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {write_policy}: point HITL_POLICY_PATH at it to route with {stored.version}")
+            raise _fail(f"the calibrators are stored, but the new policy would not load: {exc}") from None
+    status = PolicyVersionStatus.APPLIED if proposal.acceptable else PolicyVersionStatus.REFUSED
+    row = _run(
+        settings,
+        lambda session: versions.record(
+            session,
+            text=text,
+            base=file_policy.version,
+            status=status,
+            reason=proposal.reason(),
+            figures=proposal.figures(),
+            labels=usable,
+        ),
+    )
+    if not proposal.acceptable:
+        typer.echo(f"recorded as #{row.id}, not applied: {proposal.reason()}")
+        raise typer.Exit(code=LEARN_REFUSED)
+    typer.echo(
+        f"applied policy version #{row.id} ({row.version}): every gateway routes by it within"
+        f" {settings.policy_refresh_seconds:g} s; `hitl policy rollback` takes it back"
+    )
+
+
+@policy_app.command("history")
+def policy_history(
+    limit: Annotated[int, typer.Option(min=1, help="How many versions to list, newest first.")] = 20,
+) -> None:
+    """The policy versions `hitl learn` recorded: applied, refused or rolled back, and why."""
+    from gateway.learning import versions
+
+    settings = _settings()
+    rows = _run(settings, lambda session: versions.history(session, limit))
+    if not rows:
+        typer.echo("no policy versions yet: the policy file routes (`hitl learn` records versions)")
+    for row in rows:
+        typer.echo(f"#{row.id}\t{row.created_at:%Y-%m-%d %H:%M}\t{row.status}\t{row.version}\t{row.reason}")
+
+
+@policy_app.command("rollback")
+def policy_rollback() -> None:
+    """Take the learned policy version in force out of force: the one before it, or the file, routes again."""
+    from gateway import policy
+    from gateway.learning import versions
+    from gateway.models import utcnow
+    from gateway.policy import PolicyError
+
+    settings = _settings()
+    try:
+        file_policy = policy.load(settings.policy_path)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+    done = _run(settings, lambda session: versions.rollback(session, file_policy.version, utcnow()))
+    if done is None:
+        raise _fail(f"no learned policy version is in force over {file_policy.version}: nothing to roll back")
+    rolled, now = done
+    routes = f"policy version #{now.id} ({now.version})" if now is not None else f"the file ({file_policy.version})"
+    typer.echo(
+        f"rolled back #{rolled.id} ({rolled.version}); {routes} routes within {settings.policy_refresh_seconds:g} s"
+    )
 
 
 @app.command("eval")

@@ -357,6 +357,30 @@ class Calibration(SQLModel, table=True):
         return f"cal-{self.id}"
 
 
+class PolicyVersionStatus(StrEnum):
+    APPLIED = "applied"  # routes every process (while its base is the policy file in use)
+    REFUSED = "refused"  # proposed by `hitl learn`, kept out: its escaped-error bound broke the target
+    ROLLED_BACK = "rolled_back"
+
+
+class PolicyVersion(SQLModel, table=True):
+    """A policy `hitl learn` proposed from the labels, applied or refused, and why: the trail of every change
+    the learning loop made to routing, and what `hitl policy rollback` steps back through."""
+
+    __tablename__ = "policy_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(description="The policy's version, as exchanges record it.")
+    base: str = Field(index=True, description="The version of the policy file it was made from.")
+    text: str = Field(sa_type=sqlalchemy.Text, description="The policy itself (YAML).")
+    status: str = Field(max_length=16, index=True)
+    reason: str
+    figures: dict[str, Any] = _json(nullable=False, comment="Per group: threshold, escaped-error bound, labels.")
+    labels: int = 0
+    created_at: datetime = _when()
+    rolled_back_at: datetime | None = _maybe_when()
+
+
 class EventKind(StrEnum):
     HELD = "held"
     AUDIT = "audit"  # a released answer drawn for the audit queue

@@ -167,10 +167,26 @@ class Rule(Outcome):
         )
 
 
+NO_LOGPROBS = "no-logprobs"  # the calibration group of answers scored without the model's logprobs, any model
+
+
+class Calibrated(_Strict):
+    """One calibration group's own calibrator, and its own bands (absent: the policy's bands)."""
+
+    calibrator: int = Field(description="Id of a stored calibrator (`hitl calibrate`) fitted on this group.")
+    bands: list[Band] | None = Field(None, min_length=1)
+
+
 class PolicyFile(_Strict):
     version: str | None = None
     calibrator: int | None = Field(
         None, description="Id of a stored calibrator (`hitl calibrate`); the bands then apply to its output."
+    )
+    models: dict[str, Calibrated] = Field(
+        default_factory=dict,
+        description="Per calibration group (a model's answers scored with its logprobs, or `no-logprobs` for every"
+        " answer scored without), its own calibrator and bands; a group not named here takes `calibrator` and"
+        " `bands`.",
     )
     tiers: list[str] = Field(min_length=1)
     bands: list[Band] = Field(min_length=1)
@@ -201,19 +217,13 @@ class PolicyFile(_Strict):
 
     def problems(self) -> list[tuple[tuple[int | str, ...], str]]:
         """Checks across fields, each with the path of the value at fault (so the error names its line)."""
-        found: list[tuple[tuple[int | str, ...], str]] = []
-        mins = [band.min for band in self.bands]
-        for index in range(1, len(mins)):
-            if mins[index] >= mins[index - 1]:
-                found.append(
-                    (("bands", index, "min"), "bands must be listed from the highest `min` down, each `min` once")
-                )
-        if mins[-1] != 0.0:
-            found.append(
-                (("bands", len(mins) - 1, "min"), "the last band must have `min: 0.0` so every confidence finds a band")
-            )
+        found = _band_problems(("bands",), self.bands)
+        own_bands = [(name, group.bands) for name, group in self.models.items() if group.bands]
+        for name, bands in own_bands:
+            found += _band_problems(("models", name, "bands"), bands)
         outcomes: list[tuple[tuple[int | str, ...], Outcome]] = [
             *((("bands", i), band) for i, band in enumerate(self.bands)),
+            *((("models", name, "bands", i), band) for name, bands in own_bands for i, band in enumerate(bands)),
             (("unscored",), self.unscored),
             *([(("tool_calls",), self.tool_calls)] if self.tool_calls else []),
             *((("rules", i), rule) for i, rule in enumerate(self.rules)),
@@ -230,6 +240,20 @@ class PolicyFile(_Strict):
             elif seconds <= 0:
                 found.append((("sla", tier), "an SLA target is a number of seconds above 0"))
         return found
+
+
+def _band_problems(loc: tuple[int | str, ...], bands: Sequence[Band]) -> list[tuple[tuple[int | str, ...], str]]:
+    """Bands listed from the highest `min` down, the last at 0.0."""
+    found: list[tuple[tuple[int | str, ...], str]] = []
+    mins = [band.min for band in bands]
+    for index in range(1, len(mins)):
+        if mins[index] >= mins[index - 1]:
+            found.append(((*loc, index, "min"), "bands must be listed from the highest `min` down, each `min` once"))
+    if mins[-1] != 0.0:
+        found.append(
+            ((*loc, len(mins) - 1, "min"), "the last band must have `min: 0.0` so every confidence finds a band")
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -269,7 +293,23 @@ class Policy:
 
     @property
     def calibrator(self) -> int | None:
+        """The pooled calibrator: for every calibration group the policy does not name."""
         return self.spec.calibrator
+
+    def calibrator_for(self, group: str) -> int | None:
+        """The stored calibrator that scores answers of calibration `group`."""
+        own = self.spec.models.get(group)
+        return own.calibrator if own is not None else self.spec.calibrator
+
+    @property
+    def calibrators(self) -> set[int]:
+        """Every stored calibrator the policy names."""
+        named = {group.calibrator for group in self.spec.models.values()}
+        return named | ({self.spec.calibrator} if self.spec.calibrator is not None else set())
+
+    def bands_for(self, group: str | None) -> list[Band]:
+        own = self.spec.models.get(group) if group is not None else None
+        return own.bands if own is not None and own.bands else self.spec.bands
 
     def sla(self, tier: str) -> float | None:
         """The seconds a review of `tier` should wait at most, if the policy sets a target."""
@@ -291,7 +331,9 @@ class Policy:
         request: dict[str, Any],
         missing: list[str],
         calls: Sequence[ToolCall] = (),
+        group: str | None = None,
     ) -> Routing:
+        """`group` is the answer's calibration group: its bands, when the policy gives it its own, route it."""
         facts = [call.as_facts() for call in calls]
         for rule in self.spec.rules:
             if rule.matches(request, facts):
@@ -309,7 +351,7 @@ class Policy:
             why = ", ".join(missing) or "no signal"
             return Routing(self.spec.unscored.route, self.spec.unscored.tier, f"unscored ({why})")
         upper = 1.0
-        for band in self.spec.bands:
+        for band in self.bands_for(group):
             if confidence >= band.min:
                 target = band.tier or "release"
                 closing = "]" if upper == 1.0 else ")"
@@ -373,23 +415,45 @@ def load(path: Path | None) -> Policy:
     return parse(text, str(target))
 
 
-def recalibrated(policy: Policy, source_text: str, calibrator_id: int, release_min: float, note: str) -> str:
-    """A new policy version: the same rules and tiers, the bands applied to calibrator `calibrator_id`,
-    and the release band starting at `release_min`. Hold bands at or above it are dropped."""
+@dataclass(frozen=True)
+class Fit:
+    """A stored calibrator and the confidence at which its answers should start to be released."""
+
+    calibrator: int
+    release_min: float
+
+
+def recalibrated(policy: Policy, source_text: str, pooled: Fit, note: str, groups: dict[str, Fit] | None = None) -> str:
+    """A new policy version: the same rules and tiers, the bands applied to the pooled calibrator with the
+    release band starting at its `release_min` (hold bands at or above it are dropped), and each calibration
+    group of `groups` with its own calibrator and the same bands moved to its own `release_min`."""
     data = yaml.safe_load(source_text)
     bands = data["bands"]
-    first_release = next((i for i, band in enumerate(bands) if band["route"] == Route.RELEASE), None)
-    if first_release is None:
-        raise PolicyError("the policy has no release band to move")
-    release = {**bands[first_release], "min": release_min}
-    below = [band for band in bands[first_release + 1 :] if band["min"] < release_min]
-    data["bands"] = [*bands[:first_release], release, *below]
-    if data["bands"][-1]["min"] != 0.0:
-        data["bands"][-1]["min"] = 0.0
+    data["bands"] = _moved(bands, pooled.release_min)
     base = (policy.spec.version or "policy").split("+cal-")[0]
-    data["version"] = f"{base}+cal-{calibrator_id}"
-    data["calibrator"] = calibrator_id
+    data["version"] = f"{base}+cal-{pooled.calibrator}"
+    data["calibrator"] = pooled.calibrator
+    if groups:
+        data["models"] = {
+            name: {"calibrator": fit.calibrator, "bands": _moved(bands, fit.release_min)}
+            for name, fit in sorted(groups.items())
+        }
+    else:
+        data.pop("models", None)
     header = "".join(f"# {line}\n" for line in note.splitlines())
     text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     parse(text, "<recalibrated policy>")  # what is written must load
     return text
+
+
+def _moved(bands: list[dict[str, Any]], release_min: float) -> list[dict[str, Any]]:
+    """`bands` with the first release band starting at `release_min`; hold bands at or above it dropped."""
+    first_release = next((i for i, band in enumerate(bands) if band["route"] == Route.RELEASE), None)
+    if first_release is None:
+        raise PolicyError("the policy has no release band to move")
+    release = {**bands[first_release], "min": release_min}
+    below = [dict(band) for band in bands[first_release + 1 :] if band["min"] < release_min]
+    moved = [*(dict(band) for band in bands[:first_release]), release, *below]
+    if moved[-1]["min"] != 0.0:
+        moved[-1]["min"] = 0.0
+    return moved

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL: `sqlite:///file.db` or `postgresql://user@host/db`.",
     )
     policy_path: Path | None = Field(None, description="Policy YAML file (default: the bundled policy).")
+    policy_refresh_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often each process checks for a policy version `hitl learn` applied or"
+        " `hitl policy rollback` took back.",
+    )
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="Models offered; JSON list in `HITL_UPSTREAMS`."
     )

@@ -387,26 +387,33 @@ def make_labelled(
     agent_id: int,
     audit_rate: float | None = None,
     p_yes: float | None = None,
+    model: str = MODEL,
+    logprobs: bool = True,
 ) -> str:
     """A decided exchange as the learning loop sees it: scored `raw`, then approved, edited or overridden.
 
     With `audit_rate`, it was released and drawn for the audit queue at that rate; otherwise it was held.
+    Without `logprobs`, `raw` is what the self-check said (a provider without logprobs, or a tool call).
     """
     audited = audit_rate is not None
     signals: dict[str, Any] = {"formula": "logprob-v1", "missing": [], "choices": [], "raw_confidence": raw}
-    if raw is not None:
+    if raw is not None and logprobs:
         signals["choices"] = [
             {"index": 0, "mean_logprob": math.log(raw), "min_prob": raw, "mean_entropy": 1 - raw, "confidence": raw}
         ]
+    elif raw is not None:
+        signals["choices"] = [{"index": 0, "confidence": None}]
+        signals["missing"] = ["logprobs:not_returned"]
+        p_yes = raw
     if p_yes is not None:
         signals["selfcheck"] = {"p_yes": p_yes}
     with sync_session(url) as session:
         exchange = Exchange(
             request_id="req",
             api_key_id=api_key_id,
-            model="support-bot",
+            model=model,
             upstream_model="gpt-4o-mini",
-            request={"model": "support-bot", "messages": [{"role": "user", "content": "Q?"}]},
+            request={"model": model, "messages": [{"role": "user", "content": "Q?"}]},
             response=completion_body("A."),
             candidate_text="A.",
             signals=signals,

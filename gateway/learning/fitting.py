@@ -75,6 +75,7 @@ class Fitted:
     after: reports.Figures  # held-out: each label scored by a fit that did not see it
     by_review_rate: Threshold
     by_escaped_error: Threshold
+    held_out: list[float]  # each label's calibrated confidence from a fit that did not see it
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -89,16 +90,22 @@ class Fitted:
         }
 
 
+def shortfall(usable: Labels, min_labels: int) -> str | None:
+    """Why these labels are too few to fit on, or None when they are enough."""
+    approved = sum(usable.labels)
+    changed = len(usable) - approved
+    if len(usable) < min_labels or min(approved, changed) < 2:
+        return f"only {len(usable)} labelled exchanges ({approved} approved, {changed} edited or overridden)"
+    return None
+
+
 def fit_labels(
     found: Labels, method: Method, min_labels: int, target_review_rate: float, target_escaped_error: float
 ) -> Fitted:
     usable = found.usable(method)
-    approved = sum(usable.labels)
-    changed = len(usable) - approved
-    if len(usable) < min_labels or min(approved, changed) < 2:
+    if (short := shortfall(usable, min_labels)) is not None:
         raise NotEnoughLabels(
-            f"only {len(usable)} labelled exchanges ({approved} approved, {changed} edited or overridden);"
-            f" calibration needs at least {min_labels} with at least 2 of each kind."
+            f"{short}; calibration needs at least {min_labels} with at least 2 of each kind."
             " Decide more reviews (the audit queue labels released answers), or lower --min-labels."
         )
     inputs = usable.inputs(method)
@@ -116,4 +123,34 @@ def fit_labels(
         after=reports.figures(held_out, usable.labels, usable.weights),
         by_review_rate=threshold_for_review_rate(calibrated, usable.labels, target_review_rate, usable.weights),
         by_escaped_error=threshold_for_escaped_error(calibrated, usable.labels, target_escaped_error, usable.weights),
+        held_out=held_out,
     )
+
+
+@dataclass(frozen=True)
+class Fits:
+    """The pooled fit, one fit per calibration group with labels enough of its own, and why each other
+    group takes the pooled calibrator."""
+
+    pooled: Fitted
+    groups: dict[str, Fitted]
+    pooled_only: dict[str, str]
+
+
+def fit_groups(
+    found: Labels, method: Method, min_labels: int, target_review_rate: float, target_escaped_error: float
+) -> Fits:
+    """Raises `NotEnoughLabels` when even the pooled labels are too few."""
+    pooled = fit_labels(found, method, min_labels, target_review_rate, target_escaped_error)
+    groups: dict[str, Fitted] = {}
+    pooled_only: dict[str, str] = {}
+    usable = found.usable(method)
+    for group in sorted(set(usable.groups)):
+        own = usable.of_group(group)
+        if len(own) == len(usable):
+            pooled_only[group] = "its labels are all the pooled ones"
+        elif (short := shortfall(own, min_labels)) is not None:
+            pooled_only[group] = f"{short}, below --min-labels {min_labels} or 2 of each kind"
+        else:
+            groups[group] = fit_labels(own, method, min_labels, target_review_rate, target_escaped_error)
+    return Fits(pooled, groups, pooled_only)

@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.models import Action, Decision, Exchange, Review, ReviewKind, ReviewStatus
-from gateway.scoring.calibrator import features, signal_values
+from gateway.scoring.calibrator import calibration_group, features, signal_values
 
 LABEL_OF = {Action.APPROVE: 1, Action.EDIT: 0, Action.OVERRIDE: 0}
 
@@ -27,19 +27,27 @@ class Labels:
     labels: list[int] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     audited: list[bool] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)  # each label's calibration group
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def usable(self, method: str) -> Labels:
         """The rows a method can learn from: isotonic needs the uncalibrated confidence."""
-        keep = [i for i, raw in enumerate(self.raw) if method == "logistic" or raw is not None]
+        return self._kept([i for i, raw in enumerate(self.raw) if method == "logistic" or raw is not None])
+
+    def of_group(self, group: str) -> Labels:
+        """The labels of one calibration group."""
+        return self._kept([i for i, found in enumerate(self.groups) if found == group])
+
+    def _kept(self, keep: list[int]) -> Labels:
         return Labels(
             raw=[self.raw[i] for i in keep],
             rows=[self.rows[i] for i in keep],
             labels=[self.labels[i] for i in keep],
             weights=[self.weights[i] for i in keep],
             audited=[self.audited[i] for i in keep],
+            groups=[self.groups[i] for i in keep],
         )
 
     def inputs(self, method: str) -> list[float] | list[list[float]]:
@@ -79,4 +87,5 @@ async def load_labels(session: AsyncSession) -> Labels:
         found.labels.append(LABEL_OF[Action(decision.action)])
         found.weights.append(1.0 / review.audit_rate if audited and review.audit_rate else 1.0)
         found.audited.append(audited)
+        found.groups.append(signals.get("calibration_group") or calibration_group(exchange.model, signals))
     return found

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -130,3 +131,49 @@ def threshold_for_escaped_error(
     """The lowest threshold (fewest reviews) whose escaped-error rate is at most `target`."""
     fitting = [t for t in sweep(scores, labels, weights) if t.escaped_error_rate <= target]
     return min(fitting, key=lambda t: t.threshold)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The escaped-error rate at a threshold, with the upper end of its confidence interval."""
+
+    threshold: float
+    escaped_error_rate: float
+    upper: float  # upper end of the Wilson interval, on the labels' effective sample size
+    released: float  # effective number of labelled answers released at this threshold
+    review_rate: float
+
+
+def escaped_error_bound(
+    scores: Sequence[float], labels: Sequence[int], threshold: float, weights: Sequence[float] | None = None,
+    confidence: float = 0.95,
+) -> Bound:  # fmt: skip
+    """The escaped-error rate among answers released at `threshold` and the upper end of its `confidence`
+    Wilson interval. Weighted labels (audits at 1 / their sampling rate) count by Kish's effective sample
+    size, (sum w)^2 / sum w^2, so fifty copies of one audit do not pass for fifty answers."""
+    p, y, w = _arrays(scores, labels, weights)
+    released = p >= threshold
+    review_rate = float(w[~released].sum() / w.sum()) if w.sum() > 0 else 1.0
+    wr = w[released]
+    if wr.sum() <= 0:
+        return Bound(threshold, 0.0, 1.0, 0.0, review_rate)  # nothing released: nothing known
+    rate = float(np.average(1.0 - y[released], weights=wr))
+    n = float(wr.sum() ** 2 / (wr**2).sum())
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return Bound(threshold, rate, min(1.0, centre + half), n, review_rate)
+
+
+def threshold_within_bound(
+    scores: Sequence[float], labels: Sequence[int], target: float, weights: Sequence[float] | None = None,
+    confidence: float = 0.95,
+) -> Bound | None:  # fmt: skip
+    """The lowest threshold (fewest reviews) whose escaped-error rate's upper bound is at most `target`;
+    None when no threshold that releases anything keeps it there."""
+    p = np.asarray(scores, dtype=float)
+    for threshold in sorted(set(p.tolist())):
+        bound = escaped_error_bound(scores, labels, threshold, weights, confidence)
+        if bound.released > 0 and bound.upper <= target:
+            return bound
+    return None

@@ -29,6 +29,7 @@ from gateway.policy import Policy
 from gateway.prompt_templates import Prompts
 from gateway.relay import exchanges, retries
 from gateway.relay.retries import Identity, InFlight
+from gateway.scoring.calibrator import Calibrators
 from gateway.scoring.scorer import Scorer
 from gateway.settings import Settings
 
@@ -44,6 +45,7 @@ class Relay:
         inserts: Inserts,
         upstreams: Upstreams,
         policy: Policy,
+        calibrators: Calibrators,
         holds: HoldHub,
         prompts: Prompts,
         scorer: Scorer,
@@ -54,7 +56,8 @@ class Relay:
         self.sessions = sessions
         self.inserts = inserts  # released exchanges are written through it, the cheapest way the database has
         self.upstreams = upstreams
-        self.policy = policy
+        self.policy = policy  # with `calibrators`, what routes; `use` swaps both at once
+        self.calibrators = calibrators
         self.holds = holds
         self.prompts = prompts
         self.scorer = scorer
@@ -62,6 +65,10 @@ class Relay:
         self.metrics = metrics
         self.in_flight = InFlight()
         self.pending: set[asyncio.Task[Any]] = set()
+
+    def use(self, policy: Policy, calibrators: Calibrators) -> None:
+        """Route by another policy version from now on (a request already scoring keeps the one it began with)."""
+        self.policy, self.calibrators = policy, calibrators
 
     def wait_seconds(self, chat: ChatRequest) -> float:
         """How long a held request waits for a decision: what it asked for, within the configured limit."""
@@ -100,6 +107,7 @@ class Relay:
         """Ask the upstream, score the candidate, route it by policy and store the exchange (and its review when
         held) before the client hears anything. A failed upstream call is stored too, then raised as it was."""
         chat, raw = incoming.chat, incoming.raw
+        policy, calibrators = self.policy, self.calibrators  # one version for the whole exchange
         started = time.perf_counter()
         asked = chat_request.upstream_body(raw, chat, upstream.logprobs)
         measured = self.metrics.upstream(upstream.name)
@@ -116,11 +124,12 @@ class Relay:
         calls = toolcalls.found(response)
         scoring = time.perf_counter()
         candidate_text = answers.candidate_text(response)
-        score = await self.scorer.score(upstream, chat.model, asked, response, candidate_text, calls)
+        score = await self.scorer.score(upstream, chat.model, asked, response, candidate_text, calls, calibrators)
         self.metrics.scoring_seconds.observe(time.perf_counter() - scoring)
         if any(call.malformed for call in calls):
             score.signals["missing"] = sorted({*score.signals["missing"], toolcalls.MALFORMED})
-        routing = self.policy.route(score.confidence, raw, score.signals["missing"], calls)
+        group = score.signals["calibration_group"]
+        routing = policy.route(score.confidence, raw, score.signals["missing"], calls, group)
         candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
         audit = self.settings.audit
         exchange, review = await exchanges.record(
@@ -129,8 +138,8 @@ class Relay:
             incoming,
             upstream_model=upstream.model,
             candidate=candidate,
-            policy_version=self.policy.version,
-            calibrator=self.scorer.calibrator_version,
+            policy_version=policy.version,
+            calibrator=score.signals["calibrator"],
             wait=wait,
             audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
         )

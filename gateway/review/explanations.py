@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from gateway.models import Exchange
+from gateway.policy import NO_LOGPROBS
 
 UNSURE_WORD = 0.6  # below this a token is a word the model was unsure of (the heat map marks it low or very low)
 
@@ -132,5 +133,30 @@ def sentences(exchange: Exchange) -> list[str]:
         said.append(f"Not measured: {missing_in_words(str(code))}.")
     if exchange.confidence is not None:
         calibrated = exchange.calibrator != "default"
-        said.append(f"Overall {'calibrated ' if calibrated else ''}confidence: {_percent(exchange.confidence)}.")
+        said.append(
+            f"Overall {'calibrated ' if calibrated else ''}confidence: {_percent(exchange.confidence)},"
+            f" {made_of(exchange)}."
+        )
     return said
+
+
+# The signals that can make a confidence (`signals.decided_by`), as an agent reads them.
+SIGNAL_WORDS = {"logprobs": "the word probabilities", "selfcheck": "the self-check", "consistency": "the samples"}
+
+
+def made_of(exchange: Exchange) -> str:
+    """Which signals and which calibrator made the confidence, e.g. "from the self-check, calibrated by
+    cal-4 (fitted on answers scored without word probabilities)"."""
+    used = [SIGNAL_WORDS.get(name, name) for name in str(exchange.signals.get("decided_by") or "").split("+") if name]
+    used = [name for name in used if name != "none"]
+    listed = ", ".join(used[:-1]) + " and " + used[-1] if len(used) > 1 else "".join(used)
+    source = f"from {listed}" if used else "from the signals above"
+    if exchange.calibrator == "default":
+        return f"{source}, by the default formula (no calibrator fitted yet)"
+    on = exchange.signals.get("calibrated_on")
+    fitted = {
+        None: "",
+        "pooled": " (fitted on every model's answers)",
+        NO_LOGPROBS: " (fitted on answers scored without word probabilities)",
+    }.get(on, f" (fitted on {on}'s answers)")
+    return f"{source}, calibrated by {exchange.calibrator}{fitted}"

@@ -9,10 +9,12 @@ work (`gateway.learning.fitting`), never the request path's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from gateway.policy import NO_LOGPROBS
 
 Method = Literal["isotonic", "logistic"]
 SIGNALS = ("mean_logprob", "min_prob", "mean_entropy", "p_yes", "consistency")
@@ -31,6 +33,15 @@ def signal_values(signals: dict[str, Any]) -> dict[str, float | None]:
     values["p_yes"] = (signals.get("selfcheck") or {}).get("p_yes")
     values["consistency"] = (signals.get("consistency") or {}).get("score")
     return values
+
+
+def calibration_group(model: str, signals: dict[str, Any]) -> str:
+    """Which calibrator an answer's confidence belongs to: the model's own when every choice was scored from
+    the model's logprobs, else the one for answers scored without them (tool calls, providers without logprobs),
+    whatever the model: their confidence comes from the judge and the samples, not from the model's tokens."""
+    choices = signals.get("choices") or []
+    scored = all(choice.get("confidence") is not None for choice in choices)
+    return model if choices and scored else NO_LOGPROBS
 
 
 def features(signals: dict[str, Any]) -> list[float]:
@@ -61,3 +72,26 @@ class Calibrator:
 
     def as_dict(self) -> dict[str, Any]:
         return {"method": self.method, "params": self.params}
+
+
+@dataclass(frozen=True)
+class Active:
+    """A stored calibrator, ready for the request path."""
+
+    calibrator: Calibrator
+    version: str
+
+
+@dataclass(frozen=True)
+class Calibrators:
+    """The calibrators a policy names: one per calibration group it names, the pooled one for the others
+    (none: the documented default formula)."""
+
+    pooled: Active | None = None
+    groups: dict[str, Active] = field(default_factory=dict)
+
+    def for_group(self, group: str) -> Active | None:
+        return self.groups.get(group, self.pooled)
+
+
+UNCALIBRATED = Calibrators()  # a policy that names none: the documented default formula

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.conversation import toolcalls
 from gateway.conversation.chat import question_of
 from gateway.conversation.upstream import Upstream
-from gateway.scoring.calibrator import Calibrator
+from gateway.scoring.calibrator import UNCALIBRATED, Calibrators, calibration_group
 from gateway.scoring.confidence import Score, calibrated, score_choices, with_consistency, with_selfcheck
 from gateway.scoring.consistency import ConsistencyChecker
 from gateway.scoring.selfcheck import SelfChecker
@@ -24,8 +24,6 @@ class Scorer:
     settings: Settings
     selfcheck: SelfChecker
     consistency: ConsistencyChecker
-    calibrator: Calibrator | None = None
-    calibrator_version: str = DEFAULT_CALIBRATOR
 
     async def score(
         self,
@@ -35,8 +33,10 @@ class Scorer:
         response: dict[str, Any],
         candidate: str,
         calls: Sequence[toolcalls.ToolCall] = (),
+        calibrators: Calibrators = UNCALIBRATED,
     ) -> Score:
-        """`calls` are the candidate's tool calls, as the relay parsed them for the policy."""
+        """`calls` are the candidate's tool calls, as the relay parsed them for the policy; `calibrators` are the
+        ones the policy in force names."""
         score = score_choices(response["choices"])
         decided_by = ["logprobs"] if score.confidence is not None else []
         if self.selfcheck.wanted(score.confidence) or self.consistency.enabled:
@@ -52,4 +52,10 @@ class Scorer:
                 score = with_consistency(score, found, self.settings.consistency.weight)
                 decided_by += ["consistency"] if found.score is not None else []
         score.signals["decided_by"] = "+".join(decided_by) or "none"  # which signals made the confidence
-        return calibrated(score, self.calibrator, self.calibrator_version)
+        group = calibration_group(model, score.signals)
+        score.signals["calibration_group"] = group
+        active = calibrators.for_group(group)
+        score.signals["calibrated_on"] = group if group in calibrators.groups else "pooled"
+        if active is None:
+            return calibrated(score, None, DEFAULT_CALIBRATOR)
+        return calibrated(score, active.calibrator, active.version)

@@ -99,7 +99,7 @@ def test_the_review_page_reads_in_plain_words(
     assert re.search(r'<h1 class="question"[^>]*>Capital of France\?</h1>', page)
     assert "Unsure: 77% confident (agent tier reviews 30% to 92%)" in page
     assert "No word stands out: each of the 4 was at least 60% likely." in page
-    assert "Overall confidence: 77%." in page
+    assert "Overall confidence: 77%, from the word probabilities, by the default formula" in page
     assert "<summary>Raw figures</summary>" in page and "mean logprob -0.200" in page
     assert "seconds before" not in page and "the placeholder" in page
 
@@ -140,6 +140,7 @@ def exchange_with(reason: str, signals: dict[str, Any], confidence: float | None
     return Exchange(
         request_id="r", api_key_id=1, model="m", upstream_model="m", request={}, response=response,
         signals=signals, confidence=confidence, policy_version="p", route="hold", reason=reason, status="held",
+        **extra,
     )  # fmt: skip
 
 
@@ -164,7 +165,7 @@ def test_the_confidence_is_one_number_everywhere() -> None:
     exchange = exchange_with("confidence 0.365 in [0.3, 0.92) -> agent", {}, confidence=0.3654)
     assert explanations.why_held(exchange).startswith("Unsure: 37% confident")
     assert explanations.why_held_briefly(exchange) == "Unsure, 37%"
-    assert "Overall confidence: 37%." in explanations.sentences(exchange)
+    assert explanations.sentences(exchange)[-1].startswith("Overall confidence: 37%, ")
 
 
 def test_signals_as_sentences() -> None:
@@ -174,15 +175,23 @@ def test_signals_as_sentences() -> None:
         "selfcheck": {"p_yes": 0.21},
         "consistency": {"score": 0.5, "samples": 4},
         "missing": ["selfcheck:no_yes_no_token"],
+        "decided_by": "logprobs+consistency",
+        "calibrated_on": "support-bot",
     }
-    said = explanations.sentences(exchange_with("", signals, 0.41, response=response))
+    said = explanations.sentences(exchange_with("", signals, 0.41, response=response, calibrator="cal-3"))
     assert said == [
         "The model was unsure of 2 words of 3 (the least sure at 8%): they are marked in the answer.",
         "The self-check judged it likely wrong (P=0.21).",
         "Asked again 4 times, the model agreed with itself 50% of the time.",
         "Not measured: the self-check gave no yes or no.",
-        "Overall confidence: 41%.",
+        "Overall calibrated confidence: 41%, from the word probabilities and the samples, calibrated by cal-3"
+        " (fitted on support-bot's answers).",
     ]
+    uncalibrated = {"decided_by": "logprobs+selfcheck+consistency"}
+    assert explanations.sentences(exchange_with("", uncalibrated, 0.5))[-1] == (
+        "Overall confidence: 50%, from the word probabilities, the self-check and the samples, by the default"
+        " formula (no calibrator fitted yet)."
+    )
 
 
 def test_a_policy_sla_names_a_known_tier() -> None:

@@ -178,7 +178,7 @@ def test_calibrate_prints_figures_and_stores_a_calibrator(env: str) -> None:
     result = runner.invoke(cli, ["calibrate", "--target-review-rate", "0.3", "--target-escaped-error", "0.1"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "labels: 300 (" in out and "30 from audits" in out
+    assert "pooled: 300 labels (" in out and "30 from audits" in out
     assert "AUROC" in out and "ECE" in out and "Brier" in out
     assert "for a review rate of 30%" in out and "for an escaped-error rate of 10.0%" in out
     with factories.sync_session(env) as session:
@@ -246,7 +246,7 @@ def test_policy_naming_a_missing_calibrator_stops_start_up(make_settings, tmp_pa
 def test_recalibrated_policy_drops_hold_bands_above_the_new_release() -> None:
     current = policy.load(None)
     source = policy.DEFAULT_POLICY.read_text()
-    text = policy.recalibrated(current, source, 4, 0.25, "note")
+    text = policy.recalibrated(current, source, policy.Fit(4, 0.25), "note")
     data = yaml.safe_load(text)
     assert [band["min"] for band in data["bands"]] == [0.25, 0.0]  # the agent band (from 0.30) is gone
     assert data["calibrator"] == 4 and data["version"] == "default-3+cal-4"
@@ -263,4 +263,4 @@ bands:
 unscored: {route: hold, tier: agent}
 """
     with pytest.raises(policy.PolicyError, match="bands must be listed from the highest"):
-        policy.recalibrated(policy.parse(text), text, 5, 0.97, "note")
+        policy.recalibrated(policy.parse(text), text, policy.Fit(5, 0.97), "note")
