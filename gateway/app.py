@@ -23,7 +23,7 @@ from gateway.api import metrics as metrics_api
 from gateway.clock import Clock, SystemClock
 from gateway.conversation import messages, upstream
 from gateway.holds import HoldHub
-from gateway.learning import versions
+from gateway.learning import schedule, versions
 from gateway.operations.metrics import CountRequests, Metrics
 from gateway.policy import PolicyError
 from gateway.prompt_templates import Prompts
@@ -51,9 +51,9 @@ PLUGIN_GROUP = "hitl_gateway.plugins"
 async def background(runtime: Runtime, learned: int | None) -> AsyncIterator[None]:
     """The process's loops: its one waiter loop (the hold hub's batched poll), on PostgreSQL its one LISTEN
     connection for decisions made by other processes, the webhook sender (which delivers only while this
-    process holds the lease), the one that makes decisions whose undo window has closed, and the one that
-    follows the policy version in force (`learned`: the one routing now). On the way out, every waiting client
-    is answered first."""
+    process holds the lease), the one that makes decisions whose undo window has closed, the one that follows
+    the policy version in force (`learned`: the one routing now), and `hitl learn`'s schedule when it is on.
+    On the way out, every waiting client is answered first."""
     tasks = [
         asyncio.create_task(runtime.holds.run(), name="hold-poll"),
         asyncio.create_task(follow_policy(runtime, learned), name="policy-versions"),
@@ -62,6 +62,8 @@ async def background(runtime: Runtime, learned: int | None) -> AsyncIterator[Non
         tasks.append(asyncio.create_task(runtime.listener.run(), name="decision-notices"))
     if runtime.sender is not None:
         tasks.append(asyncio.create_task(runtime.sender.run(), name="webhook-sender"))
+    if runtime.settings.learn.every_seconds > 0:
+        tasks.append(asyncio.create_task(schedule.run(runtime.sessions, runtime.settings, runtime.clock), name="learn"))
     if runtime.settings.undo_seconds > 0:
         interval = min(runtime.settings.hold.poll_interval, runtime.settings.undo_seconds)
         tasks.append(asyncio.create_task(runtime.desk.run_settling(interval), name="undo-windows"))

@@ -739,3 +739,7 @@ def migrate(
     else:
         db.upgrade(settings.database_url)
     typer.echo("database is up to date")
+
+
+if __name__ == "__main__":  # `python -m gateway.cli`, as `hitl serve`'s learning schedule runs `hitl learn`
+    app()

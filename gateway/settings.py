@@ -78,6 +78,19 @@ class LocalModelSettings(BaseModel):
     )
 
 
+class LearnSettings(BaseModel):
+    """`hitl learn` on a schedule inside `hitl serve`: one process at a time runs it (a lease in the database)."""
+
+    every_seconds: float = Field(
+        0.0, ge=0, description="Seconds between turns of `hitl learn`; 0: never (the default)."
+    )
+    target_escaped_error: float = Field(
+        0.02, gt=0, lt=1, description="Share of released answers an agent would have changed, at most."
+    )
+    confidence: float = Field(0.95, ge=0.5, le=0.999, description="Of the interval whose upper end meets the target.")
+    min_labels: int = Field(100, ge=2, description="A calibration group with fewer labels takes the pooled one.")
+
+
 class SelfCheckSettings(BaseModel):
     """A second call that asks a judge model whether the candidate answer is right."""
 
@@ -149,6 +162,7 @@ class Settings(BaseSettings):
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
     hold: HoldSettings = Field(default_factory=HoldSettings)
     selfcheck: SelfCheckSettings = Field(default_factory=SelfCheckSettings)
+    learn: LearnSettings = Field(default_factory=LearnSettings)
     consistency: ConsistencySettings = Field(default_factory=ConsistencySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)

@@ -1,11 +1,13 @@
 """One turn of the learning loop (`hitl learn`): refit the calibrators on every label, find each calibration
 group's release threshold, and say whether the result may route.
 
-A group's threshold is the lowest whose escaped-error rate (the share of released answers an agent would
-have changed), measured on held-out predictions (each label scored by a fit that did not see it) with audit
+A group's threshold is found on its held-out predictions (each label scored by a fit that did not see it):
+the lowest whose escaped-error rate (the share of released answers an agent would have changed), with audit
 labels weighted by 1 / their sampling rate, stays within the operator's target at the upper end of its
-confidence interval. A proposal may route only when every group it fits has such a threshold: otherwise no
-threshold is known to keep the target, and the policy in force stays.
+confidence interval, tested as a fixed sequence from the highest threshold down, stopping at the first
+failure (`metrics.threshold_within_bound`), so that trying many thresholds does not buy a lucky one. A
+proposal may route only when every group has such a threshold: otherwise no threshold is known to keep the
+target, and the policy in force stays.
 """
 
 from __future__ import annotations

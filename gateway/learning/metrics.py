@@ -169,11 +169,19 @@ def threshold_within_bound(
     scores: Sequence[float], labels: Sequence[int], target: float, weights: Sequence[float] | None = None,
     confidence: float = 0.95,
 ) -> Bound | None:  # fmt: skip
-    """The lowest threshold (fewest reviews) whose escaped-error rate's upper bound is at most `target`;
-    None when no threshold that releases anything keeps it there."""
-    p = np.asarray(scores, dtype=float)
-    for threshold in sorted(set(p.tolist())):
+    """The lowest release threshold whose escaped-error rate stays within `target` at the upper end of its
+    `confidence` interval, found as a fixed sequence: from the highest threshold that releases enough answers
+    for the bound to be able to pass (zero errors among them would), down through every lower one while each
+    passes, stopping at the first that fails. A threshold below a failure is never taken, however lucky its
+    own labels, so scanning many thresholds does not buy a false pass. None when the first already fails."""
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    needed = z * z * (1 - target) / target  # the fewest released answers whose bound can meet the target
+    chosen: Bound | None = None
+    for threshold in sorted(set(np.asarray(scores, dtype=float).tolist()), reverse=True):
         bound = escaped_error_bound(scores, labels, threshold, weights, confidence)
-        if bound.released > 0 and bound.upper <= target:
-            return bound
-    return None
+        if bound.released < needed:
+            continue  # too few released yet for any bound to pass: the sequence has not begun
+        if bound.upper > target:
+            break
+        chosen = bound
+    return chosen

@@ -6,6 +6,8 @@ Revises: 0014
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -31,9 +33,18 @@ def upgrade() -> None:
     )
     op.create_index("ix_policy_versions_base", "policy_versions", ["base"])
     op.create_index("ix_policy_versions_status", "policy_versions", ["status"])
+    # `hitl learn` on a schedule in `hitl serve`: one process at a time runs it.
+    leases = sa.table(
+        "leases",
+        sa.column("name", sa.String()),
+        sa.column("holder", sa.String()),
+        sa.column("expires_at", sa.DateTime(timezone=True)),
+    )
+    op.bulk_insert(leases, [{"name": "learning", "holder": "", "expires_at": datetime(1970, 1, 1, tzinfo=UTC)}])
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM leases WHERE name = 'learning'")
     op.drop_index("ix_policy_versions_status", "policy_versions")
     op.drop_index("ix_policy_versions_base", "policy_versions")
     op.drop_table("policy_versions")
