@@ -1,7 +1,8 @@
 """One turn of the learning loop (`hitl learn`): refit the calibrators on every label, find each calibration
 group's release threshold, and say whether the result may route.
 
-A group's threshold is found on its held-out predictions (each label scored by a fit that did not see it):
+A group's threshold is found on its labels ordered by the uncalibrated confidence (isotonic: the calibrator
+keeps that order) or by held-out predictions (logistic: each label scored by a fit that did not see it):
 the lowest whose escaped-error rate (the share of released answers an agent would have changed), with audit
 labels weighted by 1 / their sampling rate, stays within the operator's target at the upper end of its
 confidence interval, tested as a fixed sequence from the highest threshold down, stopping at the first
@@ -12,7 +13,7 @@ target, and the policy in force stays.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gateway.learning.fitting import Fits, Fitted
@@ -94,14 +95,21 @@ class Proposal:
 
 def propose(fits: Fits, target: Target) -> Proposal:
     named = [(POOLED, fits.pooled), *fits.groups.items()]
-    groups = [
-        GroupProposal(
-            name,
-            fitted,
-            threshold_within_bound(
-                fitted.held_out, fitted.labels.labels, target.escaped_error, fitted.labels.weights, target.confidence
-            ),
-        )
-        for name, fitted in named
-    ]
-    return Proposal(groups, fits.pooled_only, target)
+    return Proposal(
+        [GroupProposal(name, fitted, bound(fitted, target)) for name, fitted in named], fits.pooled_only, target
+    )
+
+
+def bound(fitted: Fitted, target: Target) -> Bound | None:
+    """The group's release threshold and its bound, on the calibrator's scale. An isotonic calibrator keeps the
+    order of the uncalibrated confidence, so the labels are ordered by that, which no fit touched, and the
+    threshold found there is carried through the final calibrator: exactly the answers it would release. A
+    logistic one is judged on its held-out predictions."""
+    labels, weights = fitted.labels.labels, fitted.labels.weights
+    if fitted.calibrator.method != "isotonic":
+        return threshold_within_bound(fitted.held_out, labels, target.escaped_error, weights, target.confidence)
+    raw = [float(value) for value in fitted.labels.raw if value is not None]
+    found = threshold_within_bound(raw, labels, target.escaped_error, weights, target.confidence)
+    if found is None:
+        return None
+    return replace(found, threshold=float(fitted.calibrator.predict([found.threshold])[0]))
