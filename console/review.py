@@ -80,6 +80,8 @@ async def _context(
         "webhook": found.webhook,
         "can_take_next": desk.may_decide(agent, review.tier) and review.tier in desk.tiers.queues,
         "pending": await desk.pending(review_id),
+        "answer": await desk.approved_answer(review_id),
+        "reused_from": (exchange.signals.get("reused") or {}).get("review_id"),
         "undone": None,
         "comment_draft": "",
     }
@@ -191,6 +193,18 @@ async def decide(
 def decided_tier(review: Review | None) -> str:
     assert review is not None
     return review.tier
+
+
+@router.post("/{review_id}/answer")
+async def answer_status(
+    review_id: str,
+    agent: CurrentAgent,
+    desk: DeskDep,
+    status: Annotated[str, Form(max_length=16)],
+) -> Response:
+    """Pause, activate or retire the answer this review's decision left to be served again."""
+    await desk.set_answer_status(review_id, status, agent)
+    return RedirectResponse(f"/console/reviews/{review_id}#answer", status_code=303)
 
 
 @router.post("/{review_id}/undo")

@@ -129,6 +129,7 @@ class ExchangeStatus(StrEnum):
     RELEASED_ON_DEADLINE = "released_on_deadline"  # nobody decided in time and the tier opts in to release
     FAILED = "failed"  # the upstream call failed; the client got an error and nothing was stored to review
     CANCELLED = "cancelled"  # a background response its client cancelled while it was held
+    REUSED = "reused"  # not confident on its own: an agent's approved answer to the same request was sent instead
 
 
 class Dialect(StrEnum):
@@ -355,6 +356,31 @@ class Calibration(SQLModel, table=True):
     @property
     def version(self) -> str:
         return f"cal-{self.id}"
+
+
+class AnswerStatus(StrEnum):
+    ACTIVE = "active"  # served again for the same request, while the policy's `reuse:` is on
+    PAUSED = "paused"  # not served for now; an agent can make it active again
+    RETIRED = "retired"  # never served again
+
+
+class ApprovedAnswer(SQLModel, table=True):
+    """An answer an agent approved or wrote, which can be served again for a later request with the same
+    normalized conversation, model, tools and structured-output schema (`reuse_key`), within the API key it
+    was reviewed for or a group of keys the policy names, while it is active."""
+
+    __tablename__ = "approved_answers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    reuse_key: str = Field(index=True, max_length=64)
+    api_key_id: int = Field(foreign_key="api_keys.id", index=True)
+    review_id: str = Field(foreign_key="reviews.id", unique=True)
+    text: str
+    status: str = Field(default=AnswerStatus.ACTIVE, max_length=16)
+    uses: int = 0
+    created_at: datetime = _when()
+    changed_at: datetime | None = _maybe_when()
+    changed_by: int | None = Field(default=None, foreign_key="agents.id")
 
 
 class PolicyVersionStatus(StrEnum):

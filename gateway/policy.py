@@ -177,6 +177,16 @@ class Calibrated(_Strict):
     bands: list[Band] | None = Field(None, min_length=1)
 
 
+class Reuse(_Strict):
+    """Serve an agent's approved answer again, instead of holding a fresh candidate that is not confident on its
+    own, for a later request with the same normalized conversation, model, tools and structured-output schema."""
+
+    share: list[list[str]] = Field(
+        default_factory=list,
+        description="Groups of API key names that share their approved answers (default: each key its own).",
+    )
+
+
 class PolicyFile(_Strict):
     version: str | None = None
     calibrator: int | None = Field(
@@ -197,6 +207,9 @@ class PolicyFile(_Strict):
         " (absent: routed by confidence, the self-check judging the calls).",
     )
     rules: list[Rule] = Field(default_factory=list)
+    reuse: Reuse | None = Field(
+        None, description="Serve approved answers again (absent: never). A held answer a rule names is never reused."
+    )
     on_deadline: dict[str, DeadlineOutcome] = Field(
         default_factory=dict,
         description="Per tier, what a client gets when its wait runs out (default: `refusal` for requests with "
@@ -261,6 +274,7 @@ class Routing:
     route: Route
     tier: str | None
     reason: str
+    rule: str | None = None  # the rule that decided, if one did
 
 
 def _lookup(body: Any, dotted: str) -> Any:
@@ -337,7 +351,7 @@ class Policy:
         facts = [call.as_facts() for call in calls]
         for rule in self.spec.rules:
             if rule.matches(request, facts):
-                return Routing(rule.route, rule.tier, f"rule {rule.name!r} matched ({rule.facts()})")
+                return Routing(rule.route, rule.tier, f"rule {rule.name!r} matched ({rule.facts()})", rule.name)
         if calls:
             names = ", ".join(sorted({call.name for call in calls}))
             if any(call.malformed for call in calls):

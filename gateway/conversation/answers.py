@@ -33,6 +33,18 @@ class HitlStatus(StrEnum):
     RELEASED_ON_DEADLINE = "released_on_deadline"
     PENDING = "pending"
     CANCELLED = "cancelled"
+    REUSED = "reused"
+
+
+def replaced(response: dict[str, Any], text: str) -> dict[str, Any]:
+    """`response` answering `text` instead: one choice, no logprobs (they were the other answer's)."""
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text, "refusal": None},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    return {**response, "choices": [choice]}
 
 
 def hitl_status(exchange: Exchange) -> HitlStatus:
@@ -47,6 +59,8 @@ def hitl_block(exchange: Exchange, review: Review | None, poll_url: str | None) 
         block["tier"] = review.tier
     if status == HitlStatus.PENDING:
         block["poll_url"] = poll_url
+    if status == HitlStatus.REUSED:
+        block["reused_from"] = (exchange.signals.get("reused") or {}).get("review_id")
     return block
 
 
@@ -64,6 +78,8 @@ def hitl_headers(hitl: dict[str, Any]) -> dict[str, str]:
         headers["x-hitl-review-id"] = str(hitl["review_id"])
     if hitl.get("poll_url"):
         headers["x-hitl-poll-url"] = str(hitl["poll_url"])
+    if hitl.get("reused_from"):
+        headers["x-hitl-reused-from"] = str(hitl["reused_from"])
     return headers
 
 
@@ -78,7 +94,13 @@ def delivered(
     unless the tier opted in to release it at the deadline. A held exchange answers with the placeholder,
     as content or (`outcome` refusal) as a refusal."""
     status = exchange.status
-    if status in (ExchangeStatus.RELEASED, ExchangeStatus.APPROVED, ExchangeStatus.RELEASED_ON_DEADLINE):
+    released = (
+        ExchangeStatus.RELEASED,
+        ExchangeStatus.APPROVED,
+        ExchangeStatus.RELEASED_ON_DEADLINE,
+        ExchangeStatus.REUSED,
+    )
+    if status in released:
         return completion.as_released(exchange.response, chat, exchange.id, hitl)
     if status == ExchangeStatus.EDITED and exchange.final_tool_calls:
         return completion.with_tool_calls(exchange.response, chat, exchange.id, exchange.final_tool_calls, hitl)

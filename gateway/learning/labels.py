@@ -78,6 +78,8 @@ async def load_labels(session: AsyncSession) -> Labels:
     found = Labels()
     for review, exchange, decision in final.values():
         signals = exchange.signals
+        if signals.get("reused"):
+            continue  # its confidence was the fresh candidate's, not the reused answer's that the label is about
         values = signal_values(signals)
         if raw_confidence(exchange) is None and all(value is None for value in values.values()):
             continue  # nothing was scored: nothing to learn a confidence from

@@ -50,6 +50,7 @@ class Candidate:
     score: Score
     routing: Routing
     upstream_ms: float
+    status: ExchangeStatus | None = None  # a release's own status (reused); default: released or held by route
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ async def record(
         route=candidate.routing.route,
         tier=candidate.routing.tier,
         reason=candidate.routing.reason,
-        status=ExchangeStatus.HELD if held else ExchangeStatus.RELEASED,
+        status=ExchangeStatus.HELD if held else candidate.status or ExchangeStatus.RELEASED,
         upstream_ms=candidate.upstream_ms,
     )
     exchange = as_stored(Exchange, row)

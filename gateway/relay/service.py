@@ -8,6 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -22,13 +23,14 @@ from gateway.conversation.upstream import Upstream, Upstreams
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.holds import HoldHub
 from gateway.inserts import Inserts
-from gateway.models import Exchange, Review, ReviewKind
+from gateway.models import Exchange, ExchangeStatus, Review, ReviewKind, Route
 from gateway.operations import logs
 from gateway.operations.metrics import Metrics
-from gateway.policy import Policy
+from gateway.policy import Policy, Routing
 from gateway.prompt_templates import Prompts
 from gateway.relay import exchanges, retries
 from gateway.relay.retries import Identity, InFlight
+from gateway.review import approved_answers
 from gateway.scoring.calibrator import Calibrators
 from gateway.scoring.scorer import Scorer
 from gateway.settings import Settings
@@ -131,6 +133,8 @@ class Relay:
         group = score.signals["calibration_group"]
         routing = policy.route(score.confidence, raw, score.signals["missing"], calls, group)
         candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
+        if policy.spec.reuse is not None and routing.route == Route.HOLD and routing.rule is None and not calls:
+            candidate = await self._reused(incoming, candidate, policy.spec.reuse.share)
         audit = self.settings.audit
         exchange, review = await exchanges.record(
             self.inserts,
@@ -147,6 +151,32 @@ class Relay:
         outcome = "released" if review is None else "audit" if review.kind == ReviewKind.AUDIT else "held"
         self.metrics.exchanges.labels(incoming.dialect, self.metrics.model(chat.model), outcome).inc()
         return exchange, review
+
+    async def _reused(
+        self, incoming: exchanges.Incoming, candidate: exchanges.Candidate, share: list[list[str]]
+    ) -> exchanges.Candidate:
+        """The candidate, or instead, when an agent approved or wrote an answer to the same request that is still
+        active, that answer, released as reused (its own audit draw like any release)."""
+        key = approved_answers.reuse_key(incoming.raw, incoming.chat.model)
+        async with self.sessions() as session:
+            found = await approved_answers.find(session, key, incoming.api_key_id, share)
+        if found is None or found.id is None:
+            return candidate
+        self.later(self._count_use(found.id))
+        signals = {**candidate.score.signals, "reused": {"answer_id": found.id, "review_id": found.review_id}}
+        reason = f"reused the answer approved in review {found.review_id} (the fresh one: {candidate.routing.reason})"
+        return replace(
+            candidate,
+            response=answers.replaced(candidate.response, found.text),
+            score=replace(candidate.score, signals=signals),
+            routing=Routing(Route.RELEASE, None, reason),
+            status=ExchangeStatus.REUSED,
+        )
+
+    async def _count_use(self, answer_id: int) -> None:
+        async with self.sessions() as session:
+            await approved_answers.used(session, answer_id)
+            await session.commit()
 
     async def _record_failure(
         self, incoming: exchanges.Incoming, upstream: Upstream, failure: exchanges.Failure

@@ -33,13 +33,14 @@ from gateway.models import (
     Decision,
     EventKind,
     Exchange,
+    ExchangeStatus,
     PreferencePair,
     Review,
     ReviewEvent,
     ReviewKind,
     ReviewStatus,
 )
-from gateway.review import diffs, structured_edits, tool_edits
+from gateway.review import approved_answers, diffs, structured_edits, tool_edits
 from gateway.review.guard import guarded_update
 from gateway.review.sandbox import Sandbox, TooSlow
 from gateway.review.tiers import Tiers
@@ -238,6 +239,8 @@ async def decide(
         created_at=now,
     )
     session.add(decision)
+    if exchange.status != ExchangeStatus.REUSED:  # a reused answer is remembered once, from its own review
+        approved_answers.remember(session, review, exchange, None if final.tool_calls else final.text, now)
     if not audit:
         # An audited answer reached the client already: the decision labels it, it delivers nothing.
         exchange.status = DECIDED_STATUS[action]

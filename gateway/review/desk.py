@@ -19,9 +19,30 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.clock import Clock
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidRequest, NotFound, StorageUnavailable
 from gateway.holds import HoldHub
-from gateway.models import Action, Agent, PendingDecision, Review, ReviewKind, ReviewStatus, wellformed_id
+from gateway.models import (
+    Action,
+    Agent,
+    ApprovedAnswer,
+    PendingDecision,
+    Review,
+    ReviewKind,
+    ReviewStatus,
+    wellformed_id,
+)
 from gateway.operations.metrics import Metrics
-from gateway.review import assignments, claims, decisions, history, logins, precedents, progress, queue, record, undo
+from gateway.review import (
+    approved_answers,
+    assignments,
+    claims,
+    decisions,
+    history,
+    logins,
+    precedents,
+    progress,
+    queue,
+    record,
+    undo,
+)
 from gateway.review import sessions as console_sessions
 from gateway.review.decisions import Decided
 from gateway.review.history import HistoryFilter, HistoryRow
@@ -338,6 +359,19 @@ class ReviewDesk:
         """What agents decided before on the same question as this review's."""
         async with self.sessions() as session:
             return await precedents.earlier(session, found.exchange, found.review.id)
+
+    async def approved_answer(self, review_id: str) -> ApprovedAnswer | None:
+        """The answer this review's decision left to be served again, if it left one."""
+        async with self.sessions() as session:
+            return await approved_answers.of_review(session, review_id)
+
+    async def set_answer_status(self, review_id: str, status: str, agent: Agent) -> ApprovedAnswer:
+        """Pause, activate or retire the answer a review's decision left (any agent may)."""
+        async with self.sessions() as session:
+            answer = await approved_answers.of_review(session, review_id)
+            if answer is None or answer.id is None:
+                raise NotFound("This review left no answer to serve again.")
+            return await approved_answers.set_status(session, answer.id, status, agent, self.clock.now())
 
     async def record(self, review_id: str) -> ReviewRecord:
         async with self.sessions() as session:
