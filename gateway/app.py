@@ -84,7 +84,7 @@ async def follow_policy(runtime: Runtime, learned: int | None) -> None:
     while True:
         await asyncio.sleep(runtime.settings.policy_refresh_seconds)
         try:
-            routed = await versions.routing(runtime.sessions, runtime.policy)
+            routed = await versions.routing(runtime.sessions, runtime.policy, starting=False)
         except PolicyError as exc:
             log.error("policy_version_unusable error=%s", type(exc).__name__)
             continue

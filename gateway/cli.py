@@ -567,7 +567,7 @@ def learn(
         return (
             await labels.load_labels(session),
             await versions.in_force(session, file_policy.version),
-            await versions.newest(session),
+            await versions.newest(session, file_policy.version),
         )
 
     found, in_force, last = _run(settings, current)

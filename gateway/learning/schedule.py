@@ -12,6 +12,7 @@ import socket
 import sys
 import uuid
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -55,15 +56,15 @@ async def run(sessions: async_sessionmaker[AsyncSession], settings: Settings, cl
         try:
             if not await lease.hold(sessions, LEASE, holder, every + TURN_LIMIT, clock.now()):
                 continue  # another process runs this turn
-        except OSError as exc:
-            log.warning("learn_schedule_lease_failed error=%s", type(exc).__name__)
+            process = await asyncio.create_subprocess_exec(
+                *command(settings),
+                env=environment(settings),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        except (OSError, SQLAlchemyError) as exc:  # the database or the process table: try again next turn
+            log.warning("learn_turn outcome=not_started error=%s", type(exc).__name__)
             continue
-        process = await asyncio.create_subprocess_exec(
-            *command(settings),
-            env=environment(settings),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
         try:
             await asyncio.wait_for(process.wait(), TURN_LIMIT)
         except TimeoutError:

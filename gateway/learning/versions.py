@@ -62,9 +62,10 @@ async def in_force(session: AsyncSession, base: str) -> PolicyVersion | None:
     return (await session.exec(query)).first()
 
 
-async def newest(session: AsyncSession) -> PolicyVersion | None:
-    """The newest version recorded, whatever became of it."""
-    return (await session.exec(select(PolicyVersion).order_by(col(PolicyVersion.id).desc()).limit(1))).first()
+async def newest(session: AsyncSession, base: str) -> PolicyVersion | None:
+    """The newest version recorded over the policy file `base`, whatever became of it."""
+    query = select(PolicyVersion).where(col(PolicyVersion.base) == base).order_by(col(PolicyVersion.id).desc())
+    return (await session.exec(query.limit(1))).first()
 
 
 async def history(session: AsyncSession, limit: int) -> list[PolicyVersion]:
@@ -96,12 +97,12 @@ class Routing:
     learned: int | None  # the policy version's id; None: the file as written
 
 
-async def routing(sessions: async_sessionmaker[AsyncSession], file_policy: Policy) -> Routing:
-    """What routes now: the learned version in force over `file_policy`, or the file itself."""
+async def routing(sessions: async_sessionmaker[AsyncSession], file_policy: Policy, starting: bool = True) -> Routing:
+    """What routes now: the learned version in force over `file_policy`, or the file itself. `starting`: say so
+    when learned versions exist only for another policy file (once, at start-up, not at every check)."""
     async with sessions() as session:
         found = await in_force(session, file_policy.version)
-        if found is None:
-            stale = await _learned_elsewhere(session, file_policy.version)
+        stale = await _learned_elsewhere(session, file_policy.version) if found is None and starting else None
     if found is None:
         if stale is not None:
             log.warning(

@@ -132,7 +132,12 @@ def test_a_running_gateway_follows_learn_and_rollback(
 
 
 def test_a_learned_version_rides_on_the_file_it_was_made_from(
-    env: str, make_settings, upstream: factories.UpstreamMock, api_key: str, tmp_path: Path
+    env: str,
+    make_settings,
+    upstream: factories.UpstreamMock,
+    api_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seed(env, 600, informative=True)
     assert runner.invoke(cli, ["learn", "--target-escaped-error", "0.1"]).exit_code == 0
@@ -144,6 +149,11 @@ def test_a_learned_version_rides_on_the_file_it_was_made_from(
     edited.write_text(policy.DEFAULT_POLICY.read_text().replace("senior: 600", "senior: 900"))
     with TestClient(create_app(make_settings(policy_path=edited))) as client:
         assert exchange_policy(client, api_key) == policy.load(edited).version  # the operator's new file
+    # The same labels, a new file: `hitl learn` has something to do over it.
+    monkeypatch.setenv("HITL_POLICY_PATH", str(edited))
+    again = runner.invoke(cli, ["learn", "--target-escaped-error", "0.1"])
+    assert again.exit_code == 0, again.output
+    assert [row.base for row in versions(env)] == [policy.load(None).version, policy.load(edited).version]
 
 
 def test_the_bound_is_wilson_s_on_the_effective_sample_size() -> None:
