@@ -32,6 +32,7 @@ from sqlmodel import Session, col, select
 from gateway import db
 from gateway.datasets import formats, records
 from gateway.datasets.export import Exporter, Plan
+from gateway.learning import labels
 from gateway.models import (
     Action,
     Agent,
@@ -376,6 +377,20 @@ async def decide_as(
         agent = (await session.exec(select(Agent).where(Agent.username == username))).one()
     desk = desk or runtime.desk
     return await desk.decide(review_id, agent, action, text=text, arguments=arguments, comment=comment, tags=tags)
+
+
+def labels_in(url: str) -> labels.Labels:
+    """The labelled exchanges `hitl calibrate` and `hitl learn` would fit on, loaded as they load them."""
+
+    async def load() -> labels.Labels:
+        engine = db.create_engine(url)
+        try:
+            async with db.session_factory(engine)() as session:
+                return await labels.load_labels(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(load())
 
 
 def make_labelled(

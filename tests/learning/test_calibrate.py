@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from gateway import db, policy
 from gateway.app import create_app
 from gateway.cli import app as cli
-from gateway.learning import fitting, labels
+from gateway.learning import fitting
 from gateway.models import (
     Action,
     Agent,
@@ -131,15 +131,6 @@ def test_audit_default_rate_is_two_percent() -> None:
 # --- labels -----------------------------------------------------------------------------------------
 
 
-async def load(url: str) -> labels.Labels:
-    engine = db.create_engine(url)
-    try:
-        async with db.session_factory(engine)() as session:
-            return await labels.load_labels(session)
-    finally:
-        await engine.dispose()
-
-
 def test_labels_and_audit_weights(database_url: str) -> None:
     factories.make_api_key(database_url)
     factories.make_agent(database_url)
@@ -149,7 +140,7 @@ def test_labels_and_audit_weights(database_url: str) -> None:
     factories.make_labelled(database_url, 0.6, Action.OVERRIDE, api_key_id=key_id, agent_id=agent_id)
     factories.make_labelled(database_url, 0.97, Action.APPROVE, api_key_id=key_id, agent_id=agent_id, audit_rate=0.02)
     factories.make_labelled(database_url, None, Action.APPROVE, api_key_id=key_id, agent_id=agent_id)  # unscored
-    found = asyncio.run(load(database_url))
+    found = factories.labels_in(database_url)
     assert found.raw == [0.9, 0.4, 0.6, 0.97]
     assert found.labels == [1, 0, 0, 1]
     assert found.weights == [1.0, 1.0, 1.0, pytest.approx(50.0)]
@@ -158,7 +149,7 @@ def test_labels_and_audit_weights(database_url: str) -> None:
 
 def test_too_few_labels_are_refused(database_url: str) -> None:
     seed_labels(database_url, 30)
-    found = asyncio.run(load(database_url))
+    found = factories.labels_in(database_url)
     with pytest.raises(fitting.NotEnoughLabels, match="only 30 labelled exchanges .* at least 100"):
         fitting.fit_labels(found, "isotonic", 100, 0.2, 0.02)
 

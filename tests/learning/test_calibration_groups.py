@@ -4,7 +4,6 @@ pooled one; the policy routes each group by its own bands, and the review page s
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 from collections.abc import Callable
@@ -17,10 +16,9 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from gateway import db, policy
+from gateway import policy
 from gateway.app import create_app
 from gateway.cli import app as cli
-from gateway.learning import labels
 from gateway.models import Action, Calibration, Exchange, Role
 from gateway.review.explanations import sentences
 from gateway.settings import SelfCheckSettings, Settings, UpstreamSettings
@@ -58,20 +56,11 @@ def ids(url: str) -> tuple[int, int]:
         return key.id, agent.id
 
 
-async def load(url: str) -> labels.Labels:
-    engine = db.create_engine(url)
-    try:
-        async with db.session_factory(engine)() as session:
-            return await labels.load_labels(session)
-    finally:
-        await engine.dispose()
-
-
 def test_each_label_knows_its_calibration_group(database_url: str) -> None:
     seed(database_url, 2, MODEL)
     seed(database_url, 2, OTHER)
     seed(database_url, 2, MODEL, logprobs=False)
-    found = asyncio.run(load(database_url))
+    found = factories.labels_in(database_url)
     assert found.groups == [MODEL, MODEL, OTHER, OTHER, policy.NO_LOGPROBS, policy.NO_LOGPROBS]
     assert len(found.of_group(OTHER)) == 2 and found.of_group(OTHER).groups == [OTHER, OTHER]
 

@@ -61,6 +61,24 @@ def city_model(gateway: httpx.AsyncClient, api_key: str) -> object:
     return llm.with_structured_output(City, method="function_calling")
 
 
+CORRECTED = City(name="Paris", population=2_100_000)
+
+
+async def correct_the_population(gateway: httpx.AsyncClient, database_url: str, senior: tuple[str, str]) -> None:
+    """Once the unsure City is held, a senior edits the call's arguments to `CORRECTED`."""
+    for _ in range(200):
+        if factories.open_reviews(database_url):
+            break
+        await asyncio.sleep(0.05)
+    (review_id,) = factories.open_reviews(database_url)
+    token = await factories.aconsole_login(gateway, *senior)
+    decided = await gateway.post(
+        f"/console/reviews/{review_id}/decide",
+        data={"action": "edit", "call": "call_1", "arguments": CORRECTED.model_dump_json(), "csrftoken": token},
+    )
+    assert decided.status_code == 303, decided.text
+
+
 async def test_an_unsure_structured_output_is_held_not_released(
     gateway: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock, database_url: str
 ) -> None:
@@ -113,20 +131,9 @@ async def test_instructor_gets_the_agents_correction_of_an_unsure_structured_out
         )
 
     asking = asyncio.ensure_future(ask())
-    for _ in range(200):
-        if factories.open_reviews(database_url):
-            break
-        await asyncio.sleep(0.05)
-    (review_id,) = factories.open_reviews(database_url)
-    token = await factories.aconsole_login(gateway, *senior)
-    corrected = json.dumps({"name": "Paris", "population": 2_100_000})
-    decided = await gateway.post(
-        f"/console/reviews/{review_id}/decide",
-        data={"action": "edit", "call": "call_1", "arguments": corrected, "csrftoken": token},
-    )
-    assert decided.status_code == 303, decided.text
+    await correct_the_population(gateway, database_url, senior)
     city = await asking
-    assert isinstance(city, City) and city.model_dump() == {"name": "Paris", "population": 2_100_000}
+    assert isinstance(city, City) and city.model_dump() == CORRECTED.model_dump()  # instructor subclasses City
 
 
 def offered_tool_judged_by(verdict: float) -> Callable[[httpx.Request], httpx.Response]:
@@ -163,22 +170,31 @@ async def test_pydantic_ai_gets_the_agents_correction_of_an_unsure_structured_ou
     asking = asyncio.ensure_future(
         agent.run("Biggest French city?", model_settings={"extra_body": {"hitl": {"wait": 20}}})
     )
-    for _ in range(200):
-        if factories.open_reviews(database_url):
-            break
-        await asyncio.sleep(0.05)
-    (review_id,) = factories.open_reviews(database_url)
+    await correct_the_population(gateway, database_url, senior)
     asked = json.loads(upstream.chat.calls[0].request.content)
     assert asked["tool_choice"] == "required" and len(asked["tools"]) == 1  # a structured answer, not an action
     with factories.sync_session(database_url) as session:
         (exchange,) = session.exec(select(Exchange)).all()
     assert exchange.signals["decided_by"] == "selfcheck" and exchange.confidence == pytest.approx(0.2, abs=0.01)
-    token = await factories.aconsole_login(gateway, *senior)
-    corrected = json.dumps({"name": "Paris", "population": 2_100_000})
-    decided = await gateway.post(
-        f"/console/reviews/{review_id}/decide",
-        data={"action": "edit", "call": "call_1", "arguments": corrected, "csrftoken": token},
+    assert (await asking).output == CORRECTED
+
+
+async def test_langchain_gets_the_agents_correction_of_an_unsure_structured_output(
+    gateway: httpx.AsyncClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    senior: tuple[str, str],
+    database_url: str,
+) -> None:
+    """LangChain `with_structured_output(method="function_calling")` waiting on a held answer: the senior's
+    corrected population is the object it parses."""
+    upstream.respond(judged_by(0.2))
+    llm = ChatOpenAI(
+        base_url="http://testserver/v1", api_key=api_key, model=MODEL, http_async_client=gateway,  # type: ignore[arg-type]
+        max_retries=0, extra_body={"hitl": {"wait": 20}},
+    )  # fmt: skip
+    asking = asyncio.ensure_future(
+        llm.with_structured_output(City, method="function_calling").ainvoke("Biggest French city?")
     )
-    assert decided.status_code == 303, decided.text
-    result = await asking
-    assert result.output == City(name="Paris", population=2_100_000)
+    await correct_the_population(gateway, database_url, senior)
+    assert await asking == CORRECTED
