@@ -15,8 +15,10 @@ lower threshold; at the bundled 2% it can rarely confirm more than its first ste
 Each week: every request goes through `hitl serve` (wait 0); the scripted agent then decides every open
 review through the console, from the labels (right: approve; wrong: edit to a reference answer), audits
 included; then `hitl learn --target-escaped-error T` runs, and the gateway follows the version it applied.
-Printed per week: the review rate, the escaped-error rate measured on the labels of the released answers
-(not estimated), and what `hitl learn` did. Target: the review rate falls from the first week to the last
+The policy reuses approved answers (`reuse: {}`; `--no-reuse` turns it off): a request drawn again gets the
+agent's answer when its fresh candidate is not confident on its own.
+Printed per week: the review rate, the share served from approved answers, the escaped-error rate measured on
+the labels of what was released or reused (not estimated), and what `hitl learn` did. Target: the review rate falls from the first week to the last
 while every week's measured escaped-error rate stays within T.
 
     .venv/bin/python benchmarks/learning.py [--weeks 6] [--per-week 400] [--target 0.05] [--right-share 0.8]
@@ -142,18 +144,19 @@ class Week:
     week: int
     requests: int
     review_rate: float
-    released: int
+    released: int  # fresh answers released on their own confidence
+    reused: int  # agents' approved answers served again
     escaped: int
-    escaped_error_rate: float  # measured on the labels of the released answers
+    escaped_error_rate: float  # measured on the labels of the released and reused answers
     decided: int
     learn: str
     policy_version: str
 
 
-async def send_week(gateway: str, table: list[Row], indexes: list[int]) -> list[tuple[int, dict]]:
-    """Every request of the week (rows of `table`), eight at a time; each one's row and `hitl` answer."""
+async def send_week(gateway: str, table: list[Row], indexes: list[int]) -> list[tuple[int, dict, str]]:
+    """Every request of the week (rows of `table`), eight at a time; each one's row, `hitl` block and text."""
     limit = asyncio.Semaphore(8)
-    answers: list[tuple[int, dict]] = []
+    answers: list[tuple[int, dict, str]] = []
     async with httpx.AsyncClient(base_url=gateway, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as client:
 
         async def one(index: int) -> None:
@@ -166,7 +169,8 @@ async def send_week(gateway: str, table: list[Row], indexes: list[int]) -> list[
                     "/v1/chat/completions", json={"model": MODEL, "messages": messages, "hitl": {"wait": 0}}
                 )
             assert response.status_code == 200, response.text[:300]
-            answers.append((index, response.json()["hitl"]))
+            body = response.json()
+            answers.append((index, body["hitl"], body["choices"][0]["message"]["content"] or ""))
 
         await asyncio.gather(*(one(index) for index in indexes))
     return answers
@@ -212,10 +216,10 @@ def learn(env: dict[str, str], target: float, min_labels: int) -> str:
     raise RuntimeError(f"hitl learn failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-500:]}")
 
 
-def policy_of(url: str, answers: list[tuple[int, dict]]) -> str:
+def policy_of(url: str, answers: list[tuple[int, dict, str]]) -> str:
     engine = sqlalchemy.create_engine(db.sync_url(url))
     with Session(engine) as session:
-        ids = [answer["exchange_id"] for _, answer in answers]
+        ids = [hitl["exchange_id"] for _, hitl, _ in answers]
         versions = set(session.exec(select(Exchange.policy_version).where(col(Exchange.id).in_(ids))).all())
     engine.dispose()
     return ", ".join(sorted(versions))
@@ -227,18 +231,27 @@ async def run(args: argparse.Namespace, gateway: str, url: str, env: dict[str, s
     for number in range(args.weeks):
         indexes = requests[number * args.per_week : (number + 1) * args.per_week]
         answers = await send_week(gateway, table, indexes)
-        released = [index for index, answer in answers if answer["status"] == "released"]
-        escaped = sum(1 for index in released if table[index].label == 0)
+        released = [index for index, hitl, _ in answers if hitl["status"] == "released"]
+        reused = [(index, text) for index, hitl, text in answers if hitl["status"] == "reused"]
+        # Measured, not assumed: a fresh release is wrong when its rated answer is; a reused one when its text is
+        # neither the reference answer nor a rated answer that is right.
+        escaped = sum(1 for index in released if table[index].label == 0) + sum(
+            1
+            for index, text in reused
+            if not (text == table[index].gold or (table[index].label and text == table[index].candidate))
+        )
+        sent = len(released) + len(reused)
         decided = await decide_open(gateway, url, table)
         did = learn(env, args.target, args.min_labels)
         weeks.append(
             Week(
                 week=number + 1,
                 requests=len(answers),
-                review_rate=1 - len(released) / len(answers),
+                review_rate=1 - sent / len(answers),
                 released=len(released),
+                reused=len(reused),
                 escaped=escaped,
-                escaped_error_rate=escaped / len(released) if released else 0.0,
+                escaped_error_rate=escaped / sent if sent else 0.0,
                 decided=decided,
                 learn=did,
                 policy_version=policy_of(url, answers),
@@ -251,8 +264,9 @@ async def run(args: argparse.Namespace, gateway: str, url: str, env: dict[str, s
 
 def table_line(week: Week) -> str:
     return (
-        f"| {week.week} | {week.requests} | {week.review_rate:.1%} | {week.released} | {week.escaped}"
-        f" ({week.escaped_error_rate:.1%}) | {week.decided} | {week.learn} | {week.policy_version} |"
+        f"| {week.week} | {week.requests} | {week.review_rate:.1%} | {week.released} | {week.reused}"
+        f" ({week.reused / week.requests:.1%}) | {week.escaped} ({week.escaped_error_rate:.1%}) | {week.decided}"
+        f" | {week.learn} | {week.policy_version} |"
     )
 
 
@@ -264,6 +278,7 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=0.05, help="escaped-error target `hitl learn` keeps")
     parser.add_argument("--min-labels", type=int, default=100)
     parser.add_argument("--audit-rate", type=float, default=0.3, help="share of released answers audited")
+    parser.add_argument("--no-reuse", dest="reuse", action="store_false", help="never serve approved answers again")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--refresh", type=float, default=0.5, help="HITL_POLICY_REFRESH_SECONDS")
     parser.add_argument("--database-url", help="PostgreSQL server to run on (default: a SQLite file)")
@@ -286,7 +301,8 @@ def main() -> int:
             url = seeded(f"sqlite:///{tmp}/learning.db")
         start = Path(tmp) / "policy.yaml"
         bundled = (ROOT / "gateway" / "default_policy.yaml").read_text()
-        start.write_text(bundled.replace("  - min: 0.92\n    route: release", "  - min: 0.999\n    route: release"))
+        starting = bundled.replace("  - min: 0.92\n    route: release", "  - min: 0.999\n    route: release")
+        start.write_text(starting + ("\nreuse: {}\n" if args.reuse else ""))
         upstream_port, port = free_port(), free_port()
         upstream_command = [sys.executable, __file__, "--serve-upstream", str(upstream_port), "--seed", str(args.seed)]
         processes.start("upstream", upstream_command, gateway_env(url, ""), f"http://127.0.0.1:{upstream_port}/")
@@ -302,8 +318,10 @@ def main() -> int:
         )
         gateway = f"http://127.0.0.1:{port}"
         processes.start("gateway", [HITL, "serve", "--port", str(port)], env, f"{gateway}/")
-        print("| week | requests | review rate | released | escaped (measured) | decided | hitl learn | policy |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print(
+            "| week | requests | review rate | released | reused | escaped (measured) | decided | hitl learn | policy |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         weeks = asyncio.run(run(args, gateway, url, env, table))
 
     missed = []
