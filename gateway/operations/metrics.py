@@ -32,7 +32,7 @@ class Metrics:
             ["route", "method", "status"], registry=registry,
         )  # fmt: skip
         self.exchanges = Counter(
-            "hitl_exchanges", "Answers by dialect, model and route outcome (released, held, audit, failed).",
+            "hitl_exchanges", "Answers by dialect, model and route outcome (released, held, audit, reused, failed).",
             ["dialect", "model", "outcome"], registry=registry,
         )  # fmt: skip
         self.upstream_seconds = Histogram(

@@ -23,7 +23,7 @@ from gateway.conversation.upstream import Upstream, Upstreams
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.holds import HoldHub
 from gateway.inserts import Inserts
-from gateway.models import Exchange, ExchangeStatus, Review, ReviewKind, Route
+from gateway.models import Exchange, ExchangeStatus, Review, Route
 from gateway.operations import logs
 from gateway.operations.metrics import Metrics
 from gateway.policy import Policy, Routing
@@ -136,6 +136,7 @@ class Relay:
         if policy.spec.reuse is not None and routing.route == Route.HOLD and routing.rule is None and not calls:
             candidate = await self._reused(incoming, candidate, policy.spec.reuse.share)
         audit = self.settings.audit
+        drawn = candidate.routing.route == Route.RELEASE and random.random() < audit.rate
         exchange, review = await exchanges.record(
             self.inserts,
             self.sessions,
@@ -145,10 +146,11 @@ class Relay:
             policy_version=policy.version,
             calibrator=score.signals["calibrator"],
             wait=wait,
-            audit=exchanges.Audit(audit.tier, audit.rate) if random.random() < audit.rate else None,
+            audit=exchanges.Audit(audit.tier, audit.rate) if drawn else None,
         )
         logs.bind(exchange_id=exchange.id, review_id=review.id if review else None)
-        outcome = "released" if review is None else "audit" if review.kind == ReviewKind.AUDIT else "held"
+        reused = exchange.status == ExchangeStatus.REUSED
+        outcome = "held" if review is not None else "reused" if reused else "audit" if drawn else "released"
         self.metrics.exchanges.labels(incoming.dialect, self.metrics.model(chat.model), outcome).inc()
         return exchange, review
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import policy
 from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.settings import AuditSettings, Settings
 from tests import factories
 from tests.factories import MODEL
 
@@ -46,6 +47,31 @@ def test_what_happened_is_counted(client: TestClient, api_key: str, upstream: fa
     assert found[("hitl_deadline_outcomes_total", (("outcome", "placeholder"),))] == 1
     assert found[("hitl_open_reviews", (("tier", "senior"),))] == 1
     assert found[("hitl_waiting_clients", ())] == 0  # nobody waits any more
+
+
+def test_audits_and_reused_answers_are_counted_as_such(
+    make_settings: Callable[..., Settings], api_key: str, upstream: factories.UpstreamMock, senior, tmp_path
+) -> None:
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text(policy.DEFAULT_POLICY.read_text() + "\nreuse: {}\n")
+    auth = {"Authorization": f"Bearer {api_key}", "x-hitl-wait": "0"}
+    question = {"model": MODEL, "messages": [{"role": "user", "content": "Capital?"}]}
+    with TestClient(create_app(make_settings(audit=AuditSettings(rate=1.0), policy_path=policy_path))) as client:
+        upstream.answer(CONFIDENT)
+        client.post("/v1/chat/completions", json=question, headers=auth)  # released, and drawn for audit
+        upstream.answer(UNSURE)
+        held = client.post("/v1/chat/completions", json=question, headers=auth).json()["hitl"]
+        token = factories.console_login(client, *senior)  # held for seniors: the model was quite unsure
+        client.post(
+            f"/console/reviews/{held['review_id']}/decide",
+            data={"action": "edit", "text": "Paris.", "csrftoken": token},
+        )
+        assert client.post("/v1/chat/completions", json=question, headers=auth).json()["hitl"]["status"] == "reused"
+        found = scraped(client)
+    counted = {
+        dict(labels)["outcome"]: value for (name, labels), value in found.items() if name == "hitl_exchanges_total"
+    }
+    assert counted == {"audit": 1, "held": 1, "reused": 1}
 
 
 def test_labels_stay_bounded_whatever_clients_send(
