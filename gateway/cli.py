@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -245,6 +245,22 @@ def keys_disable(key_id: Annotated[int, typer.Argument(help="The id `hitl keys l
 
     _run(_settings(), lambda session: apikeys.disable(session, key_id))
     typer.echo(f"disabled key {key_id}")
+
+
+@keys_app.command("retention")
+def keys_retention(
+    key_id: Annotated[int, typer.Argument(help="The id `hitl keys list` shows.")],
+    days: Annotated[float | None, typer.Option(min=0, help="Days to keep; 0: until erased.")] = None,
+    default: Annotated[bool, typer.Option("--default", help="Back to HITL_RETENTION__DAYS.")] = False,
+) -> None:
+    """How long `hitl purge` keeps this key's conversations."""
+    from gateway.relay import apikeys
+
+    if (days is None) == (not default):
+        raise _fail("give --days N, or --default")
+    key = _run(_settings(), lambda session: apikeys.set_retention(session, key_id, None if default else days))
+    kept = "the global retention period" if key.retention_days is None else f"{key.retention_days:g} days"
+    typer.echo(f"key {key.id} keeps its conversations {kept}")
 
 
 @keys_app.command("webhook")
@@ -665,6 +681,45 @@ def policy_rollback() -> None:
     typer.echo(
         f"rolled back #{rolled.id} ({rolled.version}); {routes} routes within {settings.policy_refresh_seconds:g} s"
     )
+
+
+@app.command()
+def purge(dry_run: Annotated[bool, typer.Option(help="Count what is due; remove nothing.")] = False) -> None:
+    """Remove conversations past their retention period (HITL_RETENTION__DAYS, or the key's own): their bodies
+    (keeping decisions, labels and figures) or, with HITL_RETENTION__KEEP=nothing, the whole record."""
+    from gateway.models import utcnow
+    from gateway.retention import purge as purging
+
+    settings = _settings()
+    count, removed = _run(settings, lambda session: purging.purge(session, settings.retention, utcnow(), dry_run))
+    if dry_run:
+        typer.echo(f"{count} exchanges are past their retention period")
+        return
+    typer.echo(f"purged {count} exchanges (keep {settings.retention.keep}): {_counted(removed)}")
+
+
+@app.command()
+def erase(
+    user: Annotated[str, typer.Option(help="The customer's id, as requests send it at HITL_RETENTION__USER_FIELD.")],
+    dry_run: Annotated[bool, typer.Option(help="Count the customer's conversations; remove nothing.")] = False,
+) -> None:
+    """Remove every conversation of one customer, with its reviews, decisions, trail, training pairs, approved
+    answers and webhook events; the trail keeps only a SHA-256 of the id."""
+    from gateway.retention import erasure
+
+    settings = _settings()
+    field = settings.retention.user_field
+    if not user.strip():
+        raise _fail("--user needs the customer's id")
+    count, removed = _run(settings, lambda session: erasure.erase(session, field, user, dry_run))
+    if dry_run:
+        typer.echo(f"{count} exchanges name this customer at {field}")
+        return
+    typer.echo(f"erased {count} exchanges naming this customer at {field}: {_counted(removed)}")
+
+
+def _counted(removed: Mapping[str, int]) -> str:
+    return ", ".join(f"{table} {count}" for table, count in sorted(removed.items()) if count) or "nothing"
 
 
 @app.command("eval")

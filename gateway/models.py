@@ -187,6 +187,9 @@ class ApiKey(SQLModel, table=True):
     webhook_url: str | None = Field(default=None, max_length=2000, description="Where this key's webhooks go.")
     # Signs this key's webhooks (Standard Webhooks, `whsec_...`); it must be kept to sign, so it is not hashed.
     webhook_secret: str | None = Field(default=None, max_length=200)
+    retention_days: float | None = Field(
+        default=None, description="Days this key's conversations are kept (None: the global HITL_RETENTION__DAYS)."
+    )
 
 
 class Agent(SQLModel, table=True):
@@ -242,6 +245,7 @@ class Exchange(SQLModel, table=True):
     upstream_status: int | None = Field(default=None, description="The provider's HTTP status when the call failed.")
     created_at: datetime = _when(index=True)
     decided_at: datetime | None = _maybe_when()
+    purged_at: datetime | None = _maybe_when(description="When its bodies were deleted after the retention period.")
 
 
 class ReviewKind(StrEnum):
@@ -407,6 +411,19 @@ class PolicyVersion(SQLModel, table=True):
     rolled_back_at: datetime | None = _maybe_when()
 
 
+class DataRemoval(SQLModel, table=True):
+    """The trail of `hitl purge` and `hitl erase`: what was removed, when, and by which criterion (a customer's
+    id only as a SHA-256, so the trail itself holds nothing of them)."""
+
+    __tablename__ = "data_removals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)  # "purge" or "erase"
+    criterion: str = Field(max_length=200)
+    removed: dict[str, Any] = _json(nullable=False, comment="Rows removed or emptied, per table.")
+    at: datetime = _when()
+
+
 class EventKind(StrEnum):
     HELD = "held"
     AUDIT = "audit"  # a released answer drawn for the audit queue
@@ -422,7 +439,8 @@ class EventKind(StrEnum):
 
 
 class ReviewEvent(SQLModel, table=True):
-    """A review's audit trail: what happened to it, by whom, when. Rows are never updated or deleted."""
+    """A review's audit trail: what happened to it, by whom, when. Rows are never updated or deleted, but by
+    retention (a purge empties their detail) and erasure (which removes the whole record)."""
 
     __tablename__ = "review_events"
 

@@ -91,6 +91,27 @@ class LearnSettings(BaseModel):
     min_labels: int = Field(100, ge=2, description="A calibration group with fewer labels takes the pooled one.")
 
 
+class RetentionSettings(BaseModel):
+    """How long conversations are kept, and how a customer's are found to erase them."""
+
+    days: float = Field(
+        0.0, ge=0, description="Days a conversation is kept before `hitl purge` removes it (0: kept until erased)."
+    )
+    keep: Literal["labels", "nothing"] = Field(
+        "labels",
+        description="What a purge leaves: `labels` (the decision, its label, the confidence and signals, without"
+        " the request, the answers or any text) or `nothing`.",
+    )
+    user_field: str = Field(
+        "user",
+        description="Dotted path in the request body to the customer's id that `hitl erase --user` matches"
+        " (e.g. `user`, `safety_identifier` or `metadata.customer_id`).",
+    )
+    every_seconds: float = Field(
+        0.0, ge=0, description="Seconds between purges inside `hitl serve` (one process at a time); 0: never."
+    )
+
+
 class SelfCheckSettings(BaseModel):
     """A second call that asks a judge model whether the candidate answer is right."""
 
@@ -163,6 +184,7 @@ class Settings(BaseSettings):
     hold: HoldSettings = Field(default_factory=HoldSettings)
     selfcheck: SelfCheckSettings = Field(default_factory=SelfCheckSettings)
     learn: LearnSettings = Field(default_factory=LearnSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     consistency: ConsistencySettings = Field(default_factory=ConsistencySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)

@@ -98,3 +98,14 @@ async def disable(session: AsyncSession, key_id: int) -> ApiKey:
     session.add(key)
     await session.commit()
     return key
+
+
+async def set_retention(session: AsyncSession, key_id: int, days: float | None) -> ApiKey:
+    """Keep this key's conversations `days` days (None: the global retention period)."""
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"No API key with id {key_id}.")
+    key.retention_days = days
+    session.add(key)
+    await session.commit()
+    return key
