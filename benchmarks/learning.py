@@ -17,9 +17,10 @@ review through the console, from the labels (right: approve; wrong: edit to a re
 included; then `hitl learn --target-escaped-error T` runs, and the gateway follows the version it applied.
 The policy reuses approved answers (`reuse: {}`; `--no-reuse` turns it off): a request drawn again gets the
 agent's answer when its fresh candidate is not confident on its own.
+
 Printed per week: the review rate, the share served from approved answers, the escaped-error rate measured on
-the labels of what was released or reused (not estimated), and what `hitl learn` did. Target: the review rate falls from the first week to the last
-while every week's measured escaped-error rate stays within T.
+the labels of what was released or reused (not estimated), and what `hitl learn` did. Target: the review rate
+falls from the first week to the last while every week's measured escaped-error rate stays within T.
 
     .venv/bin/python benchmarks/learning.py [--weeks 6] [--per-week 400] [--target 0.05] [--right-share 0.8]
 """
