@@ -16,9 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway import leases
 from gateway.clock import Clock
 from gateway.settings import Settings
-from gateway.webhooks import lease
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ async def run(sessions: async_sessionmaker[AsyncSession], settings: Settings, cl
     while True:
         await asyncio.sleep(every)
         try:
-            if not await lease.hold(sessions, LEASE, holder, every + TURN_LIMIT, clock.now()):
+            if not await leases.hold(sessions, LEASE, holder, every + TURN_LIMIT, clock.now()):
                 continue  # another process runs this turn
             process = await asyncio.create_subprocess_exec(
                 *command(settings),

@@ -32,12 +32,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from standardwebhooks import Webhook
 
-from gateway import http
+from gateway import http, leases
 from gateway.clock import Clock
 from gateway.models import ApiKey, DeliveryStatus, WebhookDelivery
 from gateway.operations.metrics import Metrics
 from gateway.settings import WebhookSettings
-from gateway.webhooks import lease
 
 log = logging.getLogger("hitl.webhooks")
 LEASE = "webhooks"
@@ -96,7 +95,7 @@ class Sender:
             return True
         if self._held_until is None and self._next_try is not None and now < self._next_try:
             return False
-        if await lease.hold(self._sessions, LEASE, self.holder, seconds, now):
+        if await leases.hold(self._sessions, LEASE, self.holder, seconds, now):
             self._held_until = now + timedelta(seconds=seconds)
             return True
         self._held_until, self._next_try = None, now + timedelta(seconds=seconds / 3)
