@@ -23,7 +23,8 @@ from gateway.api import metrics as metrics_api
 from gateway.clock import Clock, SystemClock
 from gateway.conversation import messages, upstream
 from gateway.holds import HoldHub
-from gateway.learning import schedule, versions
+from gateway.learning import versions
+from gateway.operations import schedule
 from gateway.operations.metrics import CountRequests, Metrics
 from gateway.policy import PolicyError
 from gateway.prompt_templates import Prompts
