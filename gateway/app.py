@@ -53,7 +53,8 @@ async def background(runtime: Runtime, learned: int | None) -> AsyncIterator[Non
     """The process's loops: its one waiter loop (the hold hub's batched poll), on PostgreSQL its one LISTEN
     connection for decisions made by other processes, the webhook sender (which delivers only while this
     process holds the lease), the one that makes decisions whose undo window has closed, the one that follows
-    the policy version in force (`learned`: the one routing now), and `hitl learn`'s schedule when it is on.
+    the policy version in force (`learned`: the one routing now), and the scheduled `hitl learn` and `hitl purge`
+    when they are on.
     On the way out, every waiting client is answered first."""
     tasks = [
         asyncio.create_task(runtime.holds.run(), name="hold-poll"),
@@ -63,8 +64,9 @@ async def background(runtime: Runtime, learned: int | None) -> AsyncIterator[Non
         tasks.append(asyncio.create_task(runtime.listener.run(), name="decision-notices"))
     if runtime.sender is not None:
         tasks.append(asyncio.create_task(runtime.sender.run(), name="webhook-sender"))
-    if runtime.settings.learn.every_seconds > 0:
-        tasks.append(asyncio.create_task(schedule.run(runtime.sessions, runtime.settings, runtime.clock), name="learn"))
+    for job in schedule.jobs(runtime.settings):
+        running = schedule.run(job, runtime.sessions, runtime.settings, runtime.clock)
+        tasks.append(asyncio.create_task(running, name=job.name))
     if runtime.settings.undo_seconds > 0:
         interval = min(runtime.settings.hold.poll_interval, runtime.settings.undo_seconds)
         tasks.append(asyncio.create_task(runtime.desk.run_settling(interval), name="undo-windows"))

@@ -4,6 +4,7 @@ conversations past their retention period purged to their labels (or wholly), wi
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -167,3 +168,25 @@ def test_a_key_keeps_its_own_retention_and_open_reviews_wait(
     assert back.exit_code == 0 and "the global retention period" in back.output
     dry = runner.invoke(cli, ["purge", "--dry-run"])
     assert dry.exit_code == 0 and "0 exchanges are past their retention period" in dry.output
+
+
+def test_serve_purges_on_a_schedule(
+    make_settings, upstream: factories.UpstreamMock, api_key: str, database_url: str
+) -> None:
+    upstream.answer(factories.completion_body("Paris is the capital of France."))  # released
+    retention = RetentionSettings(days=2 / 86400, every_seconds=0.5)  # two seconds
+    settings = make_settings(retention=retention)
+    with TestClient(create_app(settings)) as client, TestClient(create_app(settings)):
+        question = {"model": MODEL, "user": KEPT, "messages": [{"role": "user", "content": "Capital of France?"}]}
+        client.post("/v1/chat/completions", json=question, headers={"Authorization": f"Bearer {api_key}"})
+        deadline = time.monotonic() + 60  # each run is its own `hitl purge` process: seconds on a slow machine
+        while time.monotonic() < deadline:
+            with factories.sync_session(database_url) as session:
+                if session.exec(select(Exchange)).one().purged_at is not None:
+                    break
+            time.sleep(0.2)
+    with factories.sync_session(database_url) as session:
+        exchange = session.exec(select(Exchange)).one()
+        trails = session.exec(select(DataRemoval)).all()
+    assert exchange.purged_at is not None and KEPT not in str(exchange.request)
+    assert [trail.removed["exchanges"] for trail in trails] == [1]  # one run purged it (the lease), once
