@@ -24,7 +24,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.conversation import messages, upstream
 from gateway.holds import HoldHub
 from gateway.learning import versions
-from gateway.operations import schedule
+from gateway.operations import schedule, tracing
 from gateway.operations.metrics import CountRequests, Metrics
 from gateway.policy import PolicyError
 from gateway.prompt_templates import Prompts
@@ -129,6 +129,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = db.create_engine(settings.database_url)
         async with AsyncExitStack() as stack:
+            stack.callback(tracing.configure(settings.tracing))  # flushes the spans on the way out
             stack.push_async_callback(engine.dispose)
             sessions = db.session_factory(engine)
             writer = await stack.enter_async_context(inserts.opened(engine))

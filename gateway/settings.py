@@ -112,6 +112,15 @@ class RetentionSettings(BaseModel):
     )
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces, exported over OTLP/HTTP."""
+
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector base URL, e.g. `http://otel-collector:4318` (unset: no traces)."
+    )
+    service_name: str = Field("hitl-gateway", description="`service.name` of this gateway's spans.")
+
+
 class SelfCheckSettings(BaseModel):
     """A second call that asks a judge model whether the candidate answer is right."""
 
@@ -185,6 +194,7 @@ class Settings(BaseSettings):
     selfcheck: SelfCheckSettings = Field(default_factory=SelfCheckSettings)
     learn: LearnSettings = Field(default_factory=LearnSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     consistency: ConsistencySettings = Field(default_factory=ConsistencySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)

@@ -17,6 +17,7 @@ from gateway.conversation.chat import ChatRequest
 from gateway.conversation.wire import CompletionResponse
 from gateway.errors import GatewayError
 from gateway.models import ApiKey, Dialect, Exchange, ExchangeStatus, Review
+from gateway.operations import tracing
 from gateway.relay import exchanges, retries
 from gateway.relay.replies import Reply
 from gateway.relay.service import Relay
@@ -43,6 +44,20 @@ def poll_url(request: Request, review: Review | None) -> str | None:
 
 
 async def answer(
+    request: Request,
+    key: ApiKey,
+    relay: Relay,
+    request_id: str,
+    parsed: tuple[ChatRequest, dict[str, Any]],
+    rendering: Rendering,
+) -> Response:
+    """The request's answer, in its dialect, within the request's span (the upstream call and scoring are its
+    children; a held stream's wait goes on after the response has begun, in a span of its own)."""
+    with tracing.request(parsed[0].model, str(rendering.dialect)):
+        return await _answer(request, key, relay, request_id, parsed, rendering)
+
+
+async def _answer(
     request: Request,
     key: ApiKey,
     relay: Relay,

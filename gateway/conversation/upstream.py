@@ -32,6 +32,7 @@ class Upstream(Protocol):
     name: str
     model: str
     logprobs: bool
+    provider: str  # who answers, as traces name it (`gen_ai.provider.name`)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -64,6 +65,7 @@ class OpenAICompatible:
         self.name = config.name
         self.model = config.model
         self.logprobs = config.logprobs
+        self.provider = "openai"  # an OpenAI-compatible server: the API it speaks, whoever runs it
         self._timeout = config.timeout
         headers = {"Authorization": f"Bearer {config.api_key.get_secret_value()}"} if config.api_key else {}
         url = (config.api_base or "").rstrip("/") + "/chat/completions"
@@ -126,6 +128,7 @@ class LiteLLM:
         self.name = config.name
         self.model = config.model
         self.logprobs = config.logprobs
+        self.provider = config.model.split("/", 1)[0] if "/" in config.model else "openai"  # litellm's prefix
         self._config = config
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +182,7 @@ class LocalLlama:
         self.name = config.name
         self.model = "SmolLM2-135M-Instruct.Q4_1"
         self.logprobs = True
+        self.provider = "llama.cpp"
         self._worker = WorkerProcess(bundled.start, (config.model_dump(mode="json"),))
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from gateway.conversation import answers
 from gateway.conversation.chat import ChatRequest
 from gateway.errors import ReviewPending
 from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review
+from gateway.operations import tracing
 from gateway.relay import exchanges
 from gateway.relay.service import Relay
 
@@ -52,7 +53,9 @@ class Reply:
 
     async def wait_and_load(self, exchange_id: str, wait: float) -> Exchange:
         assert self.review is not None
-        decided = (await self.relay.holds.wait(self.review.id, wait)).exchange
+        with tracing.span("hitl.hold", hitl__review_id=self.review.id, hitl__tier=self.review.tier) as held:
+            decided = (await self.relay.holds.wait(self.review.id, wait)).exchange
+            held.set_attribute("hitl.decided", decided is not None)
         if decided is not None and decided.id == exchange_id:
             return decided  # decided in this process: the decision handed over the exchange it wrote
         return await exchanges.load(self.relay.sessions, exchange_id)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,7 +25,7 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.holds import HoldHub
 from gateway.inserts import Inserts
 from gateway.models import Exchange, ExchangeStatus, Review, Route
-from gateway.operations import logs
+from gateway.operations import logs, tracing
 from gateway.operations.metrics import Metrics
 from gateway.policy import Policy, Routing
 from gateway.prompt_templates import Prompts
@@ -114,7 +115,9 @@ class Relay:
         asked = chat_request.upstream_body(raw, chat, upstream.logprobs)
         measured = self.metrics.upstream(upstream.name)
         try:
-            response = await upstream.complete(asked)
+            with tracing.upstream(upstream.provider, upstream.model, upstream.name) as called:
+                response = await upstream.complete(asked)
+                tracing.answered(called, response)
         except GatewayError as exc:
             failure = exchanges.Failure(exc.failure or "upstream_error", exc.upstream_status, _since(started))
             self.metrics.upstream_errors.labels(measured, failure.kind).inc()
@@ -126,12 +129,15 @@ class Relay:
         calls = toolcalls.found(response)
         scoring = time.perf_counter()
         candidate_text = answers.candidate_text(response)
-        score = await self.scorer.score(upstream, chat.model, asked, response, candidate_text, calls, calibrators)
-        self.metrics.scoring_seconds.observe(time.perf_counter() - scoring)
-        if any(call.malformed for call in calls):
-            score.signals["missing"] = sorted({*score.signals["missing"], toolcalls.MALFORMED})
-        group = score.signals["calibration_group"]
-        routing = policy.route(score.confidence, raw, score.signals["missing"], calls, group)
+        with tracing.span("hitl.score") as scored:
+            score = await self.scorer.score(upstream, chat.model, asked, response, candidate_text, calls, calibrators)
+            self.metrics.scoring_seconds.observe(time.perf_counter() - scoring)
+            if any(call.malformed for call in calls):
+                score.signals["missing"] = sorted({*score.signals["missing"], toolcalls.MALFORMED})
+            group = score.signals["calibration_group"]
+            routing = policy.route(score.confidence, raw, score.signals["missing"], calls, group)
+            explained = f"{score.signals['decided_by']}; {score.signals['calibrator']}; {routing.tier or 'release'}"
+            tracing.evaluated(scored, "hitl.confidence", score.confidence, routing.route.value, explained)
         candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
         if policy.spec.reuse is not None and routing.route == Route.HOLD and routing.rule is None and not calls:
             candidate = await self._reused(incoming, candidate, policy.spec.reuse.share)
@@ -149,6 +155,10 @@ class Relay:
             audit=exchanges.Audit(audit.tier, audit.rate) if drawn else None,
         )
         logs.bind(exchange_id=exchange.id, review_id=review.id if review else None)
+        trace.get_current_span().set_attributes(
+            {"hitl.exchange_id": exchange.id, "hitl.status": str(exchange.status)}
+            | ({"hitl.review_id": review.id} if review else {})
+        )
         reused = exchange.status == ExchangeStatus.REUSED
         outcome = "held" if review is not None else "reused" if reused else "audit" if drawn else "released"
         self.metrics.exchanges.labels(incoming.dialect, self.metrics.model(chat.model), outcome).inc()

@@ -40,6 +40,7 @@ from gateway.models import (
     ReviewKind,
     ReviewStatus,
 )
+from gateway.operations import tracing
 from gateway.review import approved_answers, diffs, structured_edits, tool_edits
 from gateway.review.guard import guarded_update
 from gateway.review.sandbox import Sandbox, TooSlow
@@ -283,6 +284,9 @@ async def decide(
         await events.record(session, EventType.DECIDED, review, exchange, now, status=status, completion=completion)
     await notices.announce(session, review_id)  # other processes hear of it when, and only if, this commits
     await session.commit()
+    with tracing.span("hitl.decision", hitl__review_id=review_id, hitl__tier=review.tier) as traced:
+        # 1: the answer was right as it stood; 0: the agent changed it. The response id ties it to the request.
+        tracing.evaluated(traced, "hitl.human_review", float(action == Action.APPROVE), str(action), "", exchange.id)
     return Decided(decision=decision, exchange=exchange, review=review, pair=pair)
 
 
