@@ -4,6 +4,7 @@ keep to the schemes markdown-it allows (no `javascript:`)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -21,14 +22,21 @@ _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typograp
 
 
 def rendered(path: Path | None) -> Markup | None:
-    """The guidelines as safe HTML; None when none are set. A file that cannot be read says so instead."""
+    """The guidelines as safe HTML; None when none are set. A file that cannot be read says so instead. Read
+    and rendered again only when the file changes (every review page shows them)."""
     if path is None:
         return None
     try:
-        text = path.read_text(encoding="utf-8")
+        changed = path.stat().st_mtime_ns
+        return _rendered(path, changed)
     except (OSError, UnicodeDecodeError) as exc:
         return Markup("<p class='error'>The guidelines file cannot be read: {}.</p>").format(exc.__class__.__name__)
-    return Markup(_MARKDOWN.render(text))  # raw HTML is off: everything from the file arrives escaped
+
+
+@lru_cache(maxsize=4)
+def _rendered(path: Path, changed: int) -> Markup:
+    """`changed` (the file's modification time) is the cache's key: a new version renders anew."""
+    return Markup(_MARKDOWN.render(path.read_text(encoding="utf-8")))  # raw HTML off: the file arrives escaped
 
 
 @router.get("/guidelines", name="console_guidelines")

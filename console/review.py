@@ -14,7 +14,7 @@ from console.auth import CurrentAgent
 from console.rendering import DEADLINE_OUTCOMES, render
 from gateway.deps import DeskDep, RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest
-from gateway.models import Action, Agent, DeadlineOutcome, Exchange, PendingDecision, Review, ReviewStatus
+from gateway.models import Action, Agent, DeadlineOutcome, Exchange, PendingDecision, ReviewStatus
 from gateway.prompt_templates import canned_responses
 from gateway.review import diffs, explanations
 from gateway.review.decisions import REASON_TAGS
@@ -132,10 +132,10 @@ async def preview_diff(
     runtime: RuntimeDep,
     text: Annotated[str, Form(max_length=100_000)] = "",
 ) -> Response:
-    context = await _context(desk, runtime, review_id, agent)
-    before = context["exchange"].candidate_text
-    context["segments"] = await desk.sandbox.run(diffs.segments, before, text, what="The diff preview")
-    return render(request, "partials/_diff.html", context)
+    # Fired as the agent types: only the candidate's text is read, not the whole review.
+    before = await desk.candidate_text(review_id)
+    segments = await desk.sandbox.run(diffs.segments, before, text, what="The diff preview")
+    return render(request, "partials/_diff.html", {"agent": agent, "segments": segments})
 
 
 @router.post("/{review_id}/decide")
@@ -180,7 +180,9 @@ async def decide(
         context.update(error=exc.message, draft=text, argument_drafts=drafts)
         return render(request, "review.html", context, status_code=exc.status_code)
     if isinstance(decided, PendingDecision):
-        tier, said = decided_tier(await desk.review(review_id)), f"decided={review_id}&undo={review_id}"
+        pending_on = await desk.review(review_id)
+        assert pending_on is not None  # the decision was just taken on it
+        tier, said = pending_on.tier, f"decided={review_id}&undo={review_id}"
     else:
         tier, said = decided.decision.from_tier or decided.review.tier, f"decided={review_id}"
     # Decide and open next: the most urgent review of the same tier, or the queue when there is none.
@@ -188,11 +190,6 @@ async def decide(
     if following is None:
         return RedirectResponse(f"/console/?tier={tier}&{said}&empty=1", status_code=303)
     return RedirectResponse(f"/console/reviews/{following.id}?{said}", status_code=303)
-
-
-def decided_tier(review: Review | None) -> str:
-    assert review is not None
-    return review.tier
 
 
 @router.post("/{review_id}/answer")

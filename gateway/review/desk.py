@@ -23,6 +23,7 @@ from gateway.models import (
     Action,
     Agent,
     ApprovedAnswer,
+    Exchange,
     PendingDecision,
     Review,
     ReviewKind,
@@ -376,6 +377,19 @@ class ReviewDesk:
     async def record(self, review_id: str) -> ReviewRecord:
         async with self.sessions() as session:
             return await record.load(session, _known(review_id))
+
+    async def candidate_text(self, review_id: str) -> str:
+        """The text of the answer a review is about (what an edit is compared with)."""
+        async with self.sessions() as session:
+            query = (
+                select(Exchange.candidate_text)
+                .join(Review, col(Review.exchange_id) == col(Exchange.id))
+                .where(col(Review.id) == _known(review_id))
+            )
+            found = (await session.exec(query)).first()
+        if found is None:
+            raise NotFound(f"No review with id {review_id!r}.")
+        return found
 
     async def review(self, review_id: str) -> Review | None:
         if not wellformed_id(review_id):

@@ -3,6 +3,7 @@ team's guidelines one key away, rendered safely."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,20 @@ def test_the_guidelines_render_safely_on_their_page_and_on_every_review(
     review = client.get(f"/console/reviews/{review_id}").text
     dialog = review.split('id="guidelines-dialog"')[1].split("</dialog>")[0]
     assert "<h1>Answering refunds</h1>" in dialog
+
+
+def test_edited_guidelines_show_at_once(make_settings: Any, tmp_path: Path, agent: tuple[str, str]) -> None:
+    """Rendered once per version of the file: an edit shows on the next page, without a restart."""
+    path = tmp_path / "guidelines.md"
+    path.write_text("# First version\n", encoding="utf-8")
+    with TestClient(create_app(make_settings(guidelines_path=path))) as client:
+        console_login(client, *agent)
+        assert "<h1>First version</h1>" in client.get("/console/guidelines").text
+        path.write_text("# Second version\n", encoding="utf-8")
+        later = path.stat().st_mtime_ns + 1_000_000_000  # a second later, whatever the file system's resolution
+        os.utime(path, ns=(later, later))
+        page = client.get("/console/guidelines").text
+    assert "<h1>Second version</h1>" in page and "First version" not in page
 
 
 def test_without_guidelines_the_page_says_how_to_set_them(client: TestClient, agent: tuple[str, str]) -> None:
