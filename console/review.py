@@ -38,6 +38,12 @@ def _told(exchange: Exchange, runtime: Runtime) -> str | None:
     return None
 
 
+async def _active_answer(desk: ReviewDesk, runtime: Runtime, exchange: Exchange, review_id: str) -> Any:
+    """The approved answer the gateway would serve again for this question, when the policy reuses answers."""
+    reuse = runtime.relay.policy.spec.reuse
+    return None if reuse is None else await desk.active_answer(exchange, review_id, reuse.share)
+
+
 async def _context(
     desk: ReviewDesk, runtime: Runtime, review_id: str, agent: Agent, claim_error: str | None = None
 ) -> dict[str, Any]:
@@ -81,6 +87,7 @@ async def _context(
         "can_take_next": desk.may_decide(agent, review.tier) and review.tier in desk.tiers.queues,
         "pending": await desk.pending(review_id),
         "answer": await desk.approved_answer(review_id),
+        "approved": await _active_answer(desk, runtime, exchange, review_id),
         "reused_from": (exchange.signals.get("reused") or {}).get("review_id"),
         "undone": None,
         "comment_draft": "",

@@ -366,6 +366,14 @@ class ReviewDesk:
         async with self.sessions() as session:
             return await approved_answers.of_review(session, review_id)
 
+    async def active_answer(self, exchange: Exchange, review_id: str, share: list[list[str]]) -> ApprovedAnswer | None:
+        """The approved answer a request like this exchange's would be served now (`share`: the policy's key
+        groups), unless it is the one this very review left."""
+        async with self.sessions() as session:
+            key = approved_answers.reuse_key(exchange.request, exchange.model)
+            found = await approved_answers.find(session, key, exchange.api_key_id, share)
+        return found if found is not None and found.review_id != review_id else None
+
     async def set_answer_status(self, review_id: str, status: str, agent: Agent) -> ApprovedAnswer:
         """Pause, activate or retire the answer a review's decision left (any agent may)."""
         async with self.sessions() as session:

@@ -203,3 +203,32 @@ def test_tool_calls_are_never_remembered(
         assert decided.status_code == 303
     with factories.sync_session(database_url) as session:
         assert session.exec(select(ApprovedAnswer)).all() == []
+
+
+def test_an_open_review_shows_the_active_approved_answer_as_a_draft(
+    gateway, upstream: factories.UpstreamMock, api_key: str, agent
+) -> None:
+    """Two customers asked the same meanwhile: once the first is answered, the second's review offers it."""
+    with gateway() as client:
+        upstream.answer(factories.completion_body("Lyon.", logprob=-0.2))
+        first = ask(client, api_key).json()["hitl"]
+        second = ask(client, api_key).json()["hitl"]
+        assert (first["status"], second["status"]) == ("pending", "pending")
+        approve_with_edit(client, agent, first["review_id"], "Paris, since 508.")
+        page = client.get(f"/console/reviews/{second['review_id']}").text
+        own = client.get(f"/console/reviews/{first['review_id']}").text
+    offered = page.split('class="approved-answer"')[1].split("</div>")[0]
+    assert "The active approved answer" in offered and "Paris, since 508." in offered
+    assert 'data-draft="Paris, since 508."' in offered
+    assert 'class="approved-answer"' not in own  # its own review is not offered to itself
+
+
+def test_without_reuse_no_approved_answer_is_offered(
+    make_settings, upstream: factories.UpstreamMock, api_key: str, agent
+) -> None:
+    with TestClient(create_app(make_settings())) as client:
+        upstream.answer(factories.completion_body("Lyon.", logprob=-0.2))
+        first = ask(client, api_key).json()["hitl"]
+        second = ask(client, api_key).json()["hitl"]
+        approve_with_edit(client, agent, first["review_id"])
+        assert 'class="approved-answer"' not in client.get(f"/console/reviews/{second['review_id']}").text
