@@ -1,11 +1,13 @@
 """The webhook sender: the delivery loop of whichever process holds the `webhooks` lease.
 
-Every `poll_interval` it takes (or renews) the lease and sends each due event of the outbox, oldest first,
-signed the Standard Webhooks way: `webhook-id` (the event's id, the same on every attempt), `webhook-timestamp`
-(this attempt's time) and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of `id.timestamp.body` with the API
-key's `whsec_` secret, by the `standardwebhooks` library). A 2xx marks it delivered. Anything else, or no
-answer within `timeout`, schedules another attempt after an exponential backoff with jitter; after
-`max_attempts` it is `failed`, listed in the console, where an admin can send it again.
+Every `poll_interval` it takes (or renews) the lease and sends the outbox's due events, each endpoint on its own
+(several at once; one that hangs delays only itself) and oldest first, an event backing off holding back the
+later ones of its endpoint (so a review's events arrive in order). Each is signed the Standard Webhooks way:
+`webhook-id` (the event's id, the same on every attempt), `webhook-timestamp` (this attempt's time) and
+`webhook-signature` (`v1,` + base64 HMAC-SHA256 of `id.timestamp.body` with the API key's `whsec_` secret, by
+the `standardwebhooks` library). A 2xx marks it delivered. Anything else, or no answer within `timeout`,
+schedules another attempt after an exponential backoff with jitter; after `max_attempts` it is `failed`,
+listed in the console, where an admin can send it again.
 
 Delivered at least once: the row is marked after the endpoint's 2xx, so a sender killed between the two sends
 the event again once the lease passes to another process. Before each delivery the sender checks that its
@@ -40,7 +42,8 @@ from gateway.settings import WebhookSettings
 
 log = logging.getLogger("hitl.webhooks")
 LEASE = "webhooks"
-_BATCH = 50
+_BATCH = 50  # events of one endpoint per round
+_ENDPOINTS_AT_ONCE = 16  # endpoints served concurrently; each one gets one event at a time
 
 
 def signed_headers(secret: str, event_id: str, body: str, now: datetime) -> dict[str, str]:
@@ -102,29 +105,48 @@ class Sender:
         return False
 
     async def deliver_due(self) -> int:
-        """Send every due event while this process holds the lease; how many were sent (2xx or not)."""
+        """Send every due event while this process holds the lease; how many were sent (2xx or not). Each
+        endpoint is served on its own, several at once: one that hangs delays only its own events."""
         if not await self._hold():
             return 0
         async with self._sessions() as session:
-            due = (
+            pending = col(WebhookDelivery.status) == DeliveryStatus.PENDING
+            urls = (await session.exec(select(WebhookDelivery.url).where(pending).distinct())).all()
+        at_once = asyncio.Semaphore(_ENDPOINTS_AT_ONCE)
+
+        async def serve(url: str) -> int:
+            async with at_once:
+                return await self._deliver_to(url)
+
+        return sum(await asyncio.gather(*(serve(url) for url in urls)))
+
+    async def _deliver_to(self, url: str) -> int:
+        """One endpoint's pending events, oldest first, one at a time. The first that is not due yet (backing
+        off) or that fails stops the rest, so an endpoint gets a review's events in the order they happened."""
+        async with self._sessions() as session:
+            queued = (
                 await session.exec(
                     select(WebhookDelivery, ApiKey.webhook_secret)
                     .join(ApiKey, col(ApiKey.id) == col(WebhookDelivery.api_key_id))
-                    .where(col(WebhookDelivery.status) == DeliveryStatus.PENDING)
-                    .where(col(WebhookDelivery.next_attempt_at) <= self._clock.now())
+                    .where(col(WebhookDelivery.status) == DeliveryStatus.PENDING, col(WebhookDelivery.url) == url)
                     .order_by(col(WebhookDelivery.id))
                     .limit(_BATCH)
                 )
             ).all()
         sent = 0
-        for delivery, secret in due:
+        for delivery, secret in queued:
+            if delivery.next_attempt_at > self._clock.now():
+                break  # backing off: the later events wait behind it
             if sent and not await self._hold():
                 break  # the lease went elsewhere (this process stalled): the new holder goes on
-            await self._deliver(delivery, secret)
+            delivered = await self._deliver(delivery, secret)
             sent += 1
+            if not delivered:
+                break
         return sent
 
-    async def _deliver(self, delivery: WebhookDelivery, secret: str | None) -> None:
+    async def _deliver(self, delivery: WebhookDelivery, secret: str | None) -> bool:
+        """One attempt; whether the endpoint took it."""
         status: int | None = None
         if not secret:
             error: str | None = "the API key has no webhook secret"
@@ -134,7 +156,7 @@ class Sender:
                 headers = signed_headers(secret, delivery.event_id, body, self._clock.now())
             except ValueError:  # a secret set by hand that is not base64: nothing can be signed with it
                 await self._settle(delivery, None, "the API key's webhook secret is not a valid whsec_ secret")
-                return
+                return False
             try:
                 response = await self._client.post(
                     delivery.url, content=body.encode(), headers=headers, timeout=self._settings.timeout
@@ -144,6 +166,7 @@ class Sender:
             except httpx.HTTPError as exc:
                 error = f"{http.failure(exc)}: no answer"
         await self._settle(delivery, status, error)
+        return error is None
 
     async def _settle(self, delivery: WebhookDelivery, status: int | None, error: str | None) -> None:
         now = self._clock.now()

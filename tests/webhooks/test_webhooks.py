@@ -4,6 +4,7 @@ Standard Webhooks way, retried with backoff, failed ones retried from the consol
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -267,3 +268,67 @@ async def test_a_broken_secret_fails_the_delivery_not_the_sender(
     assert await sender_of(runtime, max_attempts=1).deliver_due() == 1
     (row,) = outbox(database_url)
     assert row.status == DeliveryStatus.FAILED and "not a valid whsec_ secret" in (row.last_error or "")
+
+
+OTHER_HOOK = "http://other-receiver.test/hooks"
+
+
+async def test_a_hanging_endpoint_delays_only_itself(
+    gateway: tuple[FastAPI, httpx.AsyncClient],
+    api_key: str,
+    database_url: str,
+    env: str,
+    upstream: factories.UpstreamMock,
+) -> None:
+    """The first endpoint answers only once the second has had its event: served one after the other, the
+    first would time out; served each on its own, both are delivered."""
+    app, client = gateway
+    other = factories.make_api_key(database_url, "other")
+    await asyncio.to_thread(set_webhook, HOOK, database_url)
+    await asyncio.to_thread(set_webhook, OTHER_HOOK, database_url, "other")
+    heard = asyncio.Event()
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        await asyncio.wait_for(heard.wait(), 5)
+        return httpx.Response(204)
+
+    def quick(request: httpx.Request) -> httpx.Response:
+        heard.set()
+        return httpx.Response(204)
+
+    upstream.router.post(HOOK).mock(side_effect=hanging)
+    upstream.router.post(OTHER_HOOK).mock(side_effect=quick)
+    await hold(client, api_key)  # the hanging endpoint's event is the older one
+    await hold(client, other)
+    assert await sender_of(app.state.runtime, timeout=10).deliver_due() == 2
+    assert [(row.url, row.status) for row in outbox(database_url)] == [(HOOK, "delivered"), (OTHER_HOOK, "delivered")]
+
+
+async def test_an_endpoint_gets_a_review_s_events_in_order(
+    gateway: tuple[FastAPI, httpx.AsyncClient],
+    api_key: str,
+    database_url: str,
+    env: str,
+    upstream: factories.UpstreamMock,
+    senior: tuple[str, str],
+    clock: factories.ManualClock,
+) -> None:
+    """The deadline's event fails once: the decision's, due at once, waits behind it."""
+    app, client = gateway
+    runtime: Runtime = app.state.runtime
+    await asyncio.to_thread(set_webhook, HOOK, database_url)
+    endpoint = upstream.router.post(HOOK).mock(
+        side_effect=[httpx.Response(500), httpx.Response(204), httpx.Response(204)]
+    )
+    held = await hold(client, api_key)  # its deadline passes at once: review.deadline_passed
+    await factories.decide_as(runtime, senior[0], held["review_id"], Action.APPROVE)  # review.decided
+    sender = sender_of(runtime)
+    assert await sender.deliver_due() == 1  # the first fails; the second does not overtake it
+    assert [(row.event_type, row.status, row.attempts) for row in outbox(database_url)] == [
+        ("review.deadline_passed", "pending", 1),
+        ("review.decided", "pending", 0),
+    ]
+    clock.advance(1.1)
+    assert await sender.deliver_due() == 2
+    sent = [json.loads(call.request.content)["type"] for call in endpoint.calls]
+    assert sent == ["review.deadline_passed", "review.deadline_passed", "review.decided"]
