@@ -176,14 +176,16 @@ async def test_failures_back_off_then_fail_and_an_admin_retries_from_the_console
     await asyncio.to_thread(set_webhook, HOOK, database_url)
     endpoint = upstream.router.post(HOOK).mock(return_value=httpx.Response(500))
     await hold(client, api_key, wait=0)  # one deadline event
-    sender = sender_of(runtime, max_attempts=3)
+    # Backoffs of a minute and two (with jitter, at least half of each): a slow machine's real seconds between
+    # two calls cannot make an event due early.
+    sender = sender_of(runtime, max_attempts=3, backoff_base=60.0)
     assert await sender.deliver_due() == 1
     (row,) = outbox(database_url)
     assert (row.status, row.attempts, row.last_status, row.last_error) == ("pending", 1, 500, "HTTP 500")
     assert await sender.deliver_due() == 0  # not due yet: backing off
-    clock.advance(1.1)
+    clock.advance(61)
     assert await sender.deliver_due() == 1
-    clock.advance(2.1)
+    clock.advance(121)
     endpoint.mock(side_effect=httpx.ConnectError("refused"))
     assert await sender.deliver_due() == 1
     (row,) = outbox(database_url)
