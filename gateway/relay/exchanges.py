@@ -4,7 +4,7 @@ deadlines that ran out, retries and deliveries. What the client is told of one i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, update
@@ -327,19 +327,39 @@ async def run_out(sessions: Sessions, exchange: Exchange, review_id: str, outcom
     return found
 
 
+async def run_out_many(
+    sessions: Sessions, items: list[tuple[str, str, DeadlineOutcome]], now: datetime
+) -> dict[str, Exchange]:
+    """`run_out` for many held exchanges at once, (exchange id, review id, outcome) each, none of them a
+    `release`: one transaction records every outcome (a decision that landed meanwhile is left alone) and the
+    deadline events; the exchanges as they now stand, by id."""
+    ids = [exchange_id for exchange_id, _, _ in items]
+    by_outcome: dict[DeadlineOutcome, list[str]] = {}
+    for exchange_id, _, outcome in items:
+        assert outcome != DeadlineOutcome.RELEASE, "a release turns its review into an audit: run_out, one by one"
+        by_outcome.setdefault(outcome, []).append(exchange_id)
+    async with sessions() as session:
+        recorded: set[str] = set()
+        for outcome, chosen in by_outcome.items():
+            held = (col(Exchange.id).in_(chosen), col(Exchange.status) == ExchangeStatus.HELD)
+            unrecorded = col(Exchange.deadline_outcome).is_(None)
+            statement = update(Exchange).where(*held, unrecorded).values(deadline_outcome=outcome)
+            recorded |= set((await session.exec(statement.returning(col(Exchange.id)))).scalars().all())
+        found = {row.id: row for row in (await session.exec(select(Exchange).where(col(Exchange.id).in_(ids)))).all()}
+        reviews = [review_id for exchange_id, review_id, _ in items if exchange_id in recorded]
+        named = {row.id: row for row in (await session.exec(select(Review).where(col(Review.id).in_(reviews)))).all()}
+        for exchange_id, review_id, outcome in items:
+            if exchange_id in recorded:
+                await events.record(
+                    session, EventType.DEADLINE_PASSED, named[review_id], found[exchange_id], now, outcome=outcome
+                )
+        await session.commit()
+    return found
+
+
 async def record_retry(sessions: Sessions, review_id: str, request_id: str, sign: str) -> None:
     """The audit trail notes a client's retry that joined the review instead of making a second one."""
     async with sessions() as session:
         detail = {"request_id": request_id, "sign": sign}
         session.add(ReviewEvent(review_id=review_id, kind=EventKind.RETRIED, detail=detail))
-        await session.commit()
-
-
-async def record_delivery(sessions: Sessions, review_id: str, status: str, outcome: DeadlineOutcome | None) -> None:
-    """The audit trail's last word on a held review: what the waiting client was finally given."""
-    detail: dict[str, Any] = {"status": status}
-    if outcome is not None:
-        detail["outcome"] = str(outcome)  # the wait ran out: placeholder, refusal, error or release
-    async with sessions() as session:
-        session.add(ReviewEvent(review_id=review_id, kind=EventKind.DELIVERED, detail=detail))
         await session.commit()

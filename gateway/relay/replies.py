@@ -8,6 +8,7 @@ from typing import Any
 from gateway.conversation import answers
 from gateway.conversation.chat import ChatRequest
 from gateway.errors import ReviewPending
+from gateway.holds import Woken
 from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review
 from gateway.operations import tracing
 from gateway.relay import exchanges
@@ -35,10 +36,12 @@ class Reply:
         """What the waiting client gets: the decision, or when the wait runs out the tier's `on_deadline`
         outcome (placeholder, refusal, the candidate, or `ReviewPending` raised as an error)."""
         assert self.review is not None
-        exchange = await self.wait_and_load(exchange_id, wait)
-        if exchange.status == ExchangeStatus.HELD:
+        woken = await self._wait(wait)
+        exchange = await self._decided(exchange_id, woken) if woken.woken else None
+        if exchange is None or exchange.status == ExchangeStatus.HELD:
+            # Its wait ran out (or the process is stopping): recorded with every other running out now.
             self.outcome = self.relay.policy.on_deadline(self.review.tier, self.raw)
-            exchange = await exchanges.run_out(self.relay.sessions, exchange, self.review.id, self.outcome)
+            exchange = await self.relay.deadlines.run_out(exchange_id, self.review.id, self.outcome)
             if exchange.status not in (ExchangeStatus.HELD, ExchangeStatus.RELEASED_ON_DEADLINE):
                 self.outcome = None  # a decision landed between the timeout and now: the client gets it
             else:
@@ -52,17 +55,24 @@ class Reply:
         return body
 
     async def wait_and_load(self, exchange_id: str, wait: float) -> Exchange:
+        """The exchange once a decision wakes the wait, or as it stands when the wait runs out."""
+        woken = await self._wait(wait)
+        return await self._decided(exchange_id, woken)
+
+    async def _wait(self, wait: float) -> Woken:
         assert self.review is not None
         with tracing.span("hitl.hold", hitl__review_id=self.review.id, hitl__tier=self.review.tier) as held:
-            decided = (await self.relay.holds.wait(self.review.id, wait)).exchange
-            held.set_attribute("hitl.decided", decided is not None)
-        if decided is not None and decided.id == exchange_id:
-            return decided  # decided in this process: the decision handed over the exchange it wrote
+            woken = await self.relay.holds.wait(self.review.id, wait)
+            held.set_attribute("hitl.decided", woken.woken)
+        return woken
+
+    async def _decided(self, exchange_id: str, woken: Woken) -> Exchange:
+        if woken.exchange is not None and woken.exchange.id == exchange_id:
+            return woken.exchange  # decided in this process: the decision handed over the exchange it wrote
         return await exchanges.load(self.relay.sessions, exchange_id)
 
     def record_delivery(self, status: str) -> None:
         """Write what the waiting client got to the review's audit trail, off the request path: the
         write must not stand between a decision and the client."""
         assert self.review is not None
-        delivery = exchanges.record_delivery(self.relay.sessions, self.review.id, status, self.outcome)
-        self.relay.later(delivery)
+        self.relay.deliveries.record(self.review.id, status, self.outcome)

@@ -30,7 +30,9 @@ from gateway.operations.metrics import Metrics
 from gateway.policy import Policy, Routing
 from gateway.prompt_templates import Prompts
 from gateway.relay import exchanges, retries
+from gateway.relay.deadlines import Deadlines
 from gateway.relay.retries import Identity, InFlight
+from gateway.relay.trail import Deliveries
 from gateway.review import approved_answers
 from gateway.scoring.calibrator import Calibrators
 from gateway.scoring.scorer import Scorer
@@ -67,6 +69,8 @@ class Relay:
         self.clock = clock
         self.metrics = metrics
         self.in_flight = InFlight()
+        self.deadlines = Deadlines(sessions)  # waits that run out together are recorded together
+        self.deliveries = Deliveries(sessions, self.later)  # so is what their clients were given
         self.pending: set[asyncio.Task[Any]] = set()
 
     def use(self, policy: Policy, calibrators: Calibrators) -> None:

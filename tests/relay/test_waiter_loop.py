@@ -221,3 +221,35 @@ async def test_closing_answers_every_waiting_client_with_its_deadline_outcome(
         body = answer.json()
         assert body["hitl"]["status"] == "pending" and body["hitl"]["review_id"].startswith("rev-")
         assert answer.headers["x-hitl-review-id"] == body["hitl"]["review_id"]
+
+
+async def test_deadlines_that_pass_together_are_recorded_together(
+    served: tuple[FastAPI, httpx.AsyncClient], api_key: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thirty clients whose waits run out at one moment: their outcomes go in a few transactions, not thirty,
+    and each still gets the placeholder, its recorded outcome and its line in the trail."""
+    from gateway.relay import deadlines, exchanges
+
+    app, client = served
+    batches: list[int] = []
+    real = exchanges.run_out_many
+
+    async def counted(sessions: Any, items: list[Any], now: Any) -> Any:
+        batches.append(len(items))
+        return await real(sessions, items, now)
+
+    monkeypatch.setattr(exchanges, "run_out_many", counted)
+    monkeypatch.setattr(deadlines, "GATHER_SECONDS", 0.2)  # however slowly this machine made the thirty
+    auth = {"Authorization": f"Bearer {api_key}"}
+    answers = await asyncio.gather(
+        *(client.post("/v1/chat/completions", json=question(n, wait=1.0), headers=auth) for n in range(30))
+    )
+    assert {answer.json()["hitl"]["status"] for answer in answers} == {"pending"}
+    assert sum(batches) == 30 and len(batches) < 30, batches  # fewer transactions than clients
+    await app.state.runtime.relay.drain()  # the trail's batched writes
+    with factories.sync_session(database_url) as session:
+        from gateway.models import EventKind, Exchange, ReviewEvent
+
+        outcomes = {row.deadline_outcome for row in session.exec(select(Exchange)).all()}
+        delivered = session.exec(select(ReviewEvent).where(ReviewEvent.kind == EventKind.DELIVERED)).all()
+    assert outcomes == {"placeholder"} and len(delivered) == 30
