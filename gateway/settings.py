@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 Provider = Literal["openai", "litellm", "local"]
+Api = Literal["chat", "responses", "messages"]
 
 
 class UpstreamSettings(BaseModel):
@@ -27,8 +28,14 @@ class UpstreamSettings(BaseModel):
     name: str = Field(description="Model name clients send, e.g. `support-bot`.")
     provider: Provider = Field(
         "openai",
-        description="`openai`: any OpenAI-compatible server over httpx; `litellm`: any provider litellm "
-        "knows; `local`: the bundled SmolLM2 model in this process.",
+        description="`openai`: a server over httpx speaking `api` (any OpenAI-compatible server by default); "
+        "`litellm`: any provider litellm knows; `local`: the bundled SmolLM2 model in this process.",
+    )
+    api: Api = Field(
+        "chat",
+        description="What an `openai` server speaks: `chat` (Chat Completions), `responses` (the OpenAI Responses "
+        "API, asked for its logprobs with `include`) or `messages` (Anthropic Messages: no logprobs, scored by the "
+        "self-check). Every client dialect is translated to it.",
     )
     model: str = Field("", description="The provider's model name (defaults to `name`).")
     api_base: str | None = Field(None, description="Base URL, e.g. `http://127.0.0.1:8080/v1`.")
@@ -45,6 +52,8 @@ class UpstreamSettings(BaseModel):
             self.model = self.name
         if self.provider == "openai" and not self.api_base:
             raise ValueError(f"upstream {self.name!r}: provider 'openai' needs api_base")
+        if self.api != "chat" and self.provider != "openai":
+            raise ValueError(f"upstream {self.name!r}: api {self.api!r} is spoken over provider 'openai' only")
         return self
 
 

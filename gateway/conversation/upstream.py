@@ -1,8 +1,9 @@
 """Upstream adapters: where candidate answers come from.
 
 Every adapter takes an OpenAI chat-completions body and returns an OpenAI `chat.completion` dict, or
-raises an `UpstreamError`. OpenAI-compatible servers take the lean httpx path; litellm, which costs
-tens of milliseconds of CPU per logprob response, is only used for providers that need translating.
+raises an `UpstreamError`. Servers that speak Chat Completions, the Responses API or Anthropic Messages take the
+lean httpx path, the last two through their translation (`responses_upstream.py`, `messages_upstream.py`);
+litellm, which costs tens of milliseconds of CPU per logprob response, is only used for providers that need it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import httpx
 import orjson
 
 from gateway import http
-from gateway.conversation import bundled
+from gateway.conversation import bundled, messages_upstream, responses_upstream
 from gateway.conversation.bundled import local_model_available
 from gateway.errors import InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
@@ -46,6 +48,32 @@ def _checked(data: Any, name: str) -> dict[str, Any]:
     return data
 
 
+def _chat_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    return {**body, "model": model}
+
+
+class _Api(NamedTuple):
+    """How a server over httpx is spoken to: where, the request in its terms, its reply as a chat completion."""
+
+    path: str
+    request: Callable[[dict[str, Any], str], dict[str, Any]]
+    completion: Callable[[Any, str], dict[str, Any]]
+
+
+_APIS = {
+    "chat": _Api("/chat/completions", _chat_request, _checked),
+    "responses": _Api("/responses", responses_upstream.request, responses_upstream.completion),
+    "messages": _Api("/messages", messages_upstream.request, messages_upstream.completion),
+}
+
+
+def _headers(config: UpstreamSettings) -> dict[str, str]:
+    key = config.api_key.get_secret_value() if config.api_key else None
+    if config.api == "messages":  # Anthropic's way: the key as x-api-key, and the version it speaks
+        return {"anthropic-version": messages_upstream.VERSION, **({"x-api-key": key} if key else {})}
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _upstream_message(response: httpx.Response) -> str:
     try:
         error = response.json().get("error")
@@ -59,21 +87,22 @@ def _upstream_message(response: httpx.Response) -> str:
 
 
 class OpenAICompatible:
-    """Any server that speaks OpenAI chat completions: OpenAI, vLLM, llama.cpp, Together, Groq, ..."""
+    """Any server over httpx: OpenAI-compatible chat completions (OpenAI, vLLM, llama.cpp, Together, Groq, ...) by
+    default, or natively the Responses API or Anthropic Messages (`api`)."""
 
     def __init__(self, config: UpstreamSettings, client: httpx.AsyncClient) -> None:
         self.name = config.name
         self.model = config.model
-        self.logprobs = config.logprobs
-        self.provider = "openai"  # an OpenAI-compatible server: the API it speaks, whoever runs it
+        self.logprobs = config.logprobs and config.api != "messages"  # Messages has none to give
+        # The API it speaks, whoever runs it (`gen_ai.provider.name`).
+        self.provider = "anthropic" if config.api == "messages" else "openai"
         self._timeout = config.timeout
-        headers = {"Authorization": f"Bearer {config.api_key.get_secret_value()}"} if config.api_key else {}
-        url = (config.api_base or "").rstrip("/") + "/chat/completions"
-        self._endpoint = http.Endpoint(client, url, headers, config.timeout)
+        self._api = _APIS[config.api]
+        url = (config.api_base or "").rstrip("/") + self._api.path
+        self._endpoint = http.Endpoint(client, url, _headers(config), config.timeout)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        payload = {k: v for k, v in body.items() if k not in _GATEWAY_ONLY}
-        payload["model"] = self.model
+        payload = self._api.request({k: v for k, v in body.items() if k not in _GATEWAY_ONLY}, self.model)
         try:
             response = await self._endpoint.post(orjson.dumps(payload))
         except httpx.TimeoutException as exc:
@@ -112,7 +141,7 @@ class OpenAICompatible:
             raise UpstreamError(
                 f"Upstream {self.name!r} returned a body that is not JSON.", failure="malformed", upstream_status=status
             ) from None
-        return _checked(data, self.name)
+        return self._api.completion(data, self.name)
 
     def _unreachable(self, why: str) -> UpstreamError:
         return UpstreamError(f"Upstream {self.name!r} could not be reached ({why}).", failure="unreachable")
