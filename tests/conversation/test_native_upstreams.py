@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.conversation.upstream import OpenAICompatible
+from gateway.conversation.upstream import LiteLLM, OpenAICompatible
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.settings import UpstreamSettings
 from tests import factories
@@ -245,3 +245,21 @@ async def test_a_messages_upstreams_error_is_read_from_anthropics_shape(upstream
 def test_only_an_http_upstream_can_speak_another_api() -> None:
     with pytest.raises(ValueError, match="api 'messages' is spoken over provider 'openai' only"):
         UpstreamSettings(name="claude", provider="litellm", model="anthropic/claude-sonnet-4-5", api="messages")
+
+
+async def test_claude_through_litellm_is_asked_on_anthropics_messages_api(upstream: factories.UpstreamMock) -> None:
+    import litellm
+
+    litellm.disable_aiohttp_transport = True  # else respx never sees litellm's calls
+    route = upstream.router.post("/messages").mock(return_value=httpx.Response(200, json=MESSAGE))
+    claude = LiteLLM(
+        UpstreamSettings(name="claude", provider="litellm", model="anthropic/claude-sonnet-4-5",
+                         api_base=UPSTREAM.removesuffix("/v1"), api_key="sk-ant", logprobs=False)
+    )  # fmt: skip
+    completion = await claude.complete({**CONVERSATION, "logprobs": False, "top_logprobs": None})
+    request = route.calls.last.request
+    assert request.headers["x-api-key"] == "sk-ant" and "anthropic-version" in request.headers
+    sent = json.loads(request.content)
+    assert sent["model"] == "claude-sonnet-4-5" and sent["system"][0]["text"] == "Be brief."
+    (call,) = completion["choices"][0]["message"]["tool_calls"]
+    assert call["id"] == "toolu_01" and json.loads(call["function"]["arguments"]) == {"order_id": "42", "amount": 90}
