@@ -67,14 +67,27 @@ async def create_response(request: Request, key: CurrentKey, relay: RelayDep, re
         earlier = await _earlier(relay, key.id, body["previous_response_id"])
     raw = chat_request.with_hitl_headers(responses.to_chat(body, earlier), request.headers)
     chat = chat_request.validate(raw)
-    if body.get("background"):
-        return await _queued(request, key.id, relay, request_id, (chat, raw), body)
-    return await flow.answer(request, key, relay, request_id, (chat, raw), Responses(body))
+    if not body.get("background"):
+        return await flow.answer(request, key, relay, request_id, (chat, raw), Responses(body))
+    identity = retries.identify(request.headers, key.id, raw)
+    repeated = await relay.repeated(identity)
+    if repeated is None:
+        return await _queued(request, identity, relay, request_id, (chat, raw), body)
+    # A retried create (the same Idempotency-Key, or the SDK's retry of the same body) gets the response it made,
+    # as it stands: no second upstream call, no second review.
+    made = responses.response_id(repeated.id)
+    if body.get("stream"):
+        replayed = await _resumed(made, request, key.id, relay, -1)
+    else:
+        exchange, review = await exchanges.load_own(relay.sessions, repeated.id, key.id)
+        replayed = _as_it_stands(made, exchange, review, request, relay)
+    replayed.headers[retries.REPLAYED] = "true"
+    return replayed
 
 
 async def _queued(
     request: Request,
-    key_id: int,
+    identity: retries.Identity,
     relay: Relay,
     request_id: str,
     parsed: tuple[ChatRequest, dict[str, Any]],
@@ -87,13 +100,14 @@ async def _queued(
     GET /v1/responses/{id}?stream=true&starting_after=N."""
     chat, raw = parsed
     upstream = relay.upstreams.get(chat.model)
-    identity = retries.identify(request.headers, key_id, raw)
+    key_id = identity.api_key_id
     created = time.time()
     named = timed_id("chatcmpl", created)
     incoming = exchanges.Incoming(
         request_id, key_id, chat, raw, identity.fingerprint, identity.key, Dialect.RESPONSES, named
     )
-    asked = asyncio.ensure_future(relay.propose(incoming, upstream, wait=0))
+    # Standing in flight under its identity, so a retry that arrives before it is stored joins it.
+    asked = asyncio.ensure_future(relay.proposed(identity, incoming, upstream, wait=0))
     relay.outlive_client(asked)
     queued = responses.unanswered(responses.response_id(named), body, "queued", created)
     headers = {"x-hitl-status": "queued", "x-hitl-exchange-id": named}
@@ -150,6 +164,13 @@ async def retrieve_response(
             raise
         made = id_time(named) or time.time()
         return CompletionResponse(responses.unanswered(response_id, {}, "in_progress", made))
+    return _as_it_stands(response_id, exchange, review, request, relay)
+
+
+def _as_it_stands(
+    response_id: str, exchange: Exchange, review: Review | None, request: Request, relay: Relay
+) -> Response:
+    """The stored Response: the answer the client gets, `in_progress` while held, `failed` or `cancelled`."""
     if exchange.dialect != Dialect.RESPONSES:
         raise InvalidRequest(f"{response_id!r} was not made through the Responses API.", param="response_id")
     chat = ChatRequest.model_validate(exchange.request)

@@ -277,6 +277,32 @@ def test_a_background_response_is_cancelled_and_leaves_the_queue(
     assert gateway.responses.retrieve(queued.id).status == "cancelled"
 
 
+@pytest.mark.parametrize("arrives", ["while it is asked", "once it is stored"])
+def test_a_retried_background_create_gets_the_response_it_made(
+    client: TestClient, api_key: str, upstream: factories.UpstreamMock, database_url: str, arrives: str
+) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.5 if arrives == "while it is asked" else 0)
+        return httpx.Response(200, json=UNSURE)
+
+    upstream.respond(slow)
+    gateway = sdk(client, api_key)
+    once = {"model": MODEL, "input": "Capital of France?", "background": True}
+    first = gateway.responses.create(**once, extra_headers={"Idempotency-Key": "order-42"})
+    if arrives == "once it is stored":
+        poll(gateway, first.id, lambda response: bool(factories.open_reviews(database_url)))
+    again = gateway.responses.with_raw_response.create(**once, extra_headers={"Idempotency-Key": "order-42"})
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.parse().id == first.id and again.parse().status == "in_progress"
+    poll(gateway, first.id, lambda response: bool(factories.open_reviews(database_url)))
+    assert upstream.chat.call_count == 1 and len(factories.open_reviews(database_url)) == 1
+    assert len(stored(database_url)) == 1
+    with pytest.raises(openai.BadRequestError, match="another body"):
+        gateway.responses.create(
+            **{**once, "input": "Capital of Italy?"}, extra_headers={"Idempotency-Key": "order-42"}
+        )
+
+
 def test_a_response_that_was_never_made_is_not_found(client: TestClient, api_key: str) -> None:
     gateway = sdk(client, api_key)
     for unknown in ("resp_" + "0" * 32, "resp_nonsense", "resp_" + "f" * 32):
