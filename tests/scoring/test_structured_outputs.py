@@ -198,3 +198,35 @@ async def test_langchain_gets_the_agents_correction_of_an_unsure_structured_outp
     )
     await correct_the_population(gateway, database_url, senior)
     assert await asking == CORRECTED
+
+
+async def test_pydantic_ai_on_its_default_responses_model_gets_the_agents_correction(
+    gateway: httpx.AsyncClient,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    senior: tuple[str, str],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pydantic-ai's `openai:` models speak the Responses API: the same held City, corrected by a senior, reaches
+    the agent as its validated output through `POST /v1/responses`."""
+    from pydantic_ai import Agent
+    from pydantic_ai.models import infer_model
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    monkeypatch.setenv("OPENAI_API_KEY", api_key)
+    assert isinstance(infer_model(f"openai:{MODEL}"), OpenAIResponsesModel)  # what `openai:` means
+    upstream.respond(offered_tool_judged_by(0.2))
+    provider = OpenAIProvider(base_url="http://testserver/v1", api_key=api_key, http_client=gateway)
+    agent = Agent(OpenAIResponsesModel(MODEL, provider=provider), output_type=City, retries=0)
+    asking = asyncio.ensure_future(
+        agent.run("Biggest French city?", model_settings={"extra_body": {"hitl": {"wait": 20}}})
+    )
+    await correct_the_population(gateway, database_url, senior)
+    asked = json.loads(upstream.chat.calls[0].request.content)
+    assert asked["tool_choice"] == "required" and len(asked["tools"]) == 1
+    with factories.sync_session(database_url) as session:
+        (exchange,) = session.exec(select(Exchange)).all()
+    assert exchange.dialect == "responses" and exchange.signals["decided_by"] == "selfcheck"
+    assert (await asking).output == CORRECTED
