@@ -215,7 +215,7 @@ def install(app: FastAPI, shapes: dict[str, Shape] | None = None, served: str = 
         error.type = "invalid_request_error" if exc.status_code < 500 else "api_error"
         error.code = "not_found" if exc.status_code == 404 else None
         if exc.status_code == 405:
-            error.message = f"Method {request.method} is not allowed on {request.url.path}."
+            error.message = f"{request.method} {request.url.path} is not served. This gateway serves {served}."
         if exc.status_code == 404:
             error.message = f"Unknown path {request.url.path}. This gateway serves {served}."
         return shaped(error, request)

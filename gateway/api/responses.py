@@ -50,7 +50,7 @@ async def _earlier(relay: Relay, key_id: int, previous: Any) -> list[dict[str, A
     """The conversation of `previous_response_id`, its delivered answer included (never a held candidate)."""
     if not isinstance(previous, str):
         raise InvalidRequest("previous_response_id must be a response id.", param="previous_response_id")
-    exchange, review = await exchanges.load_own(relay.sessions, responses.exchange_id(previous), key_id)
+    exchange, review = await exchanges.load_own(relay.sessions, responses.exchange_id(previous), key_id, previous)
     chat = ChatRequest.model_validate(exchange.request)
     hitl = answers.hitl_block(exchange, review, None)
     delivered = answers.delivered(exchange, chat, hitl, relay.prompts.get("placeholder").text)
@@ -158,7 +158,7 @@ async def retrieve_response(
         return await _resumed(response_id, request, key.id, relay, starting_after)
     named = responses.exchange_id(response_id)
     try:
-        exchange, review = await exchanges.load_own(relay.sessions, named, key.id)
+        exchange, review = await exchanges.load_own(relay.sessions, named, key.id, response_id)
     except NotFound:
         if not _young(relay, named):
             raise
@@ -195,7 +195,7 @@ def _as_it_stands(
 async def _resumed(response_id: str, request: Request, key_id: int, relay: Relay, starting_after: int) -> Response:
     """A Response's stream, resumed: the events after `starting_after`; a held one's after its decision (keep-alive
     comments meanwhile, up to the longest wait), or, when nobody decides by then, only its `in_progress` events."""
-    exchange, review = await exchanges.load_own(relay.sessions, responses.exchange_id(response_id), key_id)
+    exchange, review = await exchanges.load_own(relay.sessions, responses.exchange_id(response_id), key_id, response_id)
     chat = ChatRequest.model_validate(exchange.request)
     reply = Reply(relay, chat, exchange.request, review, flow.poll_url(request, review))
     headers = answers.hitl_headers(reply.body(exchange)["hitl"])
@@ -233,7 +233,7 @@ async def cancel_response(response_id: str, key: CurrentKey, relay: RelayDep) ->
     """Cancel a background response an agent has not decided yet: its review leaves the queue. One already
     answered cannot be cancelled (400), as with OpenAI; one still being asked is cancelled once it is stored."""
     assert key.id is not None
-    exchange, review = await exchanges.load_own(relay.sessions, responses.exchange_id(response_id), key.id)
+    exchange, review = await exchanges.load_own(relay.sessions, responses.exchange_id(response_id), key.id, response_id)
     created = exchange.created_at.timestamp()
     if exchange.status == ExchangeStatus.CANCELLED:
         return CompletionResponse(responses.unanswered(response_id, exchange.request, "cancelled", created))

@@ -213,15 +213,18 @@ async def load_review(sessions: Sessions, review_id: str, api_key_id: int) -> tu
     return review, exchange
 
 
-async def load_own(sessions: Sessions, exchange_id: str, api_key_id: int) -> tuple[Exchange, Review | None]:
+async def load_own(
+    sessions: Sessions, exchange_id: str, api_key_id: int, shown: str | None = None
+) -> tuple[Exchange, Review | None]:
     """An exchange and its review, visible only to the API key whose request made it (another key's is not found,
-    exactly like one that does not exist)."""
+    exactly like one that does not exist); `shown` is the id as the client wrote it, for the error."""
+    missing = NotFound(f"No response with id {shown or exchange_id!r} for this API key.")
     if not wellformed_id(exchange_id):
-        raise NotFound(f"No response with id {exchange_id!r} for this API key.")
+        raise missing
     async with sessions() as session:
         exchange = await session.get(Exchange, exchange_id)
         if exchange is None or exchange.api_key_id != api_key_id:
-            raise NotFound(f"No response with id {exchange_id!r} for this API key.")
+            raise missing
         review = (await session.exec(select(Review).where(col(Review.exchange_id) == exchange_id))).first()
     return exchange, review
 

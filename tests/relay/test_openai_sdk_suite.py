@@ -11,6 +11,7 @@ import tarfile
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -75,3 +76,56 @@ def test_the_sdks_own_create_tests_pass_against_the_gateway(sdist: Path, gateway
     passed = re.search(r"(\d+) passed", summary)
     # 9 create tests (with the one that refuses pydantic models): sync loose and strict, async loose, strict, aiohttp.
     assert passed and int(passed.group(1)) >= 45, summary
+
+
+RESPONSES_SUITE = "tests/api_resources/test_responses.py"
+# The suite is written for a mock server that accepts anything: `responses.create()` with no input, a made-up
+# `previous_response_id`, responses that were never made, and endpoints this gateway does not serve. Against the
+# gateway each of those must be the error a real server gives, in a shape the SDK turns into its own exception;
+# the SDK's client-side tests must pass. Nothing may be a 5xx, a connection error or a body the SDK cannot read.
+EXPECTED = [
+    # (test names starting with, the SDK exception, what its message must say)
+    (("test_method_create_overload", "test_raw_response_create", "test_streaming_response_create"),
+     "openai.BadRequestError", "Missing required parameter: 'input'"),
+    (("test_method_create_with_all_params",), "openai.NotFoundError", "No response with id 'previous_response_id'"),
+    (("test_method_retrieve", "test_raw_response_retrieve", "test_streaming_response_retrieve", "test_method_cancel",
+      "test_raw_response_cancel", "test_streaming_response_cancel"),
+     "openai.NotFoundError", "No response with id 'resp_677efb5139a88190b512bc3fef8e535d'"),
+    (("test_method_delete", "test_raw_response_delete", "test_streaming_response_delete", "test_method_compact",
+      "test_raw_response_compact", "test_streaming_response_compact"),
+     "openai.APIStatusError", "is not served. This gateway serves"),
+]  # fmt: skip
+
+
+def _expected(name: str) -> tuple[str, str] | None:
+    for starts, error, says in EXPECTED:
+        if name.startswith(starts):
+            return error, says
+    return None
+
+
+def test_the_sdks_own_responses_tests_get_a_real_servers_answers(sdist: Path, gateway: str, tmp_path: Path) -> None:
+    env = {**os.environ, "TEST_API_BASE_URL": f"{gateway}/v1", "OPENAI_TEST_HTTP_CLIENT": "httpx"}
+    report = tmp_path / "report.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", RESPONSES_SUITE, "-o", "addopts=", "-p", "no:cacheprovider", "-q",
+         f"--junitxml={report}"],
+        cwd=sdist, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    cases = list(ElementTree.parse(report).iter("testcase"))
+    passed = unexpected = 0
+    for case in cases:
+        name = str(case.get("name"))
+        bad = next((found for found in (case.find("failure"), case.find("error")) if found is not None), None)
+        expected = _expected(name)
+        if bad is None:
+            passed += 1
+            assert expected is None, f"{name} passed, so the gateway accepted what it must refuse"
+            continue
+        message = bad.get("message") or ""
+        if expected is None or not message.startswith(expected[0] + ":") or expected[1] not in message:
+            unexpected += 1
+            print(name, message[:400])
+    assert unexpected == 0, f"{unexpected} of the SDK's tests failed otherwise than a real server would make them"
+    # create, retrieve, cancel, delete and compact, sync (loose, strict) and async (loose, strict, aiohttp)
+    assert len(cases) >= 150 and passed >= 16, (len(cases), passed)
