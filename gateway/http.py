@@ -86,15 +86,20 @@ class Endpoint:
 
     async def post(self, content: bytes) -> httpx.Response:
         """POST `content` (JSON); the answer, read. Raises what the client's `post` raises (`httpx.HTTPError`)."""
-        request = httpx.Request(
-            "POST", self.url, headers=self._headers, content=content, extensions={"timeout": self._timeout}
-        )
-        response = await self._transport.handle_async_request(request)
+        response = await self.open(content)
         try:
             await response.aread()
         finally:
             await response.aclose()
         return response
+
+    async def open(self, content: bytes) -> httpx.Response:
+        """POST `content` (JSON); the answer with its body still to come (a stream), for the caller to read and
+        close (`aclose`)."""
+        request = httpx.Request(
+            "POST", self.url, headers=self._headers, content=content, extensions={"timeout": self._timeout}
+        )
+        return await self._transport.handle_async_request(request)
 
 
 def failure(exc: httpx.HTTPError) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import math
 import os
@@ -512,19 +513,67 @@ class UpstreamMock:
         self.chat = router.post("/chat/completions", name="chat")
 
     def answer(self, body: dict[str, Any] | None = None, status: int = 200) -> respx.Route:
-        return self.chat.mock(return_value=httpx.Response(status, json=completion_body() if body is None else body))
+        reply = completion_body() if body is None else body
+        return self.chat.mock(
+            side_effect=lambda request: streamed_if_asked(request, httpx.Response(status, json=reply))
+        )
 
     def pass_loopback(self) -> respx.Route:
         """Let calls to 127.0.0.1 through (route `loopback`): a real SDK talking to a gateway on a real port."""
         return self.router.route(host="127.0.0.1", name="loopback").pass_through()
 
     def respond(self, side_effect: Any) -> respx.Route:
-        return self.chat.mock(side_effect=side_effect)
+        """Answer with `side_effect(request)` (a response, or a coroutine of one), streamed when it was asked so; an
+        exception is raised as respx raises it."""
+        if not callable(side_effect) or isinstance(side_effect, BaseException | type):
+            return self.chat.mock(side_effect=side_effect)
+
+        async def answer(request: httpx.Request) -> httpx.Response:
+            reply = side_effect(request)
+            return streamed_if_asked(request, await reply if inspect.isawaitable(reply) else reply)
+
+        return self.chat.mock(side_effect=answer)
 
     def sent(self) -> dict[str, Any]:
         """The body of the last request the gateway sent upstream."""
         body: dict[str, Any] = json.loads(self.chat.calls.last.request.content)
         return body
+
+
+def streamed_if_asked(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+    """`response` as the upstream would stream it when the request asked for a stream (and it is an answer)."""
+    is_json = response.headers.get("content-type", "").startswith("application/json")
+    if response.status_code != 200 or not is_json or not json.loads(request.content or b"{}").get("stream"):
+        return response
+    return httpx.Response(200, content=stream_of(response.json()), headers={"content-type": "text/event-stream"})
+
+
+def stream_of(completion: dict[str, Any]) -> bytes:
+    """A chat.completion as an OpenAI-compatible server streams it: the role, then a chunk per logprob token (or
+    the text in one), each tool call in two fragments, the finish reason, the usage, `[DONE]`."""
+    head = {key: completion.get(key) for key in ("id", "created", "model", "system_fingerprint")}
+    choice = completion["choices"][0]
+    message = choice.get("message") or {}
+
+    def chunk(delta: dict[str, Any], **extra: Any) -> bytes:
+        body = {**head, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, **extra}]}
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    tokens = (choice.get("logprobs") or {}).get("content") or []
+    if tokens and message.get("content"):
+        out += [chunk({"content": token["token"]}, logprobs={"content": [token]}) for token in tokens]
+    elif message.get("content"):
+        out.append(chunk({"content": message["content"]}))
+    for index, call in enumerate(message.get("tool_calls") or []):
+        named = {"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"]}}
+        out.append(chunk({"tool_calls": [named]}))
+        arguments = {"index": index, "function": {"arguments": call["function"]["arguments"]}}
+        out.append(chunk({"tool_calls": [arguments]}))
+    out.append(chunk({}, finish_reason=choice.get("finish_reason") or "stop"))
+    usage = {**head, "object": "chat.completion.chunk", "choices": [], "usage": completion.get("usage")}
+    out.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
+    return b"".join([*out, b"data: [DONE]\n\n"])
 
 
 def first_token(*alternatives: tuple[str, float]) -> dict:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol
 
 import httpx
@@ -20,7 +21,7 @@ import orjson
 from gateway import http
 from gateway.conversation import bundled, messages_upstream, responses_upstream
 from gateway.conversation.bundled import local_model_available
-from gateway.errors import InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, RateLimited, UpstreamError, UpstreamTimeout
 from gateway.settings import LocalModelSettings, Settings, UpstreamSettings
 from gateway.workers import WorkerProcess
 
@@ -35,8 +36,13 @@ class Upstream(Protocol):
     model: str
     logprobs: bool
     provider: str  # who answers, as traces name it (`gen_ai.provider.name`)
+    streams: bool  # whether `stream` gives the answer as it is generated
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The answer's `chat.completion.chunk`s as the upstream generates them (only when `streams`)."""
+        ...
 
     def close(self) -> None:
         """Free what the adapter holds beyond the shared HTTP client."""
@@ -98,13 +104,55 @@ class OpenAICompatible:
         self.provider = "anthropic" if config.api == "messages" else "openai"
         self._timeout = config.timeout
         self._api = _APIS[config.api]
+        self.streams = config.api == "chat"  # the other APIs' streams are not read yet: asked whole
         url = (config.api_base or "").rstrip("/") + self._api.path
         self._endpoint = http.Endpoint(client, url, _headers(config), config.timeout)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         payload = self._api.request({k: v for k, v in body.items() if k not in _GATEWAY_ONLY}, self.model)
-        try:
+        with self._failures():
             response = await self._endpoint.post(orjson.dumps(payload))
+        status = response.status_code
+        if status >= 400:
+            raise self._refused(response)
+        try:
+            data = orjson.loads(response.content)  # an 85 KB logprob body: several times faster than json
+        except orjson.JSONDecodeError:
+            raise UpstreamError(
+                f"Upstream {self.name!r} returned a body that is not JSON.", failure="malformed", upstream_status=status
+            ) from None
+        return self._api.completion(data, self.name)
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The answer as the upstream streams it: its `chat.completion.chunk`s as they arrive, usage in the last."""
+        payload = {k: v for k, v in body.items() if k not in _GATEWAY_ONLY}
+        payload.update(model=self.model, stream=True, stream_options={"include_usage": True})
+        with self._failures():
+            response = await self._endpoint.open(orjson.dumps(payload))
+            try:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._refused(response)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue  # comments (keep-alives), event names, blank lines between events
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        yield orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamError(
+                            f"Upstream {self.name!r} streamed an event that is not JSON.", failure="malformed"
+                        ) from None
+            finally:
+                await response.aclose()
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """httpx's errors as the gateway's: a timeout that was one, or an upstream that could not be reached."""
+        try:
+            yield
         except httpx.TimeoutException as exc:
             if not http.timed_out(exc):
                 raise self._unreachable(http.failure(exc)) from None
@@ -113,35 +161,27 @@ class OpenAICompatible:
             ) from None
         except httpx.HTTPError as exc:
             raise self._unreachable(http.failure(exc)) from None
+
+    def _refused(self, response: httpx.Response) -> GatewayError:
+        """The upstream's error answer (read) as the gateway's error: the client's to fix, a rate limit, or a
+        failure."""
         status = response.status_code
-        if status >= 400:
-            message = _upstream_message(response)
-            if status in (400, 404, 422):
-                # The client's request was wrong for this model (bad tool schema, bad parameter): theirs to fix.
-                raise InvalidRequest(
-                    f"Upstream {self.name!r} rejected the request: {message}",
-                    failure="rejected",
-                    upstream_status=status,
-                )
-            if status == 429:
-                raise RateLimited(
-                    f"Upstream {self.name!r} is rate limiting: {message}",
-                    failure="rate_limited",
-                    upstream_status=status,
-                    retry_after=response.headers.get("retry-after"),
-                )
-            raise UpstreamError(
-                f"Upstream {self.name!r} failed with HTTP {status}: {message}",
-                failure="http_error",
-                upstream_status=status,
+        message = _upstream_message(response)
+        if status in (400, 404, 422):
+            # The client's request was wrong for this model (bad tool schema, bad parameter): theirs to fix.
+            return InvalidRequest(
+                f"Upstream {self.name!r} rejected the request: {message}", failure="rejected", upstream_status=status
             )
-        try:
-            data = orjson.loads(response.content)  # an 85 KB logprob body: several times faster than json
-        except orjson.JSONDecodeError:
-            raise UpstreamError(
-                f"Upstream {self.name!r} returned a body that is not JSON.", failure="malformed", upstream_status=status
-            ) from None
-        return self._api.completion(data, self.name)
+        if status == 429:
+            return RateLimited(
+                f"Upstream {self.name!r} is rate limiting: {message}",
+                failure="rate_limited",
+                upstream_status=status,
+                retry_after=response.headers.get("retry-after"),
+            )
+        return UpstreamError(
+            f"Upstream {self.name!r} failed with HTTP {status}: {message}", failure="http_error", upstream_status=status
+        )
 
     def _unreachable(self, why: str) -> UpstreamError:
         return UpstreamError(f"Upstream {self.name!r} could not be reached ({why}).", failure="unreachable")
@@ -158,6 +198,7 @@ class LiteLLM:
         self.model = config.model
         self.logprobs = config.logprobs
         self.provider = config.model.split("/", 1)[0] if "/" in config.model else "openai"  # litellm's prefix
+        self.streams = False
         self._config = config
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +240,9 @@ class LiteLLM:
             ) from None
         return _checked(response.model_dump(), self.name)
 
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        raise NotImplementedError("asked whole: litellm's streams are not read")
+
     def close(self) -> None:
         pass  # litellm keeps no per-adapter state
 
@@ -212,6 +256,7 @@ class LocalLlama:
         self.model = "SmolLM2-135M-Instruct.Q4_1"
         self.logprobs = True
         self.provider = "llama.cpp"
+        self.streams = False
         self._worker = WorkerProcess(bundled.start, (config.model_dump(mode="json"),))
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +273,9 @@ class LocalLlama:
         if not done:
             raise InvalidRequest(str(found))
         return _checked(found, self.name)
+
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        raise NotImplementedError("asked whole: the bundled model answers in one piece")
 
     def close(self) -> None:
         self._worker.close()

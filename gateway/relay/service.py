@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
-from gateway.conversation import answers, toolcalls
+from gateway.conversation import answers, chunks, toolcalls
 from gateway.conversation import chat as chat_request
 from gateway.conversation.chat import ChatRequest
 from gateway.conversation.upstream import Upstream, Upstreams
@@ -120,7 +120,10 @@ class Relay:
         measured = self.metrics.upstream(upstream.name)
         try:
             with tracing.upstream(upstream.provider, upstream.model, upstream.name) as called:
-                response = await upstream.complete(asked)
+                if chat.stream and upstream.streams and chat.n == 1:
+                    response = await chunks.gathered(upstream.name, upstream.stream(asked))
+                else:
+                    response = await upstream.complete(asked)
                 tracing.answered(called, response)
         except GatewayError as exc:
             failure = exchanges.Failure(exc.failure or "upstream_error", exc.upstream_status, _since(started))

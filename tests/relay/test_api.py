@@ -119,7 +119,8 @@ def test_streaming_released_replays_sse_with_usage(
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == CONFIDENT["usage"]["total_tokens"]
-    assert "stream" not in upstream.sent() and "stream_options" not in upstream.sent()
+    # The upstream is streamed too (its usage asked for whatever the client asked), and read whole before release.
+    assert upstream.sent()["stream"] is True and upstream.sent()["stream_options"] == {"include_usage": True}
 
 
 async def test_async_sdk(aclient: httpx.AsyncClient, api_key: str, upstream: factories.UpstreamMock) -> None:
