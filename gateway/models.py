@@ -246,6 +246,11 @@ class Exchange(SQLModel, table=True):
     created_at: datetime = _when(index=True)
     decided_at: datetime | None = _maybe_when()
     purged_at: datetime | None = _maybe_when(description="When its bodies were deleted after the retention period.")
+    released_chars: int | None = Field(
+        default=None,
+        description="Characters of the candidate's text streamed to the client before the rest was held "
+        "(progressive release); the client has them, whatever is decided about the rest.",
+    )
 
 
 class ReviewKind(StrEnum):

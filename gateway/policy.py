@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -220,6 +220,16 @@ class PolicyFile(_Strict):
         description="Per tier, the seconds a review should wait at most; the queue colours a review as it nears "
         "and passes its tier's target (no target: no colour).",
     )
+    stream: Literal["buffered", "progressive"] = Field(
+        "buffered",
+        description="How a streamed text answer reaches its client: `buffered`, whole once it is decided, or "
+        "`progressive`, chunk by chunk while each chunk's own confidence clears the release band (the first that "
+        "does not stops the flow, and the rest is held). Tool calls, structured outputs and answers a rule routes "
+        "are always buffered.",
+    )
+    stream_chunk: Literal["sentence"] | int = Field(
+        "sentence", description="What a progressive chunk is: a `sentence`, or a number of tokens (at least 1)."
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -247,6 +257,8 @@ class PolicyFile(_Strict):
         for tier in self.on_deadline:
             if tier not in self.tiers:
                 found.append((("on_deadline", tier), f"tier {tier!r} is not in tiers {self.tiers}"))
+        if isinstance(self.stream_chunk, int) and self.stream_chunk < 1:
+            found.append((("stream_chunk",), "a chunk is at least 1 token"))
         for tier, seconds in self.sla.items():
             if tier not in self.tiers:
                 found.append((("sla", tier), f"tier {tier!r} is not in tiers {self.tiers}"))
@@ -338,6 +350,20 @@ class Policy:
         if request.get("tools") or request.get("response_format"):
             return DeadlineOutcome.REFUSAL
         return DeadlineOutcome.PLACEHOLDER
+
+    def progressive(self, request: dict[str, Any]) -> bool:
+        """Whether a streamed answer to `request` may be released chunk by chunk: the policy says so, and it is
+        not a structured output or an answer a rule routes whole."""
+        if self.spec.stream != "progressive" or structured_output(request) or request.get("n", 1) != 1:
+            return False
+        return not any(rule.matches(request, []) for rule in self.spec.rules)
+
+    def releases(self, confidence: float | None, group: str | None) -> bool:
+        """Whether its calibration group's bands release an answer this sure (an unscored one: never)."""
+        if confidence is None:
+            return False
+        band = next(band for band in self.bands_for(group) if confidence >= band.min)
+        return band.route == Route.RELEASE
 
     def route(
         self,

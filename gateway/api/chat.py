@@ -39,6 +39,27 @@ class ChatCompletions:
     def error_event(self, error: GatewayError) -> bytes:
         return wire.event(error.body())
 
+    def flowing(self, head: dict[str, Any]) -> ChatFlow:
+        return ChatFlow(head, self.include_usage)
+
+
+class ChatFlow:
+    """A progressive stream in Chat Completions' words: the role, each released chunk as a content delta, then
+    the rest of the decided answer, its finish reason, usage and `[DONE]`."""
+
+    def __init__(self, head: dict[str, Any], include_usage: bool) -> None:
+        self.head = {**head, **({"usage": None} if include_usage else {})}
+        self.include_usage = include_usage
+
+    def opening(self) -> bytes:
+        return wire.event(completions.chunk_of(self.head, {"role": "assistant", "content": ""}))
+
+    def delta(self, text: str) -> bytes:
+        return wire.event(completions.chunk_of(self.head, {"content": text}))
+
+    def closing(self, completion: dict[str, Any], sent: str) -> bytes:
+        return b"".join([*map(wire.event, completions.chunks(completion, self.include_usage, sent)), wire.DONE])
+
 
 @router.post("/chat/completions")
 async def create_chat_completion(request: Request, key: CurrentKey, relay: RelayDep, request_id: RequestId) -> Response:

@@ -5,7 +5,8 @@ or as SSE events. A dialect only says how a delivered completion reads in its ow
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from fastapi import Request
@@ -14,9 +15,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from gateway.conversation import answers
 from gateway.conversation.chat import ChatRequest
+from gateway.conversation.upstream import Upstream
 from gateway.conversation.wire import CompletionResponse
 from gateway.errors import GatewayError
-from gateway.models import ApiKey, Dialect, Exchange, ExchangeStatus, Review
+from gateway.models import ApiKey, Dialect, Exchange, ExchangeStatus, Review, timed_id
 from gateway.operations import tracing
 from gateway.relay import exchanges, retries
 from gateway.relay.replies import Reply
@@ -25,6 +27,19 @@ from gateway.relay.service import Relay
 # The status a streamed answer's headers carry when they leave before the upstream has answered; the events say
 # what became of it.
 GENERATING = "generating"
+# The status of a progressive stream's headers: its chunks go out as they clear, the last event says the rest.
+PROGRESSIVE = "progressive"
+
+
+class Flow(Protocol):
+    """A dialect's words for a progressive stream: its opening, each released chunk, then the rest of the decided
+    answer after what was `sent`."""
+
+    def opening(self) -> bytes: ...
+
+    def delta(self, text: str) -> bytes: ...
+
+    def closing(self, completion: dict[str, Any], sent: str) -> bytes: ...
 
 
 class Rendering(Protocol):
@@ -37,6 +52,10 @@ class Rendering(Protocol):
     def events(self, completion: dict[str, Any]) -> bytes: ...
 
     def error_event(self, error: GatewayError) -> bytes: ...
+
+    def flowing(self, head: dict[str, Any]) -> Flow | None:
+        """Its words for a progressive stream (`head`: the answer's id, created and model); None: buffered."""
+        ...
 
 
 def poll_url(request: Request, review: Review | None) -> str | None:
@@ -83,6 +102,16 @@ async def _answer(
         response.headers[retries.REPLAYED] = "true"
         return response
 
+    if chat.stream and upstream.streams and relay.policy.progressive(raw):
+        named = timed_id("chatcmpl", time.time())
+        flow = rendering.flowing({"id": named, "created": int(time.time()), "model": chat.model})
+        if flow is not None:
+            incoming = exchanges.Incoming(
+                request_id, key.id, chat, raw, identity.fingerprint, identity.key, rendering.dialect, named
+            )
+            events = _progressive(relay, incoming, upstream, wait, reply, rendering, flow)
+            headers = {"x-hitl-status": PROGRESSIVE, "x-hitl-exchange-id": named}
+            return EventSourceResponse(events, ping=relay.settings.hold.keepalive, headers=headers)
     incoming = exchanges.Incoming(
         request_id, key.id, chat, raw, identity.fingerprint, identity.key, dialect=rendering.dialect
     )
@@ -112,6 +141,43 @@ async def _answer(
 
     headers = {"x-hitl-status": GENERATING}
     return EventSourceResponse(generating(), ping=relay.settings.hold.keepalive, headers=headers)
+
+
+async def _progressive(
+    relay: Relay,
+    incoming: exchanges.Incoming,
+    upstream: Upstream,
+    wait: float,
+    reply: Callable[[Review | None], Reply],
+    rendering: Rendering,
+    flow: Flow,
+) -> AsyncIterator[bytes]:
+    """A progressive stream: each chunk the relay releases as it arrives, then the rest of the answer as decided
+    (at once when it needs no agent, else after the wait). The proposal outlives a client that hangs up."""
+    released: asyncio.Queue[str] = asyncio.Queue()
+    proposal = asyncio.ensure_future(relay.propose_progressively(incoming, upstream, wait, released.put_nowait))
+    relay.outlive_client(proposal)
+    sent: list[str] = []
+    yield flow.opening()
+    while not proposal.done() or not released.empty():
+        taken = asyncio.ensure_future(released.get())
+        await asyncio.wait({taken, proposal}, return_when=asyncio.FIRST_COMPLETED)
+        if taken.done():
+            sent.append(taken.result())
+            yield flow.delta(sent[-1])
+        else:
+            taken.cancel()
+    try:
+        exchange, review = proposal.result()
+        answered = reply(review)
+        if review is None or exchange.status != ExchangeStatus.HELD:
+            body = answered.body(exchange)
+        else:
+            body = await answered.final(exchange.id, wait)
+    except GatewayError as exc:
+        yield rendering.error_event(exc)
+        return
+    yield flow.closing(body, "".join(sent))
 
 
 async def respond(reply: Reply, exchange: Exchange, wait: float, rendering: Rendering) -> Response:

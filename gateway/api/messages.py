@@ -32,6 +32,9 @@ class Messages:
     def error_event(self, error: GatewayError) -> bytes:
         return messages.event("error", {k: v for k, v in messages.error_body(error).items() if k != "type"})
 
+    def flowing(self, head: dict[str, Any]) -> flow.Flow | None:
+        return None  # released buffered: progressive events are not written in this dialect yet
+
 
 @router.post("/messages")
 async def create_message(request: Request, key: CurrentKey, relay: RelayDep, request_id: RequestId) -> Response:

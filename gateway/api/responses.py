@@ -45,6 +45,9 @@ class Responses:
         details = error.body()["error"]
         return responses.event("error", 0, {k: details.get(k) for k in ("code", "message", "param")})
 
+    def flowing(self, head: dict[str, Any]) -> flow.Flow | None:
+        return None  # released buffered: progressive events are not written in this dialect yet
+
 
 async def _earlier(relay: Relay, key_id: int, previous: Any) -> list[dict[str, Any]]:
     """The conversation of `previous_response_id`, its delivered answer included (never a held candidate)."""

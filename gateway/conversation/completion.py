@@ -102,8 +102,9 @@ def with_tool_calls(
     return _one_choice(upstream, request, exchange_id, message, hitl, finish_reason="tool_calls")
 
 
-def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
-    """Replay a finished completion as `chat.completion.chunk` objects, as OpenAI streams them."""
+def chunks(completion: dict[str, Any], include_usage: bool, after: str | None = None) -> Iterator[dict[str, Any]]:
+    """Replay a finished completion as `chat.completion.chunk` objects, as OpenAI streams them; `after` is the
+    text a progressive stream has sent already (its role chunk too), so only the rest follows."""
     base = {key: completion[key] for key in ("id", "created", "model", "system_fingerprint")}
     base["object"] = "chat.completion.chunk"
     base["hitl"] = completion["hitl"]
@@ -116,9 +117,13 @@ def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str
     for choice in completion["choices"]:
         index = choice.get("index", 0)
         message = choice.get("message") or {}
-        yield chunk(index, {"role": "assistant", "content": ""})
-        if message.get("content"):
-            yield chunk(index, {"content": message["content"]}, choice.get("logprobs"))
+        content, logprobs = message.get("content"), choice.get("logprobs")
+        if after is None:
+            yield chunk(index, {"role": "assistant", "content": ""})
+        elif content:  # the rest of the decided text; a text that does not go on from what was sent follows it
+            content, logprobs = content.removeprefix(after), None
+        if content:
+            yield chunk(index, {"content": content}, logprobs)
         if message.get("refusal"):
             yield chunk(index, {"refusal": message["refusal"]})
         for position, call in enumerate(message.get("tool_calls") or []):
@@ -126,3 +131,9 @@ def chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str
         yield chunk(index, {}, finish=choice.get("finish_reason") or "stop")
     if include_usage:
         yield {**base, "choices": [], "usage": completion.get("usage")}
+
+
+def chunk_of(head: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """One `chat.completion.chunk` of an answer still being released (`head`: its id, created and model)."""
+    return {**head, "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}  # fmt: skip

@@ -51,6 +51,7 @@ class Candidate:
     routing: Routing
     upstream_ms: float
     status: ExchangeStatus | None = None  # a release's own status (reused); default: released or held by route
+    released_chars: int | None = None  # of its text, streamed to the client before the rest was held
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ async def record(
         reason=candidate.routing.reason,
         status=ExchangeStatus.HELD if held else candidate.status or ExchangeStatus.RELEASED,
         upstream_ms=candidate.upstream_ms,
+        released_chars=candidate.released_chars,
     )
     exchange = as_stored(Exchange, row)
     review = None

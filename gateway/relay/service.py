@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from gateway.policy import Policy, Routing
 from gateway.prompt_templates import Prompts
 from gateway.relay import exchanges, retries
 from gateway.relay.deadlines import Deadlines
+from gateway.relay.progressive import Progress
 from gateway.relay.retries import Identity, InFlight
 from gateway.relay.trail import Deliveries
 from gateway.review import approved_answers
@@ -113,15 +114,33 @@ class Relay:
     ) -> tuple[Exchange, Review | None]:
         """Ask the upstream, score the candidate, route it by policy and store the exchange (and its review when
         held) before the client hears anything. A failed upstream call is stored too, then raised as it was."""
+        return await self._proposed(incoming, upstream, wait, None)
+
+    async def propose_progressively(
+        self, incoming: exchanges.Incoming, upstream: Upstream, wait: float, release: Callable[[str], None]
+    ) -> tuple[Exchange, Review | None]:
+        """`propose` for a streamed text answer the policy releases chunk by chunk: each chunk that clears the
+        release band is handed to `release` as the upstream writes it; the whole answer is then stored as usual,
+        held with what was released fixed when a chunk did not clear the band."""
+        return await self._proposed(incoming, upstream, wait, release)
+
+    async def _proposed(
+        self,
+        incoming: exchanges.Incoming,
+        upstream: Upstream,
+        wait: float,
+        release: Callable[[str], None] | None,
+    ) -> tuple[Exchange, Review | None]:
         chat, raw = incoming.chat, incoming.raw
         policy, calibrators = self.policy, self.calibrators  # one version for the whole exchange
         started = time.perf_counter()
         asked = chat_request.upstream_body(raw, chat, upstream.logprobs)
         measured = self.metrics.upstream(upstream.name)
+        progress = None if release is None else Progress(policy, calibrators, self.scorer, chat.model, release)
         try:
             with tracing.upstream(upstream.provider, upstream.model, upstream.name) as called:
                 if chat.stream and upstream.streams and chat.n == 1:
-                    response = await chunks.gathered(upstream.name, upstream.stream(asked))
+                    response = await self._streamed(upstream, asked, progress)
                 else:
                     response = await upstream.complete(asked)
                 tracing.answered(called, response)
@@ -143,10 +162,16 @@ class Relay:
                 score.signals["missing"] = sorted({*score.signals["missing"], toolcalls.MALFORMED})
             group = score.signals["calibration_group"]
             routing = policy.route(score.confidence, raw, score.signals["missing"], calls, group)
+            if progress is not None:
+                routing = _progressed(policy, raw, routing, progress)
             explained = f"{score.signals['decided_by']}; {score.signals['calibrator']}; {routing.tier or 'release'}"
             tracing.evaluated(scored, "hitl.confidence", score.confidence, routing.route.value, explained)
-        candidate = exchanges.Candidate(response=response, score=score, routing=routing, upstream_ms=upstream_ms)
-        if policy.spec.reuse is not None and routing.route == Route.HOLD and routing.rule is None and not calls:
+        released = progress.released if progress is not None and progress.released else None
+        candidate = exchanges.Candidate(
+            response=response, score=score, routing=routing, upstream_ms=upstream_ms, released_chars=released
+        )
+        reusable = routing.route == Route.HOLD and routing.rule is None and not calls and released is None
+        if policy.spec.reuse is not None and reusable:
             candidate = await self._reused(incoming, candidate, policy.spec.reuse.share)
         audit = self.settings.audit
         drawn = candidate.routing.route == Route.RELEASE and random.random() < audit.rate
@@ -170,6 +195,19 @@ class Relay:
         outcome = "held" if review is not None else "reused" if reused else "audit" if drawn else "released"
         self.metrics.exchanges.labels(incoming.dialect, self.metrics.model(chat.model), outcome).inc()
         return exchange, review
+
+    async def _streamed(self, upstream: Upstream, asked: dict[str, Any], progress: Progress | None) -> dict[str, Any]:
+        """The answer as the upstream streams it, put together; released chunk by chunk on the way when `progress`
+        says so."""
+        assembled = chunks.Assembled(upstream.name)
+        async for chunk in upstream.stream(asked):
+            assembled.add(chunk)
+            if progress is not None:
+                progress.advance(assembled)
+        response = assembled.completion()  # a stream cut short raises here: no answer, whatever was released
+        if progress is not None:
+            progress.finish(assembled)
+        return response
 
     async def _reused(
         self, incoming: exchanges.Incoming, candidate: exchanges.Candidate, share: list[list[str]]
@@ -245,6 +283,24 @@ class Relay:
 
     async def drain(self) -> None:
         await asyncio.gather(*self.pending, return_exceptions=True)
+
+
+def _progressed(policy: Policy, request: dict[str, Any], routing: Routing, progress: Progress) -> Routing:
+    """The whole answer's route once it streamed progressively: released when every chunk cleared the band (the
+    client has it all), held when one did not (whatever the whole scored: what was released stands, the rest
+    waits), as routed when a tool call stopped the flow."""
+    if progress.stopped is not None:
+        if routing.route == Route.HOLD:
+            why = f"progressive: {progress.released} characters sent, the rest held; {routing.reason}"
+            return replace(routing, reason=why)
+        confidence, group = progress.stopped
+        tier = policy.route(confidence, request, [], (), group).tier or policy.spec.unscored.tier or policy.tiers[0]
+        shown = "unscored" if confidence is None else f"{confidence:.3f}"
+        why = f"progressive: the chunk after {progress.released} characters scored {shown}, below release -> {tier}"
+        return Routing(Route.HOLD, tier, why)
+    if progress.by_tool_call or routing.route == Route.RELEASE:
+        return routing
+    return Routing(Route.RELEASE, None, f"progressive: every chunk cleared the release band ({routing.reason})")
 
 
 def _since(started: float) -> float:

@@ -87,6 +87,9 @@ async def _final(
     calls = tool_edits.candidate_calls(exchange.response)
     candidate = exchange.candidate_text
     text = None if text is None else normalized(text)
+    sent = candidate[: exchange.released_chars or 0]  # streamed to the client already: it stands, whatever is decided
+    if sent and text is not None and text.strip() and not text.startswith(sent):
+        text = sent + text  # the agent wrote the rest
     if arguments is not None and (action not in (Action.APPROVE, Action.EDIT) or not calls):
         raise InvalidRequest("Only an edit of an answer with tool calls takes tool-call arguments.", param="arguments")
     if action == Action.APPROVE:

@@ -387,17 +387,19 @@ class ReviewDesk:
             return await record.load(session, _known(review_id))
 
     async def candidate_text(self, review_id: str) -> str:
-        """The text of the answer a review is about (what an edit is compared with)."""
+        """The text of the answer a review is about that an agent may change (what an edit is compared with): all
+        of it, or what followed the part a progressive stream had sent."""
         async with self.sessions() as session:
             query = (
-                select(Exchange.candidate_text)
+                select(Exchange.candidate_text, Exchange.released_chars)
                 .join(Review, col(Review.exchange_id) == col(Exchange.id))
                 .where(col(Review.id) == _known(review_id))
             )
             found = (await session.exec(query)).first()
         if found is None:
             raise NotFound(f"No review with id {review_id!r}.")
-        return found
+        text, sent = found
+        return text[sent or 0 :]
 
     async def review(self, review_id: str) -> Review | None:
         if not wellformed_id(review_id):

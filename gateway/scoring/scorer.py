@@ -59,3 +59,14 @@ class Scorer:
         if active is None:
             return calibrated(score, None, DEFAULT_CALIBRATOR)
         return calibrated(score, active.calibrator, active.version)
+
+    def piece(self, model: str, tokens: list[dict[str, Any]], calibrators: Calibrators) -> tuple[float | None, str]:
+        """A streamed chunk's own confidence and its calibration group: from its tokens' logprobs alone (the chunk
+        goes out now or not at all; no judge waits for it), calibrated as a whole answer of its group would be."""
+        score = score_choices([{"message": {"content": "chunk"}, "logprobs": {"content": tokens}}])
+        score.signals["decided_by"] = "logprobs" if score.confidence is not None else "none"
+        group = calibration_group(model, score.signals)
+        active = calibrators.for_group(group)
+        if active is None:
+            return calibrated(score, None, DEFAULT_CALIBRATOR).confidence, group
+        return calibrated(score, active.calibrator, active.version).confidence, group
