@@ -33,7 +33,32 @@ class Messages:
         return messages.event("error", {k: v for k, v in messages.error_body(error).items() if k != "type"})
 
     def flowing(self, head: dict[str, Any]) -> flow.Flow | None:
-        return None  # released buffered: progressive events are not written in this dialect yet
+        return MessageFlow(head)
+
+
+class MessageFlow:
+    """A progressive stream in Anthropic's words: `message_start` and a text block opened at once, each released
+    chunk as a `text_delta`, then the rest of the decided answer, its other blocks, the stop reason and usage."""
+
+    def __init__(self, head: dict[str, Any]) -> None:
+        self.head = head
+
+    def opening(self) -> bytes:
+        started = messages.render({**self.head, "id": self.head["id"], "choices": [{"message": {"content": ""}}]})
+        started = {**started, "content": [], "stop_reason": None}
+        return b"".join(
+            [
+                messages.event("message_start", {"message": started}),
+                messages.event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+                messages.event("ping", {}),
+            ]
+        )
+
+    def delta(self, text: str) -> bytes:
+        return messages.event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
+
+    def closing(self, completion: dict[str, Any], sent: str) -> bytes:
+        return messages.rest_of(messages.render(completion), sent)
 
 
 @router.post("/messages")

@@ -46,7 +46,45 @@ class Responses:
         return responses.event("error", 0, {k: details.get(k) for k in ("code", "message", "param")})
 
     def flowing(self, head: dict[str, Any]) -> flow.Flow | None:
-        return None  # released buffered: progressive events are not written in this dialect yet
+        return ResponseFlow(head, self.request)
+
+
+class ResponseFlow:
+    """A progressive stream in the Responses API's words: the Response created and in progress, its message item
+    and text part opened at once, each released chunk as an `output_text.delta`, then the rest of the decided
+    answer and every `.done` event, each event numbered in order."""
+
+    def __init__(self, head: dict[str, Any], request: dict[str, Any]) -> None:
+        self.response = responses.render({**head, "choices": [{"message": {"content": ""}}]}, request)
+        self.number = 0
+
+    def _event(self, kind: str, data: dict[str, Any]) -> bytes:
+        self.number += 1
+        return responses.event(kind, self.number - 1, data)
+
+    def opening(self) -> bytes:
+        started = responses.in_progress(self.response)
+        (item,) = self.response["output"]
+        where = {"item_id": item["id"], "output_index": 0}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        return b"".join(
+            [
+                self._event("response.created", {"response": started}),
+                self._event("response.in_progress", {"response": started}),
+                self._event("response.output_item.added", {"output_index": 0, "item": {**item, "content": [],
+                                                                                       "status": "in_progress"}}),
+                self._event("response.content_part.added", {**where, "content_index": 0, "part": part}),
+            ]
+        )  # fmt: skip
+
+    def delta(self, text: str) -> bytes:
+        item_id = self.response["output"][0]["id"]
+        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        return self._event("response.output_text.delta", {**where, "delta": text, "logprobs": []})
+
+    def closing(self, completion: dict[str, Any], sent: str) -> bytes:
+        out = [self._event(kind, data) for kind, data in responses.rest_of(responses.render(completion, {}), sent)]
+        return b"".join(out)
 
 
 async def _earlier(relay: Relay, key_id: int, previous: Any) -> list[dict[str, Any]]:

@@ -221,6 +221,32 @@ def _events(message: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "message_stop", {}
 
 
+def rest_of(message: dict[str, Any], sent: str) -> bytes:
+    """The end of a Message's stream whose first text block is open and has had `sent`: the rest of its text (a
+    text that does not go on from `sent` follows it), that block's end, the other blocks, the stop reason."""
+    out: list[bytes] = []
+    blocks = list(message["content"])
+    if blocks and blocks[0]["type"] == "text":
+        rest = blocks.pop(0)["text"].removeprefix(sent)
+        if rest:
+            out.append(event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": rest}}))
+    out.append(event("content_block_stop", {"index": 0}))
+    for index, block in enumerate(blocks, start=1):
+        if block["type"] == "tool_use":
+            out.append(event("content_block_start", {"index": index, "content_block": {**block, "input": {}}}))
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        else:
+            out.append(event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}))
+            delta = {"type": "text_delta", "text": block["text"]}
+        out.append(event("content_block_delta", {"index": index, "delta": delta}))
+        out.append(event("content_block_stop", {"index": index}))
+    stopped = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+    out.append(event("message_delta", {"delta": stopped, "usage": {"output_tokens": message["usage"]["output_tokens"]},
+                                       "hitl": message.get("hitl")}))  # fmt: skip
+    out.append(event("message_stop", {}))
+    return b"".join(out)
+
+
 def events(message: dict[str, Any]) -> bytes:
     """The Message's stream in one piece, as Anthropic sends it: `event:` names, then JSON with the same `type`."""
     return b"".join(event(kind, data) for kind, data in _events(message))

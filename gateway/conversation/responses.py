@@ -22,6 +22,8 @@ PREFIX = "resp_"
 _SAME = ("model", "temperature", "top_p", "metadata", "parallel_tool_calls", "user", "stream", "hitl", "top_logprobs")
 _REFUSED = {"conversation": "server-side conversations", "prompt": "stored prompts"}
 LOGPROBS = "message.output_text.logprobs"
+# The events that open and close a whole Response, around those of its items.
+_FRAME = {"response.created", "response.in_progress", "response.completed", "response.incomplete"}
 
 
 def response_id(exchange_id: str) -> str:
@@ -289,6 +291,35 @@ def _events(response: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
                     yield "response.output_text.done", {**where, "text": part["text"], "logprobs": part["logprobs"]}
                 yield "response.content_part.done", {**where, "part": part}
         yield "response.output_item.done", {"output_index": index, "item": item}
+    final = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+    yield final, {"response": response}
+
+
+def rest_of(response: dict[str, Any], sent: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The end of a Response's stream whose message item and text part are open and have had `sent`: the rest of
+    the text (a text that does not go on from `sent` follows it), the `.done` events, the other items, and the
+    final event with the whole Response."""
+    items = list(response["output"])
+    opened = items.pop(0) if items and items[0]["type"] == "message" else None
+    text = ""
+    if opened is not None and opened["content"] and opened["content"][0]["type"] == "output_text":
+        text = opened["content"][0]["text"]
+    where = {"item_id": response["output"][0]["id"] if opened else "msg_" + response["id"].removeprefix(PREFIX),
+             "output_index": 0, "content_index": 0}  # fmt: skip
+    rest = text.removeprefix(sent)
+    if rest:
+        yield "response.output_text.delta", {**where, "delta": rest, "logprobs": []}
+    shown = sent + rest if not text.startswith(sent) else text
+    part = {"type": "output_text", "text": shown, "annotations": [], "logprobs": []}
+    yield "response.output_text.done", {**where, "text": shown, "logprobs": []}
+    yield "response.content_part.done", {**where, "part": part}
+    item = opened or {"type": "message", "id": where["item_id"], "status": "completed", "role": "assistant",
+                      "content": [part]}  # fmt: skip
+    yield "response.output_item.done", {"output_index": 0, "item": item}
+    for index, other in enumerate(items, start=1):
+        for kind, data in _events({**response, "output": [other]}):
+            if kind not in _FRAME:
+                yield kind, ({**data, "output_index": index} if "output_index" in data else data)
     final = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
     yield final, {"response": response}
 

@@ -211,3 +211,53 @@ def test_the_openai_stream_helper_reads_a_progressive_answer(
             final = stream.get_final_completion()
     assert kinds.count("content.delta") >= 3
     assert final.choices[0].message.content == "".join([*SURE, "It is old."])
+
+
+def test_the_responses_stream_helper_reads_a_progressive_answer_in_numbered_events(
+    progressive_app: FastAPI, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    upstream.answer(ALL_SURE)
+    with TestClient(progressive_app) as client:
+        sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=api_key, http_client=client, max_retries=0)
+        with sdk.responses.stream(model=MODEL, input="Tell me about Paris.") as stream:
+            events = list(stream)
+            final = stream.get_final_response()
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert [event.delta for event in events if event.type == "response.output_text.delta"] == [*SURE, "It is old."]
+    assert final.output_text == "".join([*SURE, "It is old."]) and final.status == "completed"
+
+
+def test_a_held_responses_stream_keeps_what_it_sent_and_nothing_more(
+    progressive_app: FastAPI, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    upstream.answer(HALF_SURE)
+    body = {"model": MODEL, "input": "Tell me about Paris.", "stream": True, "hitl": {"wait": 0}}
+    with TestClient(progressive_app) as client:
+        sent = client.post("/v1/responses", json=body, headers={"Authorization": f"Bearer {api_key}"})
+    events = [json.loads(line[6:]) for line in sent.text.splitlines() if line.startswith("data: ")]
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    assert [e["delta"] for e in events if e["type"] == "response.output_text.delta"][:2] == SURE
+    assert "population" not in sent.text and events[-1]["response"]["hitl"]["status"] == "pending"
+    assert stored(database_url).released_chars == len("".join(SURE))
+
+
+def test_the_anthropic_sdk_streams_a_progressive_answer(
+    progressive_app: FastAPI, api_key: str, upstream: factories.UpstreamMock
+) -> None:
+    import anthropic
+
+    upstream.answer(ALL_SURE)
+    upstream.pass_loopback()
+    with factories.serving(progressive_app) as base:
+        claude = anthropic.Anthropic(base_url=base, api_key=api_key, max_retries=0)
+        try:
+            with claude.messages.stream(
+                model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "Tell me about Paris."}]
+            ) as stream:
+                pieces = list(stream.text_stream)
+                final = stream.get_final_message()
+        finally:
+            claude.close()
+    assert pieces == [*SURE, "It is old."]
+    assert final.content[0].type == "text" and final.content[0].text == "".join(pieces)
+    assert final.stop_reason == "end_turn"
