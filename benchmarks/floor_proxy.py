@@ -1,6 +1,6 @@
 """The floor for the speed benchmark: the least a Python proxy can do for a chat completion. FastAPI takes the
-request, httpx forwards it, the standard library's json parses the answer and writes it again. No scoring, no
-storage, no policy: what any gateway would pay at least.
+request, httpx forwards it, the standard library's json parses the answer and writes it again (a streamed one is
+relayed chunk by chunk as it comes). No scoring, no storage, no policy: what any gateway would pay at least.
 
     .venv/bin/python benchmarks/floor_proxy.py --port 9101 --upstream http://127.0.0.1:9100/v1
 """
@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 
 
 def make_app(upstream: str) -> FastAPI:
@@ -33,6 +34,18 @@ def make_app(upstream: str) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def complete(request: Request) -> Response:
         body = json.loads(await request.body())
+        if body.get("stream"):  # relayed chunk by chunk, as they come
+            sent = clients[0].build_request("POST", f"{upstream}/chat/completions", json=body, timeout=60)
+            streamed = await clients[0].send(sent, stream=True)
+
+            async def relayed() -> AsyncIterator[bytes]:
+                try:
+                    async for chunk in streamed.aiter_raw():
+                        yield chunk
+                finally:
+                    await streamed.aclose()
+
+            return StreamingResponse(relayed(), media_type="text/event-stream")
         answer = await clients[0].post(f"{upstream}/chat/completions", json=body, timeout=60)
         parsed = json.loads(answer.content)
         return Response(json.dumps(parsed), media_type="application/json")

@@ -140,11 +140,13 @@ class Processes:
             except httpx.TransportError:
                 time.sleep(0.1)
 
-    def fake_upstream(self, latency_ms: float = 0.0, name: str = "upstream", sent_log: Path | None = None) -> str:
+    def fake_upstream(
+        self, latency_ms: float = 0.0, name: str = "upstream", sent_log: Path | None = None, token_ms: float = 0.0
+    ) -> str:
         """The fake upstream (`fake_upstream.py`) in its own process; its base URL, `/v1` included."""
         port = free_port()
         command = [sys.executable, str(ROOT / "benchmarks" / "fake_upstream.py"), "--port", str(port)]
-        command += ["--latency-ms", str(latency_ms)]
+        command += ["--latency-ms", str(latency_ms), "--token-ms", str(token_ms)]
         command += ["--sent-log", str(sent_log)] if sent_log else []
         self.start(name, command, dict(os.environ), f"http://127.0.0.1:{port}/")
         return f"http://127.0.0.1:{port}/v1"

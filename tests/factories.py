@@ -24,7 +24,8 @@ import httpx
 import openai
 import respx
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from fastapi.testclient import TestClient
 from pwdlib import PasswordHash
 from sqlalchemy import create_engine
@@ -104,8 +105,10 @@ def fake_upstream(body: dict[str, Any]) -> FastAPI:
     app = FastAPI()
 
     @app.post("/v1/chat/completions")
-    async def complete() -> dict[str, Any]:
-        return body
+    async def complete(request: Request) -> Response:
+        if (await request.json()).get("stream"):  # streamed as such a server streams it
+            return Response(stream_of(body), media_type="text/event-stream")
+        return JSONResponse(body)
 
     return app
 

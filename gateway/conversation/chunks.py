@@ -19,7 +19,7 @@ from gateway.errors import UpstreamError
 class Assembled:
     def __init__(self, name: str) -> None:
         self.name = name  # the upstream's, for errors
-        self.text: list[str] = []
+        self.content = ""  # the text so far
         self.tokens: list[dict[str, Any]] = []
         self.refusal: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
@@ -40,7 +40,7 @@ class Assembled:
                 continue
             delta = choice.get("delta") or {}
             if delta.get("content"):
-                self.text.append(delta["content"])
+                self.content += delta["content"]
             if delta.get("refusal"):
                 self.refusal.append(delta["refusal"])
             for fragment in delta.get("tool_calls") or []:
@@ -58,17 +58,13 @@ class Assembled:
         call["function"]["name"] += function.get("name") or ""
         call["function"]["arguments"] = call["function"].get("arguments", "") + (function.get("arguments") or "")
 
-    @property
-    def content(self) -> str:
-        return "".join(self.text)
-
     def completion(self) -> dict[str, Any]:
         if self.finish is None:
             raise UpstreamError(
                 f"Upstream {self.name!r} ended its stream before finishing the answer.", failure="malformed"
             )
-        message: dict[str, Any] = {"role": "assistant", "content": self.content if self.text or not self.calls
-                                   else None, "refusal": "".join(self.refusal) or None}  # fmt: skip
+        content = self.content if self.content or not self.calls else None
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": "".join(self.refusal) or None}
         if self.calls:
             message["tool_calls"] = [self.calls[index] for index in sorted(self.calls)]
         logprobs = {"content": self.tokens, "refusal": None} if self.tokens else None

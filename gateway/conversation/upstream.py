@@ -27,6 +27,7 @@ from gateway.workers import WorkerProcess
 
 log = logging.getLogger("hitl.upstream")
 
+_DONE = object()  # an upstream stream's `data: [DONE]`
 # Client fields that make no sense upstream: the gateway always buffers and replays streams itself.
 _GATEWAY_ONLY = ("hitl", "stream", "stream_options")
 
@@ -133,20 +134,33 @@ class OpenAICompatible:
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._refused(response)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue  # comments (keep-alives), event names, blank lines between events
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    try:
-                        yield orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        raise UpstreamError(
-                            f"Upstream {self.name!r} streamed an event that is not JSON.", failure="malformed"
-                        ) from None
+                pending = b""
+                async for received in response.aiter_bytes():  # bytes as they come: no text decoding on the way
+                    *lines, pending = (pending + received).split(b"\n")
+                    for line in lines:
+                        if (chunk := self._chunk(line)) is _DONE:
+                            return
+                        if chunk is not None:
+                            yield chunk
+                if (chunk := self._chunk(pending)) is not None and chunk is not _DONE:
+                    yield chunk  # a last event without its line break
             finally:
                 await response.aclose()
+
+    def _chunk(self, line: bytes) -> Any:
+        """The chunk an SSE line carries; None for a line that carries none (comments such as keep-alives, event
+        names, the blank line between events), `_DONE` for the end."""
+        if not line.startswith(b"data:"):
+            return None
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return _DONE
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(
+                f"Upstream {self.name!r} streamed an event that is not JSON.", failure="malformed"
+            ) from None
 
     @contextmanager
     def _failures(self) -> Iterator[None]:

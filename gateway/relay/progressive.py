@@ -19,9 +19,10 @@ from gateway.policy import Policy
 from gateway.scoring.calibrator import Calibrators
 from gateway.scoring.scorer import Scorer
 
-# A sentence ends at . ! ? or … followed by white space (so 3.14 and e.g. do not end one), or at a CJK full stop,
-# question or exclamation mark, which need none; closing quotes and brackets belong to the sentence they end.
-_SENTENCE_END = re.compile(r"(?:[.!?…][\"'”’)\]]*\s+|[。！？][」』”’)）]*)")
+# A sentence ends at . ! ? or … followed by white space or by nothing yet (what the model writes next is a new
+# chunk, scored on its own, so "3." released before "14" is safe), or at a CJK full stop, question or exclamation
+# mark; closing quotes and brackets belong to the sentence they end.
+_SENTENCE_END = re.compile(r"(?:[.!?…][\"'”’)\]]*(?:\s+|$)|[。！？][」』”’)）]*)")
 
 
 class Progress:
