@@ -188,6 +188,10 @@ def _route(request: Request) -> str:
     return str(getattr(request.scope.get("route"), "path", "-"))
 
 
+# What a database that is down or full raises: SQLAlchemy's, and the drivers' own where a write goes around it.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (OperationalError, psycopg.OperationalError, sqlite3.OperationalError)
+
+
 def install(app: FastAPI, shapes: dict[str, Shape] | None = None, served: str = "") -> None:
     """Register the handlers that keep every error in the OpenAI shape, or in the shape of the dialect whose path
     prefix `shapes` names (Anthropic's under /v1/messages); a 404 under /v1 names what is `served`."""
@@ -245,8 +249,6 @@ def install(app: FastAPI, shapes: dict[str, Shape] | None = None, served: str = 
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(ClientDisconnect, on_client_gone)
-    # What a database that is down or full raises (SQLAlchemy's, and psycopg's own on the INSERT path).
-    app.add_exception_handler(OperationalError, on_storage_error)
-    app.add_exception_handler(psycopg.OperationalError, on_storage_error)
-    app.add_exception_handler(sqlite3.OperationalError, on_storage_error)
+    for failure in STORAGE_ERRORS:
+        app.add_exception_handler(failure, on_storage_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -173,7 +173,7 @@ async def _progressive(
         if review is None or exchange.status != ExchangeStatus.HELD:
             body = answered.body(exchange)
         else:
-            body = await answered.final(exchange.id, wait)
+            body = await answered.final(exchange, wait)
     except GatewayError as exc:
         yield rendering.error_event(exc)
         return
@@ -192,7 +192,7 @@ async def respond(reply: Reply, exchange: Exchange, wait: float, rendering: Rend
         return CompletionResponse(rendering.body(body), headers=headers)
 
     if not reply.chat.stream:
-        body = await reply.final(exchange.id, wait)
+        body = await reply.final(exchange, wait)
         return CompletionResponse(rendering.body(body), headers=answers.hitl_headers(body["hitl"]))
 
     # The headers leave with the 200, before any decision: they say the answer is held, and where to poll.
@@ -212,7 +212,7 @@ async def _events(reply: Reply, exchange: Exchange, wait: float, rendering: Rend
         body = reply.body(exchange)
     else:
         try:
-            body = await reply.final(exchange.id, wait)
+            body = await reply.final(exchange, wait)
         except GatewayError as exc:
             yield rendering.error_event(exc)
             return

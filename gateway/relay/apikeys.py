@@ -17,7 +17,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
-from gateway.errors import AuthenticationFailed, Forbidden, NotFound
+from gateway.errors import STORAGE_ERRORS, AuthenticationFailed, Forbidden, NotFound
 from gateway.models import ApiKey, KeyRole
 
 KEY_PREFIX = "hitl-"
@@ -63,7 +63,8 @@ class KeyCache:
     """Keys this process found lately, by the hash of their plaintext, each until `seconds` after its lookup.
 
     Only keys that exist and are enabled are kept (a wrong token is looked up every time, and never fills the
-    cache); what a request may do is still checked on every request, against the key as it was found.
+    cache); what a request may do is still checked on every request, against the key as it was found. While the
+    database is unavailable, a key found before keeps working past its time.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock, seconds: float) -> None:
@@ -81,8 +82,15 @@ class KeyCache:
         cached = self._found.get(digest)
         if cached is not None and now < cached[1]:
             return _allowed(cached[0], token, role)
-        async with self._sessions() as session:
-            key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == digest))).first()
+        try:
+            async with self._sessions() as session:
+                key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == digest))).first()
+        except STORAGE_ERRORS:
+            if cached is None:
+                raise
+            # The database is down: the key as it was last found keeps working until it is back (a key disabled
+            # meanwhile too), so clients whose answers need no write, and waiting ones, are still served.
+            return _allowed(cached[0], token, role)
         if key is None or key.disabled or not self._ttl:
             self._found.pop(digest, None)
         else:

@@ -3,16 +3,19 @@ the deadline's outcome when the wait runs out, and the audit trail's record of w
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gateway.conversation import answers
 from gateway.conversation.chat import ChatRequest
-from gateway.errors import ReviewPending
+from gateway.errors import STORAGE_ERRORS, ReviewPending
 from gateway.holds import Woken
 from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review
 from gateway.operations import tracing
 from gateway.relay import exchanges
 from gateway.relay.service import Relay
+
+log = logging.getLogger("hitl.relay")
 
 
 class Reply:
@@ -32,16 +35,25 @@ class Reply:
         outcome = self.outcome or DeadlineOutcome.PLACEHOLDER
         return answers.delivered(exchange, self.chat, hitl, placeholder, outcome)
 
-    async def final(self, exchange_id: str, wait: float) -> dict[str, Any]:
+    async def final(self, held: Exchange, wait: float) -> dict[str, Any]:
         """What the waiting client gets: the decision, or when the wait runs out the tier's `on_deadline`
-        outcome (placeholder, refusal, the candidate, or `ReviewPending` raised as an error)."""
+        outcome (placeholder, refusal, the candidate, or `ReviewPending` raised as an error). With the database
+        down when the wait runs out, the outcome is given from `held` (the exchange as it was stored) unrecorded,
+        rather than no answer."""
         assert self.review is not None
         woken = await self._wait(wait)
-        exchange = await self._decided(exchange_id, woken) if woken.woken else None
+        exchange = await self._decided(held.id, woken) if woken.woken else None
         if exchange is None or exchange.status == ExchangeStatus.HELD:
             # Its wait ran out (or the process is stopping): recorded with every other running out now.
             self.outcome = self.relay.policy.on_deadline(self.review.tier, self.raw)
-            exchange = await self.relay.deadlines.run_out(exchange_id, self.review.id, self.outcome)
+            try:
+                exchange = await self.relay.deadlines.run_out(held.id, self.review.id, self.outcome)
+            except STORAGE_ERRORS as exc:
+                log.warning(
+                    "deadline_unrecorded review_id=%s outcome=%s error=%s",
+                    self.review.id, self.outcome.value, type(exc).__name__,
+                )  # fmt: skip
+                exchange = _ran_out(held, self.outcome)
             if exchange.status not in (ExchangeStatus.HELD, ExchangeStatus.RELEASED_ON_DEADLINE):
                 self.outcome = None  # a decision landed between the timeout and now: the client gets it
             else:
@@ -76,3 +88,10 @@ class Reply:
         write must not stand between a decision and the client."""
         assert self.review is not None
         self.relay.deliveries.record(self.review.id, status, self.outcome)
+
+
+def _ran_out(held: Exchange, outcome: DeadlineOutcome) -> Exchange:
+    """The exchange as its deadline's outcome makes it, in memory only (the database could not record it): still
+    held, or released as it was for `release`."""
+    status = ExchangeStatus.RELEASED_ON_DEADLINE if outcome == DeadlineOutcome.RELEASE else ExchangeStatus.HELD
+    return held.model_copy(update={"status": status, "deadline_outcome": outcome})
