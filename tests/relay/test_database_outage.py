@@ -1,12 +1,13 @@
 """A PostgreSQL server really stopped under the gateway, then started again (a private server of the test's own, so
-the shared one is never touched): a client waiting on a held answer still gets its deadline's outcome, a key found
-before keeps working past its cache time, a new request gets a 503 with Retry-After, and once the server is back
-the gateway serves again without a restart."""
+the shared one is never touched), and a SQLite disk that really fills up (a small tmpfs): a client waiting on a held
+answer still gets its deadline's outcome, a key found before keeps working past its cache time, a new request gets
+a 503 with Retry-After, and once the database is back the gateway serves again without a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -78,6 +79,7 @@ async def test_a_stopped_database_leaves_waiting_clients_their_outcome_and_other
     make_settings: Callable[..., Settings],
     upstream: factories.UpstreamMock,
     clock: factories.ManualClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     db.upgrade(server.url)
     key = factories.make_api_key(server.url)
@@ -95,7 +97,9 @@ async def test_a_stopped_database_leaves_waiting_clients_their_outcome_and_other
             await factories.open_review(runtime, timeout=30)
             await asyncio.to_thread(server.stop)
 
-            answered = await asyncio.wait_for(waiting, 60)
+            with caplog.at_level(logging.WARNING, logger="hitl.relay"):
+                answered = await asyncio.wait_for(waiting, 60)
+            assert any("deadline_unrecorded" in record.getMessage() for record in caplog.records)
             # Its deadline fell in the outage: the tier's placeholder, from memory, never an error.
             assert answered.status_code == 200, answered.text
             assert answered.json()["hitl"]["status"] == "pending" and "Lyon" not in answered.text
@@ -114,4 +118,71 @@ async def test_a_stopped_database_leaves_waiting_clients_their_outcome_and_other
                 if again.status_code == 200:
                     break
                 await asyncio.sleep(0.2)
+            assert again.status_code == 200 and again.json()["hitl"]["status"] == "released", again.text
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 4 MB file system of the test's own (tmpfs), for a disk that really fills up."""
+    folder = Path(tempfile.mkdtemp(prefix="hitl-disk-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        folder.rmdir()
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.decode()[:200]}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill the disk to the last byte; the file that fills it."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+async def test_a_full_disk_leaves_waiting_clients_their_outcome_and_others_a_503(
+    small_disk: Path,
+    make_settings: Callable[..., Settings],
+    upstream: factories.UpstreamMock,
+    clock: factories.ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"sqlite:///{small_disk / 'hitl.db'}"
+    db.upgrade(url)
+    key = factories.make_api_key(url)
+    app = create_app(make_settings(database_url=url), clock=clock)
+    headers = {"Authorization": f"Bearer {key}"}
+    question = {"model": MODEL, "messages": [{"role": "user", "content": "Capital of France?"}]}
+    upstream.answer(UNSURE)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as client:
+            runtime: Runtime = app.state.runtime
+            waiting = asyncio.ensure_future(
+                client.post("/v1/chat/completions", json={**question, "hitl": {"wait": 2}}, headers=headers)
+            )
+            await factories.open_review(runtime, timeout=30)
+            filler = _fill(small_disk)
+
+            with caplog.at_level(logging.WARNING, logger="hitl.relay"):
+                answered = await asyncio.wait_for(waiting, 60)
+            assert any("deadline_unrecorded" in record.getMessage() for record in caplog.records)
+            assert answered.status_code == 200, answered.text
+            assert answered.json()["hitl"]["status"] == "pending" and "Lyon" not in answered.text
+
+            refused = await client.post("/v1/chat/completions", json=question, headers=headers)
+            assert refused.status_code == 503 and refused.headers["retry-after"], refused.text
+
+            filler.unlink()
+            upstream.answer(CONFIDENT)
+            again = await client.post("/v1/chat/completions", json=question, headers=headers)
             assert again.status_code == 200 and again.json()["hitl"]["status"] == "released", again.text
