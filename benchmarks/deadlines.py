@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
 from datetime import UTC
 from pathlib import Path
 
+import aiohttp
 import harness
-import httpx
 import sqlalchemy
 from harness import HITL, KEY, MODEL, ROOT, Processes, finish, free_port, fresh_postgres, seeded, summary
 from sqlmodel import Session, col, select
@@ -32,12 +33,16 @@ from gateway.models import Review
 
 
 async def storm(base: str, waiters: int, ramp: float) -> tuple[dict[str, float], float]:
-    """Send every held request so that its deadline falls at one moment; when each answer arrived, by exchange."""
+    """Send every held request so that its deadline falls at one moment; when each answer arrived, by exchange.
+
+    The client is aiohttp: httpx's connection pool walks every connection for each request that completes, so
+    a thousand answers arriving at once took it seconds to read (the client's delay, not the gateway's)."""
     moment = time.time() + ramp
     arrived: dict[str, float] = {}
-    limits = httpx.Limits(max_connections=waiters + 10, max_keepalive_connections=waiters + 10)
+    connector = aiohttp.TCPConnector(limit=waiters + 10)
+    timeout = aiohttp.ClientTimeout(total=ramp + 120)
     headers = {"Authorization": f"Bearer {KEY}"}
-    async with httpx.AsyncClient(base_url=base, timeout=ramp + 120, limits=limits, headers=headers) as client:
+    async with aiohttp.ClientSession(base, connector=connector, timeout=timeout, headers=headers) as client:
 
         async def one(number: int) -> None:
             await asyncio.sleep(ramp * 0.8 * number / waiters)  # spread the sending over most of the ramp
@@ -47,10 +52,11 @@ async def storm(base: str, waiters: int, ramp: float) -> tuple[dict[str, float],
                 "messages": [{"role": "user", "content": f"storm {number} [hold]"}],
                 "hitl": {"wait": wait},
             }
-            response = await client.post("/v1/chat/completions", json=body)
+            async with client.post("/v1/chat/completions", json=body) as response:
+                text = await response.read()
             done = time.time()
-            assert response.status_code == 200, response.text[:300]
-            answer = response.json()["hitl"]
+            assert response.status == 200, text[:300]
+            answer = json.loads(text)["hitl"]
             assert answer["status"] == "pending", answer  # the deadline's placeholder, never the candidate
             arrived[answer["exchange_id"]] = done
 
