@@ -9,28 +9,28 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from gateway.errors import NotFound
-from gateway.models import DeadlineOutcome, Exchange, utcnow
+from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, utcnow
 from gateway.relay import exchanges
 
 GATHER_SECONDS = 0.0  # a batch is what queued while the last one was written (group commit): no added delay
-MOST = 250  # exchanges per transaction
+MOST = 1000  # exchanges per transaction
 
 
 @dataclass
 class Deadlines:
     sessions: exchanges.Sessions
-    _queued: list[tuple[str, str, DeadlineOutcome, asyncio.Future[Exchange]]] = field(default_factory=list)
+    _queued: list[tuple[Exchange, str, DeadlineOutcome, asyncio.Future[Exchange]]] = field(default_factory=list)
     _flushing: asyncio.Task[None] | None = None
+    _settling: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def run_out(self, exchange_id: str, review_id: str, outcome: DeadlineOutcome) -> Exchange:
-        """Record that the wait ran out with `outcome`; the exchange as it now stands (a decision that landed
-        meanwhile wins)."""
+    async def run_out(self, held: Exchange, review_id: str, outcome: DeadlineOutcome) -> Exchange:
+        """Record that the wait for `held` (as it was stored) ran out with `outcome`; the exchange as it now
+        stands (a decision that landed meanwhile wins)."""
         if outcome == DeadlineOutcome.RELEASE:
-            exchange = await exchanges.load(self.sessions, exchange_id)
+            exchange = await exchanges.load(self.sessions, held.id)
             return await exchanges.run_out(self.sessions, exchange, review_id, outcome)
         future: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
-        self._queued.append((exchange_id, review_id, outcome, future))
+        self._queued.append((held, review_id, outcome, future))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
         return await asyncio.shield(future)  # a client that hangs up leaves its outcome to be recorded
@@ -40,16 +40,37 @@ class Deadlines:
             await asyncio.sleep(GATHER_SECONDS)
             batch, self._queued = self._queued[:MOST], self._queued[MOST:]
             try:
-                found = await exchanges.run_out_many(self.sessions, [item[:3] for item in batch], utcnow())
+                items = [(held.id, review_id, outcome) for held, review_id, outcome, _ in batch]
+                recorded = await exchanges.run_out_many(self.sessions, items, utcnow())
             except Exception as exc:  # each waiter gets the error it would have had alone
                 for *_, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for exchange_id, _, _, future in batch:
+            for held, _, outcome, future in batch:
                 if future.done():
                     continue
-                if exchange_id in found:
-                    future.set_result(found[exchange_id])
-                else:  # erased while its client waited
-                    future.set_exception(NotFound(f"No exchange {exchange_id!r}."))
+                if held.id in recorded:  # still held: as the waiter knows it, with its outcome
+                    future.set_result(ran_out(held, outcome))
+                else:  # decided meanwhile (or erased while its client waited): read as it now stands
+                    task = asyncio.create_task(_settle(self.sessions, held.id, future))
+                    self._settling.add(task)  # held on to until it is done
+                    task.add_done_callback(self._settling.discard)
+
+
+async def _settle(sessions: exchanges.Sessions, exchange_id: str, future: asyncio.Future[Exchange]) -> None:
+    try:
+        found = await exchanges.load(sessions, exchange_id)
+    except Exception as exc:  # NotFound when erased, a storage error when the database went
+        if not future.done():
+            future.set_exception(exc)
+        return
+    if not future.done():
+        future.set_result(found)
+
+
+def ran_out(held: Exchange, outcome: DeadlineOutcome) -> Exchange:
+    """The exchange as its deadline's outcome makes it, from the waiter's copy: still held, or released as it was
+    for `release`."""
+    status = ExchangeStatus.RELEASED_ON_DEADLINE if outcome == DeadlineOutcome.RELEASE else ExchangeStatus.HELD
+    return held.model_copy(update={"status": status, "deadline_outcome": outcome})

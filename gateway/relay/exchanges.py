@@ -18,6 +18,7 @@ from gateway.conversation import answers, completion, wire
 from gateway.conversation.chat import ChatRequest
 from gateway.errors import NotFound
 from gateway.models import (
+    ApiKey,
     DeadlineOutcome,
     Dialect,
     EventKind,
@@ -325,20 +326,18 @@ async def run_out(sessions: Sessions, exchange: Exchange, review_id: str, outcom
             recorded = await session.exec(update(Exchange).where(*held, unrecorded).values(**values))
             review = await session.get(Review, review_id) if recorded.rowcount == 1 else None
             if review is not None:
-                await events.record(session, EventType.DEADLINE_PASSED, review, exchange, utcnow(), outcome=outcome)
+                await events.record(session, EventType.DEADLINE_PASSED, review, exchange.id, utcnow(), outcome=outcome)
         await session.commit()
         found = await session.get(Exchange, exchange.id, populate_existing=True)
     assert found is not None
     return found
 
 
-async def run_out_many(
-    sessions: Sessions, items: list[tuple[str, str, DeadlineOutcome]], now: datetime
-) -> dict[str, Exchange]:
+async def run_out_many(sessions: Sessions, items: list[tuple[str, str, DeadlineOutcome]], now: datetime) -> set[str]:
     """`run_out` for many held exchanges at once, (exchange id, review id, outcome) each, none of them a
     `release`: one transaction records every outcome (a decision that landed meanwhile is left alone) and the
-    deadline events; the exchanges as they now stand, by id."""
-    ids = [exchange_id for exchange_id, _, _ in items]
+    deadline events; the ids of the exchanges whose outcome was recorded (still held: their waiters know them as
+    they stand, so none is read back)."""
     by_outcome: dict[DeadlineOutcome, list[str]] = {}
     for exchange_id, _, outcome in items:
         assert outcome != DeadlineOutcome.RELEASE, "a release turns its review into an audit: run_out, one by one"
@@ -350,16 +349,18 @@ async def run_out_many(
             unrecorded = col(Exchange.deadline_outcome).is_(None)
             statement = update(Exchange).where(*held, unrecorded).values(deadline_outcome=outcome)
             recorded |= set((await session.exec(statement.returning(col(Exchange.id)))).scalars().all())
-        found = {row.id: row for row in (await session.exec(select(Exchange).where(col(Exchange.id).in_(ids)))).all()}
         reviews = [review_id for exchange_id, review_id, _ in items if exchange_id in recorded]
         named = {row.id: row for row in (await session.exec(select(Review).where(col(Review.id).in_(reviews)))).all()}
+        # Their API keys read in one query, not one each (a thousand round trips, one after another).
+        owners = {review.api_key_id for review in named.values()}
+        keys = {key.id: key for key in (await session.exec(select(ApiKey).where(col(ApiKey.id).in_(owners)))).all()}
         for exchange_id, review_id, outcome in items:
             if exchange_id in recorded:
-                await events.record(
-                    session, EventType.DEADLINE_PASSED, named[review_id], found[exchange_id], now, outcome=outcome
-                )
+                review = named[review_id]
+                passed = EventType.DEADLINE_PASSED
+                events.outboxed(session, keys.get(review.api_key_id), passed, review, exchange_id, now, outcome=outcome)
         await session.commit()
-    return found
+    return recorded
 
 
 async def record_retry(sessions: Sessions, review_id: str, request_id: str, sign: str) -> None:

@@ -12,7 +12,7 @@ from gateway.errors import STORAGE_ERRORS, ReviewPending
 from gateway.holds import Woken
 from gateway.models import DeadlineOutcome, Exchange, ExchangeStatus, Review
 from gateway.operations import tracing
-from gateway.relay import exchanges
+from gateway.relay import deadlines, exchanges
 from gateway.relay.service import Relay
 
 log = logging.getLogger("hitl.relay")
@@ -47,13 +47,13 @@ class Reply:
             # Its wait ran out (or the process is stopping): recorded with every other running out now.
             self.outcome = self.relay.policy.on_deadline(self.review.tier, self.raw)
             try:
-                exchange = await self.relay.deadlines.run_out(held.id, self.review.id, self.outcome)
+                exchange = await self.relay.deadlines.run_out(held, self.review.id, self.outcome)
             except STORAGE_ERRORS as exc:
                 log.warning(
                     "deadline_unrecorded review_id=%s outcome=%s error=%s",
                     self.review.id, self.outcome.value, type(exc).__name__,
                 )  # fmt: skip
-                exchange = _ran_out(held, self.outcome)
+                exchange = deadlines.ran_out(held, self.outcome)
             if exchange.status not in (ExchangeStatus.HELD, ExchangeStatus.RELEASED_ON_DEADLINE):
                 self.outcome = None  # a decision landed between the timeout and now: the client gets it
             else:
@@ -88,10 +88,3 @@ class Reply:
         write must not stand between a decision and the client."""
         assert self.review is not None
         self.relay.deliveries.record(self.review.id, status, self.outcome)
-
-
-def _ran_out(held: Exchange, outcome: DeadlineOutcome) -> Exchange:
-    """The exchange as its deadline's outcome makes it, in memory only (the database could not record it): still
-    held, or released as it was for `release`."""
-    status = ExchangeStatus.RELEASED_ON_DEADLINE if outcome == DeadlineOutcome.RELEASE else ExchangeStatus.HELD
-    return held.model_copy(update={"status": status, "deadline_outcome": outcome})

@@ -284,7 +284,7 @@ async def decide(
             exchange, ChatRequest.model_validate(exchange.request), answers.hitl_block(exchange, review, None), ""
         )
         status = answers.hitl_status(exchange)
-        await events.record(session, EventType.DECIDED, review, exchange, now, status=status, completion=completion)
+        await events.record(session, EventType.DECIDED, review, exchange.id, now, status=status, completion=completion)
     await notices.announce(session, review_id)  # other processes hear of it when, and only if, this commits
     await session.commit()
     with tracing.span("hitl.decision", hitl__review_id=review_id, hitl__tier=review.tier) as traced:
@@ -326,7 +326,7 @@ async def escalate(
     detail = {"from": source, "to": target, "reason": reason, "tags": tags}
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.ESCALATED, agent_id=agent.id, detail=detail, at=now))
     moved_to = {"tier": target, "from_tier": source, "to_tier": target}
-    await events.record(session, EventType.ESCALATED, review, exchange, now, **moved_to)
+    await events.record(session, EventType.ESCALATED, review, exchange.id, now, **moved_to)
     await session.commit()
     await session.refresh(review)
     return Decided(decision=decision, exchange=exchange, review=review, pair=None)

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.models import ApiKey, Exchange, Review, WebhookDelivery
+from gateway.models import ApiKey, Review, WebhookDelivery
 
 
 class EventType(StrEnum):
@@ -32,17 +32,29 @@ def _stamp(moment: datetime) -> str:
 
 
 async def record(
-    session: AsyncSession, event: EventType, review: Review, exchange: Exchange, now: datetime, **data: Any
+    session: AsyncSession, event: EventType, review: Review, exchange_id: str, now: datetime, **data: Any
 ) -> WebhookDelivery | None:
     """Add the event to the outbox in the session's transaction (it commits with it, or not at all); None
     when the review's API key has no webhook endpoint."""
-    key = await session.get(ApiKey, review.api_key_id)
+    return outboxed(session, await session.get(ApiKey, review.api_key_id), event, review, exchange_id, now, **data)
+
+
+def outboxed(
+    session: AsyncSession,
+    key: ApiKey | None,
+    event: EventType,
+    review: Review,
+    exchange_id: str,
+    now: datetime,
+    **data: Any,
+) -> WebhookDelivery | None:
+    """`record`, with the review's API key already at hand (many events at once: one read of their keys)."""
     if key is None or key.id is None or not key.webhook_url:
         return None
     payload = {
         "type": str(event),
         "timestamp": _stamp(now),
-        "data": {"review_id": review.id, "exchange_id": exchange.id, "tier": review.tier, **data},
+        "data": {"review_id": review.id, "exchange_id": exchange_id, "tier": review.tier, **data},
     }
     delivery = WebhookDelivery(
         event_id=f"msg_{uuid.uuid4().hex}",
