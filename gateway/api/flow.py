@@ -109,7 +109,7 @@ async def _answer(
             incoming = exchanges.Incoming(
                 request_id, key.id, chat, raw, identity.fingerprint, identity.key, rendering.dialect, named
             )
-            events = _progressive(relay, incoming, upstream, wait, reply, rendering, flow)
+            events = _progressive(relay, identity, incoming, upstream, wait, reply, rendering, flow)
             headers = {"x-hitl-status": PROGRESSIVE, "x-hitl-exchange-id": named}
             return EventSourceResponse(events, ping=relay.settings.hold.keepalive, headers=headers)
     incoming = exchanges.Incoming(
@@ -145,6 +145,7 @@ async def _answer(
 
 async def _progressive(
     relay: Relay,
+    identity: retries.Identity,
     incoming: exchanges.Incoming,
     upstream: Upstream,
     wait: float,
@@ -155,18 +156,23 @@ async def _progressive(
     """A progressive stream: each chunk the relay releases as it arrives, then the rest of the answer as decided
     (at once when it needs no agent, else after the wait). The proposal outlives a client that hangs up."""
     released: asyncio.Queue[str] = asyncio.Queue()
-    proposal = asyncio.ensure_future(relay.propose_progressively(incoming, upstream, wait, released.put_nowait))
+    asked = relay.propose_progressively(identity, incoming, upstream, wait, released.put_nowait)
+    proposal = asyncio.ensure_future(asked)
     relay.outlive_client(proposal)
     sent: list[str] = []
     yield flow.opening()
     while not proposal.done() or not released.empty():
         taken = asyncio.ensure_future(released.get())
-        await asyncio.wait({taken, proposal}, return_when=asyncio.FIRST_COMPLETED)
-        if taken.done():
-            sent.append(taken.result())
-            yield flow.delta(sent[-1])
-        else:
+        try:
+            await asyncio.wait({taken, proposal}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the client left: nothing more to take
             taken.cancel()
+            raise
+        if not taken.done():
+            taken.cancel()  # the answer is in, and every chunk released before it was taken
+            continue
+        sent.append(taken.result())
+        yield flow.delta(sent[-1])
     try:
         exchange, review = proposal.result()
         answered = reply(review)

@@ -117,12 +117,21 @@ class Relay:
         return await self._proposed(incoming, upstream, wait, None)
 
     async def propose_progressively(
-        self, incoming: exchanges.Incoming, upstream: Upstream, wait: float, release: Callable[[str], None]
+        self,
+        identity: Identity,
+        incoming: exchanges.Incoming,
+        upstream: Upstream,
+        wait: float,
+        release: Callable[[str], None],
     ) -> tuple[Exchange, Review | None]:
-        """`propose` for a streamed text answer the policy releases chunk by chunk: each chunk that clears the
+        """`proposed` for a streamed text answer the policy releases chunk by chunk: each chunk that clears the
         release band is handed to `release` as the upstream writes it; the whole answer is then stored as usual,
-        held with what was released fixed when a chunk did not clear the band."""
-        return await self._proposed(incoming, upstream, wait, release)
+        held with what was released fixed when a chunk did not clear the band. A repeat of the request that
+        arrives meanwhile in this process joins it."""
+        async with self.in_flight.taking(identity) as taken:
+            exchange, review = await self._proposed(incoming, upstream, wait, release)
+            taken.set_result(exchange.id)
+        return exchange, review
 
     async def _proposed(
         self,
