@@ -307,8 +307,8 @@ def _progressed(policy: Policy, request: dict[str, Any], routing: Routing, progr
         shown = "unscored" if confidence is None else f"{confidence:.3f}"
         why = f"progressive: the chunk after {progress.released} characters scored {shown}, below release -> {tier}"
         return Routing(Route.HOLD, tier, why)
-    if progress.by_tool_call or routing.route == Route.RELEASE:
-        return routing
+    if progress.by_tool_call or not progress.released or routing.route == Route.RELEASE:
+        return routing  # as buffered: nothing was sent (an empty answer too), or a tool call stopped the flow
     return Routing(Route.RELEASE, None, f"progressive: every chunk cleared the release band ({routing.reason})")
 
 

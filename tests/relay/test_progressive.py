@@ -261,3 +261,13 @@ def test_the_anthropic_sdk_streams_a_progressive_answer(
     assert pieces == [*SURE, "It is old."]
     assert final.content[0].type == "text" and final.content[0].text == "".join(pieces)
     assert final.stop_reason == "end_turn"
+
+
+def test_an_empty_answer_is_routed_as_if_buffered(
+    progressive_app: FastAPI, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    """Nothing to release is not everything released: an empty answer takes the policy's `unscored` route."""
+    upstream.answer(factories.completion_body("", logprob=None))
+    with TestClient(progressive_app) as client:
+        sent = ask(client, api_key)
+    assert stored(database_url).status == "held" and sent.headers["x-hitl-status"] == "progressive"
