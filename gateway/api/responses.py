@@ -55,6 +55,7 @@ class ResponseFlow:
     answer and every `.done` event, each event numbered in order."""
 
     def __init__(self, head: dict[str, Any], request: dict[str, Any]) -> None:
+        self.request = request  # echoed in the Response, as when it is not streamed
         self.response = responses.render({**head, "choices": [{"message": {"content": ""}}]}, request)
         self.number = 0
 
@@ -83,7 +84,8 @@ class ResponseFlow:
         return self._event("response.output_text.delta", {**where, "delta": text, "logprobs": []})
 
     def closing(self, completion: dict[str, Any], sent: str) -> bytes:
-        out = [self._event(kind, data) for kind, data in responses.rest_of(responses.render(completion, {}), sent)]
+        rendered = responses.render(completion, self.request)
+        out = [self._event(kind, data) for kind, data in responses.rest_of(rendered, sent)]
         return b"".join(out)
 
 
