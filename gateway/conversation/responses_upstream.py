@@ -17,6 +17,7 @@ from typing import Any
 from gateway.conversation.responses import LOGPROBS, PREFIX
 from gateway.errors import InvalidRequest, UpstreamError
 
+MIN_OUTPUT_TOKENS = 16
 # Chat-completions fields with the same name and meaning in a Responses request.
 _SAME = ("temperature", "top_p", "metadata", "parallel_tool_calls", "user", "service_tier", "prompt_cache_key")
 # Handled here by name, or the gateway's own: never passed on as they are.
@@ -114,7 +115,8 @@ def request(chat: dict[str, Any], model: str) -> dict[str, Any]:
         body["text"] = {"format": _format(chat["response_format"])}
     limit = chat.get("max_completion_tokens", chat.get("max_tokens"))
     if limit is not None:
-        body["max_output_tokens"] = limit
+        # The Responses API takes no limit under 16 tokens; a one-token judge reads only its first token anyway.
+        body["max_output_tokens"] = max(limit, MIN_OUTPUT_TOKENS)
     if chat.get("reasoning_effort") is not None:
         body["reasoning"] = {"effort": chat["reasoning_effort"]}
     if chat.get("logprobs"):

@@ -121,11 +121,13 @@ async def test_a_responses_upstream_maps_structured_output_and_a_forced_function
         "messages": [{"role": "user", "content": "hi"}],
         "response_format": {"type": "json_schema", "json_schema": schema},
         "tool_choice": {"type": "function", "function": {"name": "issue_refund"}},
+        "max_tokens": 1,
     }
     async with httpx.AsyncClient() as client:
         await adapter(client, "responses").complete(body)
     sent = json.loads(route.calls.last.request.content)
     assert sent["text"] == {"format": {"type": "json_schema", **schema}}
+    assert sent["max_output_tokens"] == 16  # a one-token judge: the API's least
     assert sent["tool_choice"] == {"type": "function", "name": "issue_refund"}
     assert "include" not in sent and "instructions" not in sent
 
