@@ -17,14 +17,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("exchanges") as batch_op:
-        batch_op.add_column(
-            sa.Column(
-                "released_chars",
-                sa.Integer(),
-                nullable=True,
-                comment="Characters of the candidate's text streamed to the client before the rest was held.",
-            )
-        )
+        # Characters of the candidate's text streamed to the client before the rest was held (the model's field
+        # says so; a column comment here would differ from the model's, which has none).
+        batch_op.add_column(sa.Column("released_chars", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
