@@ -103,8 +103,9 @@ async def _answer(
         return response
 
     if chat.stream and upstream.streams and relay.policy.progressive(raw):
-        named = timed_id("chatcmpl", time.time())
-        flow = rendering.flowing({"id": named, "created": int(time.time()), "model": chat.model})
+        now = time.time()
+        named = timed_id("chatcmpl", now)
+        flow = rendering.flowing({"id": named, "created": int(now), "model": chat.model})
         if flow is not None:
             incoming = exchanges.Incoming(
                 request_id, key.id, chat, raw, identity.fingerprint, identity.key, rendering.dialect, named
@@ -175,15 +176,18 @@ async def _progressive(
         yield flow.delta(sent[-1])
     try:
         exchange, review = proposal.result()
-        answered = reply(review)
-        if review is None or exchange.status != ExchangeStatus.HELD:
-            body = answered.body(exchange)
-        else:
-            body = await answered.final(exchange, wait)
+        body = await _decided(reply(review), exchange, wait)
     except GatewayError as exc:
         yield rendering.error_event(exc)
         return
     yield flow.closing(body, "".join(sent))
+
+
+async def _decided(reply: Reply, exchange: Exchange, wait: float) -> dict[str, Any]:
+    """The answer a client whose 200 is out gets: at once when it needs no agent, else after the wait."""
+    if reply.review is None or exchange.status != ExchangeStatus.HELD:
+        return reply.body(exchange)
+    return await reply.final(exchange, wait)
 
 
 async def respond(reply: Reply, exchange: Exchange, wait: float, rendering: Rendering) -> Response:
@@ -214,12 +218,9 @@ async def _at_once(events: bytes) -> AsyncIterator[bytes]:
 async def _events(reply: Reply, exchange: Exchange, wait: float, rendering: Rendering) -> AsyncIterator[bytes]:
     """The SSE events of an answer whose 200 is already out: at once when it needs no agent, else after the
     wait. A failure from here on can only travel as an SSE error event."""
-    if reply.review is None or exchange.status != ExchangeStatus.HELD:
-        body = reply.body(exchange)
-    else:
-        try:
-            body = await reply.final(exchange, wait)
-        except GatewayError as exc:
-            yield rendering.error_event(exc)
-            return
+    try:
+        body = await _decided(reply, exchange, wait)
+    except GatewayError as exc:
+        yield rendering.error_event(exc)
+        return
     yield rendering.events(body)

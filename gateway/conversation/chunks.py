@@ -10,7 +10,6 @@ its partial text is never taken for an answer.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.errors import UpstreamError
@@ -77,11 +76,3 @@ class Assembled:
             "usage": self.usage or {},
             "system_fingerprint": self.head.get("system_fingerprint"),
         }
-
-
-async def gathered(name: str, chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
-    """A whole streamed answer, as the completion it makes."""
-    assembled = Assembled(name)
-    async for chunk in chunks:
-        assembled.add(chunk)
-    return assembled.completion()

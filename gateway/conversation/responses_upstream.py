@@ -18,8 +18,6 @@ from gateway.conversation.responses import LOGPROBS, PREFIX
 from gateway.errors import InvalidRequest, UpstreamError
 
 MIN_OUTPUT_TOKENS = 16
-# Chat-completions fields with the same name and meaning in a Responses request.
-_SAME = ("temperature", "top_p", "metadata", "parallel_tool_calls", "user", "service_tier", "prompt_cache_key")
 # Handled here by name, or the gateway's own: never passed on as they are.
 _TRANSLATED = {"model", "messages", "tools", "tool_choice", "response_format", "max_tokens", "max_completion_tokens",
                "logprobs", "top_logprobs", "n", "reasoning_effort", "store"}  # fmt: skip
@@ -103,8 +101,8 @@ def request(chat: dict[str, Any], model: str) -> dict[str, Any]:
         raise InvalidRequest("This model answers one choice per request: use n=1.", param="n")
     instructions, items = _items(list(chat.get("messages") or []))
     body: dict[str, Any] = {"model": model, "input": items, "store": False}
+    # The rest have the same name and meaning in a Responses request (temperature, top_p, metadata, user, ...).
     body.update({key: value for key, value in chat.items() if key not in _TRANSLATED and key not in _NO_PLACE})
-    body.update({key: chat[key] for key in _SAME if key in chat})
     if instructions is not None:
         body["instructions"] = instructions
     if chat.get("tools"):

@@ -126,8 +126,8 @@ class OpenAICompatible:
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The answer as the upstream streams it: its `chat.completion.chunk`s as they arrive, usage in the last."""
-        payload = {k: v for k, v in body.items() if k not in _GATEWAY_ONLY}
-        payload.update(model=self.model, stream=True, stream_options={"include_usage": True})
+        payload = self._api.request({k: v for k, v in body.items() if k not in _GATEWAY_ONLY}, self.model)
+        payload.update(stream=True, stream_options={"include_usage": True})
         with self._failures():
             response = await self._endpoint.open(orjson.dumps(payload))
             try:
