@@ -579,6 +579,77 @@ def stream_of(completion: dict[str, Any]) -> bytes:
     return b"".join([*out, b"data: [DONE]\n\n"])
 
 
+def sse(events: list[dict[str, Any]]) -> bytes:
+    """Events as the Responses and Messages APIs stream them: each named by an `event:` line, then its data."""
+    return b"".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode() for event in events)
+
+
+def responses_stream_of(response: dict[str, Any]) -> bytes:
+    """A Response as the Responses API streams it: created and in progress, then each output item added, its text
+    a delta per logprob token (or whole), a function call's arguments in two deltas, each item done, and the end
+    its status says (completed, incomplete or failed)."""
+    started = {**response, "status": "in_progress", "output": []}
+    events: list[dict[str, Any]] = [{"type": "response.created", "response": started},
+                                    {"type": "response.in_progress", "response": started}]  # fmt: skip
+    for index, item in enumerate(response["output"]):
+        where = {"output_index": index, "item_id": item.get("id")}
+        if item["type"] == "function_call":
+            events.append(
+                {"type": "response.output_item.added", "output_index": index, "item": {**item, "arguments": ""}}
+            )
+            half = len(item["arguments"]) // 2
+            for piece in (item["arguments"][:half], item["arguments"][half:]):
+                events.append({"type": "response.function_call_arguments.delta", **where, "delta": piece})
+            events.append({"type": "response.function_call_arguments.done", **where, "arguments": item["arguments"]})
+        elif item["type"] == "message":
+            events.append(
+                {"type": "response.output_item.added", "output_index": index, "item": {**item, "content": []}}
+            )
+            for number, part in enumerate(item["content"]):
+                at = {**where, "content_index": number}
+                events.append({"type": "response.content_part.added", **at, "part": {**part, "text": ""}})
+                if part["type"] == "refusal":
+                    events.append({"type": "response.refusal.delta", **at, "delta": part["refusal"]})
+                    continue
+                tokens = part.get("logprobs") or []
+                pieces = [(token["token"], [token]) for token in tokens] if tokens else [(part["text"], [])]
+                events += [{"type": "response.output_text.delta", **at, "delta": text, "logprobs": logprobs}
+                           for text, logprobs in pieces]  # fmt: skip
+                events.append({"type": "response.output_text.done", **at, "text": part["text"]})
+                events.append({"type": "response.content_part.done", **at, "part": part})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    ending = {"completed": "response.completed", "incomplete": "response.incomplete", "failed": "response.failed"}
+    events.append({"type": ending[response.get("status", "completed")], "response": response})
+    return sse([{**event, "sequence_number": number} for number, event in enumerate(events)])
+
+
+def messages_stream_of(message: dict[str, Any], words: bool = True) -> bytes:
+    """A Message as Anthropic's API streams it: `message_start`, a ping, each block started, its text a delta per
+    word (or whole) or its input's JSON in two deltas, stopped, then the stop reason and usage, `message_stop`."""
+    started = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": started}, {"type": "ping"}]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "tool_use":
+            events.append({"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}})
+            arguments = json.dumps(block["input"]) if block["input"] else ""
+            half = len(arguments) // 2
+            events += [{"type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece}}
+                       for piece in ("", arguments[:half], arguments[half:]) if arguments]  # fmt: skip
+        else:
+            events.append(
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            )
+            pieces = re.findall(r"\S+\s*|\s+", block["text"]) if words else [block["text"]]
+            events += [{"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
+                       for piece in pieces]  # fmt: skip
+        events.append({"type": "content_block_stop", "index": index})
+    events.append({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                   "usage": {"output_tokens": message["usage"]["output_tokens"]}})  # fmt: skip
+    events.append({"type": "message_stop"})
+    return sse(events)
+
+
 def first_token(*alternatives: tuple[str, float]) -> dict:
     top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in alternatives]
     return {"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}

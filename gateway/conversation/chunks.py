@@ -62,7 +62,7 @@ class Assembled:
             raise UpstreamError(
                 f"Upstream {self.name!r} ended its stream before finishing the answer.", failure="malformed"
             )
-        content = self.content if self.content or not self.calls else None
+        content = self.content if self.content or not (self.calls or self.refusal) else None
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": "".join(self.refusal) or None}
         if self.calls:
             message["tool_calls"] = [self.calls[index] for index in sorted(self.calls)]

@@ -171,3 +171,88 @@ def completion(message: Any, name: str) -> dict[str, Any]:
         "choices": [{"index": 0, "message": shaped, "finish_reason": _FINISH.get(stop, "stop"), "logprobs": None}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer},
     }
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A streamed event's field that should be an object, or an empty one (an upstream's stream is not trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+class Chunks:
+    """An Anthropic Messages stream read as `chat.completion.chunk`s, event by event: text deltas as content, a
+    `tool_use` block as a tool call (its id and name when it starts, its input's JSON piece by piece), the stop
+    reason and usage from `message_delta`. An `error` event is an upstream error; a stream that ends without its
+    stop reason has not answered (`Assembled` sees no finish reason)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._head: dict[str, Any] = {"id": "chatcmpl-streamed", "created": int(time.time()), "model": None}
+        self._prompt = 0
+        self._calls: dict[int, int] = {}  # a tool_use block's index -> its tool call's
+        self._argued: set[int] = set()  # the tool calls whose input has begun
+        self._text = False
+
+    def __call__(self, event: Any) -> list[dict[str, Any]]:
+        if not isinstance(event, dict):
+            raise UpstreamError(f"Upstream {self.name!r} streamed an event that is not an object.", failure="malformed")
+        kind = event.get("type")
+        if kind == "message_start" and isinstance(event.get("message"), dict):
+            message = event["message"]
+            self._head = {**self._head, "id": "chatcmpl-" + str(message.get("id", "")).removeprefix(PREFIX),
+                          "model": message.get("model")}  # fmt: skip
+            self._prompt = _count(_object(message.get("usage")).get("input_tokens"))
+        elif kind == "content_block_start":
+            block = _object(event.get("content_block"))
+            if block.get("type") == "tool_use":
+                call = self._calls.setdefault(self._index(event), len(self._calls))
+                function = {"name": block.get("name"), "arguments": ""}
+                return [self._chunk({"tool_calls": [{"index": call, "id": block.get("id"), "type": "function",
+                                                     "function": function}]})]  # fmt: skip
+            if block.get("type") == "text" and block.get("text"):
+                return self._said(str(block["text"]))
+        elif kind == "content_block_delta":
+            delta = _object(event.get("delta"))
+            if delta.get("type") == "text_delta":
+                return self._said(str(delta.get("text", "")))
+            if delta.get("type") == "input_json_delta" and self._index(event) in self._calls:
+                call = self._calls[self._index(event)]
+                self._argued.add(call)
+                return [self._arguments(call, str(delta.get("partial_json", "")))]
+        elif kind == "content_block_stop":
+            ended = self._calls.get(self._index(event))
+            if ended is not None and ended not in self._argued:
+                return [self._arguments(ended, "{}")]  # a tool called without input, as the unstreamed Message says
+        elif kind == "message_delta":
+            stop = str(_object(event.get("delta")).get("stop_reason") or "end_turn")
+            answer = _count(_object(event.get("usage")).get("output_tokens"))
+            usage = {"prompt_tokens": self._prompt, "completion_tokens": answer, "total_tokens": self._prompt + answer}
+            refused = {"refusal": "The model declined to answer."} if stop == "refusal" and not self._text else {}
+            return [{**self._chunk(refused, finish=_FINISH.get(stop, "stop")), "usage": usage}]
+        elif kind == "error":
+            error = event.get("error") or {}
+            why = error.get("message") if isinstance(error, dict) else None
+            raise UpstreamError(
+                f"Upstream {self.name!r} failed the message: {why or 'no reason given'}", failure="failed"
+            )
+        return []
+
+    def _index(self, event: dict[str, Any]) -> int:
+        index = event.get("index", 0)
+        if not isinstance(index, int):
+            raise UpstreamError(f"Upstream {self.name!r} streamed a block without an index.", failure="malformed")
+        return index
+
+    def _said(self, text: str) -> list[dict[str, Any]]:
+        self._text = self._text or bool(text)
+        return [self._chunk({"content": text})]
+
+    def _arguments(self, call: int, piece: str) -> dict[str, Any]:
+        return self._chunk({"tool_calls": [{"index": call, "function": {"arguments": piece}}]})
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**self._head, "object": "chat.completion.chunk", "choices": [choice]}

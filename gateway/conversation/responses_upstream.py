@@ -134,6 +134,10 @@ def _token(token: dict[str, Any]) -> dict[str, Any]:
             "top_logprobs": top}  # fmt: skip
 
 
+def _created(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else int(time.time())
+
+
 def completion(response: Any, name: str) -> dict[str, Any]:
     """The upstream's Response as a chat completion: its text and refusal parts as the message, its function calls
     as tool calls with their call ids, the text's logprobs as the choice's, its usage; a failed Response is an
@@ -175,7 +179,7 @@ def completion(response: Any, name: str) -> dict[str, Any]:
     return {
         "id": "chatcmpl-" + str(response.get("id", "")).removeprefix(PREFIX),
         "object": "chat.completion",
-        "created": int(response.get("created_at") or time.time()),
+        "created": _created(response.get("created_at")),
         "model": response.get("model"),
         "choices": [
             {
@@ -191,3 +195,61 @@ def completion(response: Any, name: str) -> dict[str, Any]:
             "total_tokens": usage.get("total_tokens", 0),
         },
     }
+
+
+class Chunks:
+    """A Responses stream read as `chat.completion.chunk`s, event by event: each text delta with the logprobs of
+    its tokens, each refusal delta, each function call once it is whole (a tool call is never released in part),
+    and, from the final Response, the finish reason and usage. A failed Response or an `error` event is an upstream
+    error; a stream that ends without its final Response has not answered (`Assembled` sees no finish reason)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._head: dict[str, Any] = {"id": "chatcmpl-streamed", "created": int(time.time()), "model": None}
+        self._calls = 0
+
+    def __call__(self, event: Any) -> list[dict[str, Any]]:
+        if not isinstance(event, dict):
+            raise UpstreamError(f"Upstream {self.name!r} streamed an event that is not an object.", failure="malformed")
+        kind = event.get("type")
+        if kind == "response.created" and isinstance(event.get("response"), dict):
+            response = event["response"]
+            self._head = {
+                "id": "chatcmpl-" + str(response.get("id", "")).removeprefix(PREFIX),
+                "created": _created(response.get("created_at")),
+                "model": response.get("model"),
+            }
+        elif kind == "response.output_text.delta":
+            logprobs = event.get("logprobs")
+            tokens = (
+                [_token(token) for token in logprobs if isinstance(token, dict)] if isinstance(logprobs, list) else []
+            )
+            return [self._chunk({"content": str(event.get("delta", ""))}, tokens)]
+        elif kind == "response.refusal.delta":
+            return [self._chunk({"refusal": str(event.get("delta", ""))})]
+        elif kind == "response.output_item.done" and isinstance(event.get("item"), dict):
+            item = event["item"]
+            if item.get("type") != "function_call":
+                return []
+            function = {"name": item.get("name"), "arguments": item.get("arguments") or ""}
+            call = {"index": self._calls, "id": item.get("call_id"), "type": "function", "function": function}
+            self._calls += 1
+            return [self._chunk({"tool_calls": [call]})]
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            whole = completion(event.get("response"), self.name)  # a failed one raises
+            choice = whole["choices"][0]
+            unseen = choice["message"].get("tool_calls") if not self._calls else None  # no `done` event for them
+            delta = {"tool_calls": [{"index": i, **call} for i, call in enumerate(unseen)]} if unseen else {}
+            return [{**self._chunk(delta, finish=choice["finish_reason"]), "usage": whole["usage"]}]
+        elif kind == "error":
+            error = event.get("error")
+            why = event.get("message") or (error.get("message") if isinstance(error, dict) else None) or "no reason"
+            raise UpstreamError(f"Upstream {self.name!r} failed the response: {why}", failure="failed")
+        return []
+
+    def _chunk(
+        self, delta: dict[str, Any], tokens: list[dict[str, Any]] | None = None, finish: str | None = None
+    ) -> dict[str, Any]:
+        logprobs = {"content": tokens, "refusal": None} if tokens else None
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return {**self._head, "object": "chat.completion.chunk", "choices": [choice]}

@@ -65,12 +65,29 @@ class _Api(NamedTuple):
     path: str
     request: Callable[[dict[str, Any], str], dict[str, Any]]
     completion: Callable[[Any, str], dict[str, Any]]
+    # Its stream's events as chat chunks (built per stream, named by the upstream); None: they are chat chunks.
+    chunks: Callable[[str], Callable[[Any], list[dict[str, Any]]]] | None
+    stream_options: dict[str, Any]  # what a streamed request adds
 
 
 _APIS = {
-    "chat": _Api("/chat/completions", _chat_request, _checked),
-    "responses": _Api("/responses", responses_upstream.request, responses_upstream.completion),
-    "messages": _Api("/messages", messages_upstream.request, messages_upstream.completion),
+    "chat": _Api(
+        "/chat/completions", _chat_request, _checked, None, {"stream": True, "stream_options": {"include_usage": True}}
+    ),
+    "responses": _Api(
+        "/responses",
+        responses_upstream.request,
+        responses_upstream.completion,
+        responses_upstream.Chunks,
+        {"stream": True},
+    ),  # fmt: skip
+    "messages": _Api(
+        "/messages",
+        messages_upstream.request,
+        messages_upstream.completion,
+        messages_upstream.Chunks,
+        {"stream": True},
+    ),  # fmt: skip
 }
 
 
@@ -93,6 +110,20 @@ def _upstream_message(response: httpx.Response) -> str:
     return response.text[:300] or response.reason_phrase
 
 
+def _as_is(chunk: Any) -> tuple[Any]:
+    return (chunk,)
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[bytes]:
+    """A streamed body's lines as they come, as bytes (no text decoding on the way)."""
+    pending = b""
+    async for received in response.aiter_bytes():
+        *lines, pending = (pending + received).split(b"\n")
+        for line in lines:
+            yield line
+    yield pending  # a last event without its line break
+
+
 class OpenAICompatible:
     """Any server over httpx: OpenAI-compatible chat completions (OpenAI, vLLM, llama.cpp, Together, Groq, ...) by
     default, or natively the Responses API or Anthropic Messages (`api`)."""
@@ -105,7 +136,7 @@ class OpenAICompatible:
         self.provider = "anthropic" if config.api == "messages" else "openai"
         self._timeout = config.timeout
         self._api = _APIS[config.api]
-        self.streams = config.api == "chat"  # the other APIs' streams are not read yet: asked whole
+        self.streams = True
         url = (config.api_base or "").rstrip("/") + self._api.path
         self._endpoint = http.Endpoint(client, url, _headers(config), config.timeout)
 
@@ -127,23 +158,20 @@ class OpenAICompatible:
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The answer as the upstream streams it: its `chat.completion.chunk`s as they arrive, usage in the last."""
         payload = self._api.request({k: v for k, v in body.items() if k not in _GATEWAY_ONLY}, self.model)
-        payload.update(stream=True, stream_options={"include_usage": True})
+        payload.update(self._api.stream_options)
+        read = self._api.chunks(self.name) if self._api.chunks is not None else _as_is
         with self._failures():
             response = await self._endpoint.open(orjson.dumps(payload))
             try:
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._refused(response)
-                pending = b""
-                async for received in response.aiter_bytes():  # bytes as they come: no text decoding on the way
-                    *lines, pending = (pending + received).split(b"\n")
-                    for line in lines:
-                        if (chunk := self._chunk(line)) is _DONE:
-                            return
-                        if chunk is not None:
+                async for line in _lines(response):
+                    if (event := self._chunk(line)) is _DONE:
+                        return
+                    if event is not None:
+                        for chunk in read(event):
                             yield chunk
-                if (chunk := self._chunk(pending)) is not None and chunk is not _DONE:
-                    yield chunk  # a last event without its line break
             finally:
                 await response.aclose()
 

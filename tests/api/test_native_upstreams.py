@@ -151,3 +151,83 @@ async def test_a_tool_use_from_an_anthropic_upstream_is_edited_and_reaches_a_cha
     assert route.calls.last.request.headers["x-api-key"] == "sk-up"
     assert sent["tools"] == [{"name": "issue_refund", "input_schema": factories.REFUND_PARAMETERS}]
     assert "logprobs" not in sent and "top_logprobs" not in sent
+
+
+def streamed_if_asked(body: bytes, whole: dict[str, Any]) -> Callable[[httpx.Request], httpx.Response]:
+    """A native upstream's reply: its event stream when the request asked for one, else the whole body."""
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content).get("stream"):
+            return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json=whole)
+
+    return reply
+
+
+def test_a_progressive_stream_flows_from_a_responses_upstreams_own_stream(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    clock: factories.ManualClock,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    database_url: str,
+) -> None:
+    sure, unsure = "Paris is the capital of France. ", "Montmartre has seven people."
+    whole = response_body(sure + unsure, -0.001)
+    unsure_tokens = factories.completion_body(unsure, logprob=-2.0)["choices"][0]["logprobs"]["content"]
+    whole["output"][0]["content"][0]["logprobs"] = [
+        *factories.completion_body(sure.strip(), logprob=-0.001)["choices"][0]["logprobs"]["content"],
+        factories.token(" ", -0.001),
+        *unsure_tokens,
+    ]
+    route = upstream.router.post("/responses").mock(
+        side_effect=streamed_if_asked(factories.responses_stream_of(whole), whole)
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tiers: [agent]\nstream: progressive\nbands: [{min: 0.9, route: release}, "
+                      "{min: 0.0, route: hold, tier: agent}]\nunscored: {route: hold, tier: agent}\n")  # fmt: skip
+    app = create_app(make_settings(upstreams=[upstream_speaking("responses")], policy_path=policy), clock=clock)
+    with TestClient(app) as client:
+        reply = client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {api_key}"},
+            json={"model": MODEL, "messages": [{"role": "user", "content": "Paris?"}], "stream": True,
+                  "hitl": {"wait": 0}},
+        )  # fmt: skip
+    assert reply.headers["x-hitl-status"] == "progressive"
+    chunks = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: {")]
+    texts = [c["choices"][0]["delta"].get("content") for c in chunks if c.get("choices")]
+    first, *after = [text for text in texts if text]
+    assert first == sure.strip() and "Montmartre" not in reply.text  # the sure sentence, then the pending placeholder
+    assert json.loads(route.calls.last.request.content)["stream"] is True
+    (exchange,) = stored(database_url)
+    assert exchange.status == "held" and exchange.released_chars == len(first)
+    assert exchange.candidate_text == sure + unsure  # the whole answer, put together from the upstream's events
+
+
+def test_a_buffered_stream_from_an_anthropic_upstream_leaks_nothing_of_a_held_answer(
+    make_settings: Callable[..., Settings],
+    clock: factories.ManualClock,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+    database_url: str,
+) -> None:
+    message = {"id": "msg_up", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+               "content": [{"type": "text", "text": "Lyon is the capital of France."}], "stop_reason": "end_turn",
+               "stop_sequence": None, "usage": {"input_tokens": 20, "output_tokens": 9}}  # fmt: skip
+    route = upstream.router.post("/messages").mock(
+        side_effect=streamed_if_asked(factories.messages_stream_of(message), message)
+    )
+    app = create_app(make_settings(upstreams=[upstream_speaking("messages")]), clock=clock)
+    with TestClient(app) as client:
+        reply = client.post(
+            "/v1/messages",
+            headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"},
+            json={"model": MODEL, "max_tokens": 100, "stream": True, "hitl": {"wait": 0},
+                  "messages": [{"role": "user", "content": "Capital of France?"}]},
+        )  # fmt: skip
+    assert reply.status_code == 200 and "event: message_stop" in reply.text
+    assert "Lyon" not in reply.text  # unscored (no logprobs, no judge here): held, and nothing of it sent
+    assert json.loads(route.calls.last.request.content)["stream"] is True
+    (exchange,) = stored(database_url)
+    assert exchange.status == "held" and exchange.candidate_text == "Lyon is the capital of France."

@@ -1,6 +1,7 @@
 """Upstreams that speak the Responses API or Anthropic Messages natively (`api`), against a respx-mocked server:
 the conversation goes out in the upstream's own words (logprobs asked for the Responses way, the key the
-Anthropic way) and the reply comes back as the chat completion scoring reads, tool call ids and logprobs kept."""
+Anthropic way) and the reply comes back as the chat completion scoring reads, tool call ids and logprobs kept;
+streamed, event by event, it puts together to the same answer as unstreamed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.conversation.chunks import Assembled
+from gateway.conversation.messages_upstream import completion as messages_completion
+from gateway.conversation.responses_upstream import completion
 from gateway.conversation.upstream import LiteLLM, OpenAICompatible
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.settings import UpstreamSettings
@@ -265,3 +269,111 @@ async def test_claude_through_litellm_is_asked_on_anthropics_messages_api(upstre
     assert sent["model"] == "claude-sonnet-4-5" and sent["system"][0]["text"] == "Be brief."
     (call,) = completion["choices"][0]["message"]["tool_calls"]
     assert call["id"] == "toolu_01" and json.loads(call["function"]["arguments"]) == {"order_id": "42", "amount": 90}
+
+
+async def streamed(model: OpenAICompatible, body: dict[str, Any]) -> dict[str, Any]:
+    """The completion the gateway puts together from the upstream's stream, as it reads every streamed answer."""
+    assembled = Assembled(model.name)
+    async for chunk in model.stream(body):
+        assembled.add(chunk)
+    return assembled.completion()
+
+
+def same_answer(streamed: dict[str, Any], whole: dict[str, Any]) -> None:
+    (got,), (expected,) = streamed["choices"], whole["choices"]
+    for call in [*got["message"].get("tool_calls", []), *expected["message"].get("tool_calls", [])]:
+        call["function"]["arguments"] = json.loads(call["function"]["arguments"])  # the same JSON, however spaced
+    assert got == expected and streamed["usage"] == whole["usage"] and streamed["id"] == whole["id"]
+
+
+def event_stream(body: bytes) -> httpx.Response:
+    return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+
+async def test_a_responses_upstream_streams_its_answer_with_the_logprobs_of_each_delta(
+    upstream: factories.UpstreamMock,
+) -> None:
+    route = upstream.router.post("/responses").mock(return_value=event_stream(factories.responses_stream_of(RESPONSE)))
+    async with httpx.AsyncClient() as client:
+        model = adapter(client, "responses")
+        answer = await streamed(model, CONVERSATION)
+    sent = json.loads(route.calls.last.request.content)
+    assert model.streams and sent["stream"] is True and "stream_options" not in sent  # not a Responses field
+    assert sent["include"] == ["message.output_text.logprobs"] and sent["top_logprobs"] == 5
+    same_answer(answer, completion(RESPONSE, "support-bot"))
+    assert [t["token"] for t in answer["choices"][0]["logprobs"]["content"]] == ["Ref", "unding."]
+
+
+async def test_a_messages_upstream_streams_its_text_and_tool_use(upstream: factories.UpstreamMock) -> None:
+    route = upstream.router.post("/messages").mock(return_value=event_stream(factories.messages_stream_of(MESSAGE)))
+    async with httpx.AsyncClient() as client:
+        answer = await streamed(adapter(client, "messages"), CONVERSATION)
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["stream"] is True and "stream_options" not in sent
+    same_answer(answer, messages_completion(MESSAGE, "support-bot"))
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        {**RESPONSE, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}},
+        {**RESPONSE, "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                                 "content": [{"type": "refusal", "refusal": "I can't help with that."}]}]},
+        {**RESPONSE, "output": RESPONSE["output"][2:]},  # a forced function call, no text
+    ],
+    ids=["incomplete", "refusal", "function-only"],
+)  # fmt: skip
+async def test_a_streamed_response_ends_as_its_unstreamed_twin(
+    upstream: factories.UpstreamMock, ending: dict[str, Any]
+) -> None:
+    upstream.router.post("/responses").mock(return_value=event_stream(factories.responses_stream_of(ending)))
+    async with httpx.AsyncClient() as client:
+        answer = await streamed(adapter(client, "responses"), CONVERSATION)
+    same_answer(answer, completion(ending, "support-bot"))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {**MESSAGE, "content": [{"type": "text", "text": "Long"}], "stop_reason": "max_tokens"},
+        {**MESSAGE, "content": [{"type": "tool_use", "id": "toolu_02", "name": "ping", "input": {}}]},
+    ],
+    ids=["max_tokens", "tool-without-input"],
+)
+async def test_a_streamed_message_ends_as_its_unstreamed_twin(
+    upstream: factories.UpstreamMock, message: dict[str, Any]
+) -> None:
+    upstream.router.post("/messages").mock(return_value=event_stream(factories.messages_stream_of(message)))
+    async with httpx.AsyncClient() as client:
+        answer = await streamed(adapter(client, "messages"), CONVERSATION)
+    same_answer(answer, messages_completion(message, "support-bot"))
+
+
+FAILED = {**RESPONSE, "status": "failed", "error": {"code": "server_error", "message": "overloaded"}}
+_CUT_RESPONSE = factories.responses_stream_of(RESPONSE).split(b"event: response.output_item.done")[0]
+_CUT_MESSAGE = factories.messages_stream_of(MESSAGE).split(b"event: message_delta")[0]
+_OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+
+@pytest.mark.parametrize(
+    ("api", "body", "says"),
+    [
+        ("responses", factories.responses_stream_of(FAILED), "failed the response: overloaded"),
+        ("responses", _CUT_RESPONSE + factories.sse([{"type": "error", "code": "server_error", "message": "gone"}]),
+         "failed the response: gone"),
+        ("responses", _CUT_RESPONSE, "ended its stream before finishing"),
+        ("responses", b"event: response.created\ndata: [1, 2]\n\n", "not an object"),
+        ("messages", _CUT_MESSAGE + factories.sse([_OVERLOADED]), "failed the message: Overloaded"),
+        ("messages", _CUT_MESSAGE, "ended its stream before finishing"),
+        ("messages", _CUT_MESSAGE + factories.sse([{"type": "content_block_stop", "index": "1"}]), "without an index"),
+    ],
+    ids=["responses-failed", "responses-error", "responses-cut", "responses-nonsense", "messages-error",
+         "messages-cut", "messages-nonsense"],
+)  # fmt: skip
+async def test_a_native_stream_that_fails_or_stops_short_is_an_upstream_error(
+    upstream: factories.UpstreamMock, api: str, body: bytes, says: str
+) -> None:
+    upstream.router.post(f"/{api}").mock(return_value=event_stream(body))
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(UpstreamError, match=says):
+            await streamed(adapter(client, api), CONVERSATION)
