@@ -56,11 +56,15 @@ class Outcome(_Strict):
 
     @model_validator(mode="after")
     def _tier_matches_route(self) -> Outcome:
-        if self.route == Route.HOLD and not self.tier:
-            raise ValueError("a `hold` needs a `tier`")
-        if self.route == Route.RELEASE and self.tier:
-            raise ValueError("a `release` takes no `tier`")
+        _check_tier(self.route, self.tier)
         return self
+
+
+def _check_tier(route: Route, tier: str | None) -> None:
+    if route == Route.HOLD and not tier:
+        raise ValueError("a `hold` needs a `tier`")
+    if route == Route.RELEASE and tier:
+        raise ValueError("a `release` takes no `tier`")
 
 
 # A comparison's numeric bounds: how each reads in a routing reason, and the test it makes.
@@ -131,9 +135,20 @@ class Band(Outcome):
     min: float = Field(ge=0.0, le=1.0)
 
 
-class Rule(Outcome):
+Stream = Literal["buffered", "progressive"]
+
+
+class Rule(_Strict):
+    """A rule either routes what it matches (`route`, with a `tier` for a hold) or only chooses how a streamed
+    answer to the requests it matches flows (`stream`), the bands then routing it."""
+
     name: str
     when: dict[str, Expected] = Field(min_length=1)
+    route: Route | None = None
+    tier: str | None = None
+    stream: Stream | None = Field(
+        None, description="How a streamed answer to a matching request flows (a rule with `stream` routes nothing)."
+    )
 
     @field_validator("when")
     @classmethod
@@ -142,6 +157,20 @@ class Rule(Outcome):
             if path.startswith("response.") and not path.startswith(TOOL_CALLS):
                 raise ValueError(f"{path!r}: rules look into the answer only through `response.tool_calls.`")
         return when
+
+    @model_validator(mode="after")
+    def _routes_or_streams(self) -> Rule:
+        if self.stream is None:
+            if self.route is None:
+                raise ValueError("a rule needs a `route` (what it decides) or a `stream` (how a stream flows)")
+            _check_tier(self.route, self.tier)
+            return self
+        if self.route is not None or self.tier is not None:
+            raise ValueError("a rule either routes (`route`, `tier`) or chooses how a stream flows (`stream`), not "
+                             "both: an answer a rule routes is always buffered")  # fmt: skip
+        if any(path.startswith(TOOL_CALLS) for path in self.when):
+            raise ValueError("a `stream` rule looks at the request only: the answer is unknown when it starts to flow")
+        return self
 
     @cached_property
     def _split(self) -> tuple[dict[str, Expected], dict[str, Expected]]:
@@ -220,12 +249,12 @@ class PolicyFile(_Strict):
         description="Per tier, the seconds a review should wait at most; the queue colours a review as it nears "
         "and passes its tier's target (no target: no colour).",
     )
-    stream: Literal["buffered", "progressive"] = Field(
+    stream: Stream = Field(
         "buffered",
         description="How a streamed text answer reaches its client: `buffered`, whole once it is decided, or "
         "`progressive`, chunk by chunk while each chunk's own confidence clears the release band (the first that "
-        "does not stops the flow, and the rest is held). Tool calls, structured outputs and answers a rule routes "
-        "are always buffered.",
+        "does not stops the flow, and the rest is held). A rule with `stream` chooses for the requests it matches."
+        " Tool calls, structured outputs and answers a rule routes are always buffered.",
     )
     stream_chunk: Literal["sentence"] | int = Field(
         "sentence", description="What a progressive chunk is: a `sentence`, or a number of tokens (at least 1)."
@@ -244,7 +273,7 @@ class PolicyFile(_Strict):
         own_bands = [(name, group.bands) for name, group in self.models.items() if group.bands]
         for name, bands in own_bands:
             found += _band_problems(("models", name, "bands"), bands)
-        outcomes: list[tuple[tuple[int | str, ...], Outcome]] = [
+        outcomes: list[tuple[tuple[int | str, ...], Outcome | Rule]] = [
             *((("bands", i), band) for i, band in enumerate(self.bands)),
             *((("models", name, "bands", i), band) for name, bands in own_bands for i, band in enumerate(bands)),
             (("unscored",), self.unscored),
@@ -352,11 +381,16 @@ class Policy:
         return DeadlineOutcome.PLACEHOLDER
 
     def progressive(self, request: dict[str, Any]) -> bool:
-        """Whether a streamed answer to `request` may be released chunk by chunk: the policy says so, and it is
-        not a structured output or an answer a rule routes whole."""
-        if self.spec.stream != "progressive" or structured_output(request) or request.get("n", 1) != 1:
+        """Whether a streamed answer to `request` may be released chunk by chunk: the first `stream` rule that
+        matches it says so, or else the policy; never for a structured output or an answer a rule routes whole."""
+        shaped = (request.get("response_format") or {}).get("type", "text") != "text"  # JSON is never sent in part
+        if structured_output(request) or shaped or request.get("n", 1) != 1:
             return False
-        return not any(rule.matches(request, []) for rule in self.spec.rules)
+        matched = [rule for rule in self.spec.rules if rule.matches(request, [])]
+        if any(rule.route is not None for rule in matched):
+            return False
+        chosen = next((rule.stream for rule in matched if rule.stream is not None), self.spec.stream)
+        return chosen == "progressive"
 
     def releases(self, confidence: float | None, group: str | None) -> bool:
         """Whether its calibration group's bands release an answer this sure (an unscored one: never)."""
@@ -376,7 +410,7 @@ class Policy:
         """`group` is the answer's calibration group: its bands, when the policy gives it its own, route it."""
         facts = [call.as_facts() for call in calls]
         for rule in self.spec.rules:
-            if rule.matches(request, facts):
+            if rule.route is not None and rule.matches(request, facts):
                 return Routing(rule.route, rule.tier, f"rule {rule.name!r} matched ({rule.facts()})", rule.name)
         if calls:
             names = ", ".join(sorted({call.name for call in calls}))

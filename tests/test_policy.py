@@ -87,6 +87,50 @@ def test_bad_policy_names_the_line(text: str, line: int, words: str) -> None:
     assert words in message
 
 
+STREAMING = (
+    GOOD
+    + """\
+  - name: live-chat
+    when: {metadata.channel: web}
+    stream: progressive
+  - name: email
+    when: {metadata.channel: email}
+    stream: buffered
+"""
+)
+
+
+def test_a_stream_rule_chooses_how_the_streams_it_matches_flow_and_routes_nothing() -> None:
+    custom = policy.parse(STREAMING)
+    web, email = {"metadata": {"channel": "web"}}, {"metadata": {"channel": "email"}}
+    assert custom.progressive(web) and not custom.progressive(email) and not custom.progressive({})
+    assert custom.route(0.5, web, []).reason.startswith("confidence")  # the bands route it, not the rule
+    # A request a routing rule matches is decided whole; so are structured outputs and n > 1.
+    legal = {"metadata": {"channel": "web", "topic": "contract", "region": "eu"}}
+    assert not custom.progressive(legal) and custom.route(0.99, legal, []).tier == "legal"
+    assert not custom.progressive({**web, "response_format": {"type": "json_object"}})
+    assert not custom.progressive({**web, "n": 2})
+    everywhere = policy.parse(STREAMING + "stream: progressive\n")
+    assert everywhere.progressive({}) and not everywhere.progressive(email)  # the rule over the policy's choice
+
+
+@pytest.mark.parametrize(
+    ("rule", "words"),
+    [
+        ("    when: {metadata.channel: web}\n    stream: progressive\n    route: release\n", "either routes"),
+        ("    when: {metadata.channel: web}\n    stream: progressive\n    tier: agent\n", "either routes"),
+        ("    when: {response.tool_calls.name: refund}\n    stream: progressive\n", "request only"),
+        ("    when: {metadata.channel: web}\n", "needs a `route`"),
+        ("    when: {metadata.channel: web}\n    stream: sometimes\n", "rules.1.stream"),
+    ],
+)
+def test_a_bad_stream_rule_names_its_line(rule: str, words: str) -> None:
+    with pytest.raises(policy.PolicyError) as caught:
+        policy.parse(GOOD + "  - name: bad\n" + rule, "team.yaml")
+    message = str(caught.value)
+    assert message.startswith("team.yaml line 1") and words in message, message
+
+
 def test_bad_policy_file_stops_start_up(tmp_path: Path, make_settings) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(GOOD.replace("tier: legal", "tier: lawyers"))

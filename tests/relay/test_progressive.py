@@ -77,9 +77,9 @@ def stored(database_url: str) -> Exchange:
     return exchange
 
 
-def ask(client: TestClient, key: str, wait: float = 0) -> httpx.Response:
+def ask(client: TestClient, key: str, wait: float = 0, **extra: Any) -> httpx.Response:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me about Paris."}], "stream": True,
-            "hitl": {"wait": wait}}  # fmt: skip
+            "hitl": {"wait": wait}, **extra}  # fmt: skip
     return client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
 
 
@@ -111,6 +111,25 @@ def test_an_answer_whose_every_sentence_clears_is_released_progressively(
     exchange = stored(database_url)
     assert exchange.status == "released" and exchange.released_chars == len(exchange.candidate_text)
     assert chunks[-1]["hitl"]["status"] == "released" and sent.text.endswith("data: [DONE]\r\n\r\n")
+
+
+def test_a_stream_rule_makes_only_the_requests_it_matches_progressive(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    clock: factories.ManualClock,
+    api_key: str,
+    upstream: factories.UpstreamMock,
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    rule = "rules:\n  - name: live-chat\n    when: {metadata.channel: web}\n    stream: progressive\n"
+    policy.write_text(PROGRESSIVE.replace("stream: progressive\n", "") + rule)
+    upstream.answer(ALL_SURE)
+    with TestClient(create_app(make_settings(policy_path=policy), clock=clock)) as client:
+        web = ask(client, api_key, metadata={"channel": "web"})
+        other = ask(client, api_key, metadata={"channel": "email"})
+    assert web.headers["x-hitl-status"] == "progressive" and deltas(web.text)[0] == [*SURE, "It is old."]
+    assert other.headers["x-hitl-status"] == "released"  # buffered: decided before its headers went out
+    assert "".join(deltas(other.text)[0]) == "".join([*SURE, "It is old."])
 
 
 def test_the_first_sentence_reaches_the_client_before_the_upstream_has_finished(
