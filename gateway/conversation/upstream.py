@@ -232,6 +232,14 @@ class OpenAICompatible:
         pass  # the HTTP client is shared and closed by the app
 
 
+def _litellm() -> Any:
+    """litellm, imported on first use (it takes seconds to import), told not to download a model cost map."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    return litellm
+
+
 class LiteLLM:
     """Providers that do not speak OpenAI's dialect (Anthropic, Bedrock, Vertex, ...), via litellm."""
 
@@ -240,27 +248,39 @@ class LiteLLM:
         self.model = config.model
         self.logprobs = config.logprobs
         self.provider = config.model.split("/", 1)[0] if "/" in config.model else "openai"  # litellm's prefix
-        self.streams = False
+        self.streams = True
         self._config = config
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        # litellm downloads a model cost map when imported unless told not to; a gateway must not.
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm  # imported on first use: it takes seconds to import
+        litellm = _litellm()
+        with self._failures():
+            response = await litellm.acompletion(**self._arguments(body))
+        return _checked(response.model_dump(), self.name)
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The answer as litellm reads the provider's stream, chunk by chunk in Chat Completions' shape."""
+        litellm = _litellm()
+        with self._failures():
+            chunks = await litellm.acompletion(
+                **self._arguments(body), stream=True, stream_options={"include_usage": True}
+            )
+            async for chunk in chunks:
+                yield chunk.model_dump()
+
+    def _arguments(self, body: dict[str, Any]) -> dict[str, Any]:
+        payload = {k: v for k, v in body.items() if k not in (*_GATEWAY_ONLY, "model")}
+        key = self._config.api_key.get_secret_value() if self._config.api_key else None
+        return {"model": self.model, "api_base": self._config.api_base, "api_key": key,
+                "timeout": self._config.timeout, "drop_params": True, **payload}  # fmt: skip
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """litellm's errors as the gateway's."""
         import openai
         from litellm import exceptions
 
-        payload = {k: v for k, v in body.items() if k not in (*_GATEWAY_ONLY, "model")}
-        key = self._config.api_key.get_secret_value() if self._config.api_key else None
         try:
-            response = await litellm.acompletion(
-                model=self.model,
-                api_base=self._config.api_base,
-                api_key=key,
-                timeout=self._config.timeout,
-                drop_params=True,
-                **payload,
-            )
+            yield
         except exceptions.Timeout:
             raise UpstreamTimeout(
                 f"Upstream {self.name!r} did not answer within {self._config.timeout:g} s.", failure="timeout"
@@ -280,10 +300,6 @@ class LiteLLM:
             raise UpstreamError(
                 f"Upstream {self.name!r} failed: {exc.message}", failure="http_error", upstream_status=status
             ) from None
-        return _checked(response.model_dump(), self.name)
-
-    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        raise NotImplementedError("asked whole: litellm's streams are not read")
 
     def close(self) -> None:
         pass  # litellm keeps no per-adapter state

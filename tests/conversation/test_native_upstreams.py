@@ -271,7 +271,7 @@ async def test_claude_through_litellm_is_asked_on_anthropics_messages_api(upstre
     assert call["id"] == "toolu_01" and json.loads(call["function"]["arguments"]) == {"order_id": "42", "amount": 90}
 
 
-async def streamed(model: OpenAICompatible, body: dict[str, Any]) -> dict[str, Any]:
+async def streamed(model: OpenAICompatible | LiteLLM, body: dict[str, Any]) -> dict[str, Any]:
     """The completion the gateway puts together from the upstream's stream, as it reads every streamed answer."""
     assembled = Assembled(model.name)
     async for chunk in model.stream(body):
@@ -377,3 +377,35 @@ async def test_a_native_stream_that_fails_or_stops_short_is_an_upstream_error(
     async with httpx.AsyncClient() as client:
         with pytest.raises(UpstreamError, match=says):
             await streamed(adapter(client, api), CONVERSATION)
+
+
+async def test_claude_through_litellm_streams_when_asked(upstream: factories.UpstreamMock) -> None:
+    import litellm
+
+    litellm.disable_aiohttp_transport = True  # else respx never sees litellm's calls
+    route = upstream.router.post("/messages").mock(return_value=event_stream(factories.messages_stream_of(MESSAGE)))
+    claude = LiteLLM(
+        UpstreamSettings(name="claude", provider="litellm", model="anthropic/claude-sonnet-4-5",
+                         api_base=UPSTREAM.removesuffix("/v1"), api_key="sk-ant", logprobs=False)
+    )  # fmt: skip
+    answer = await streamed(claude, {**CONVERSATION, "logprobs": False, "top_logprobs": None})
+    assert claude.streams and json.loads(route.calls.last.request.content)["stream"] is True
+    (choice,) = answer["choices"]
+    assert choice["message"]["content"] == "I'll refund it." and choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["id"] == "toolu_01" and json.loads(call["function"]["arguments"]) == {"order_id": "42", "amount": 90}
+    assert answer["usage"]["completion_tokens"] == 15
+
+
+async def test_a_litellm_stream_that_fails_is_an_upstream_error(upstream: factories.UpstreamMock) -> None:
+    import litellm
+
+    litellm.disable_aiohttp_transport = True
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    upstream.router.post("/messages").mock(return_value=httpx.Response(529, json=error))
+    claude = LiteLLM(
+        UpstreamSettings(name="claude", provider="litellm", model="anthropic/claude-sonnet-4-5",
+                         api_base=UPSTREAM.removesuffix("/v1"), api_key="sk-ant", logprobs=False, timeout=5)
+    )  # fmt: skip
+    with pytest.raises(UpstreamError, match="Overloaded"):
+        await streamed(claude, {"messages": [{"role": "user", "content": "hi"}], "max_retries": 0})
