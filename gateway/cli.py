@@ -210,7 +210,11 @@ def serve(
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
     role: Annotated[
-        KeyRole, typer.Option(help="client: calls the chat API; export: reads the dataset export API only.")
+        KeyRole,
+        typer.Option(
+            help="client: calls the chat API; export: reads the dataset export API only; insights: reads the insights"
+            " API only."
+        ),
     ] = KeyRole.CLIENT,
 ) -> None:
     """Create an API key and print it once; only its hash is stored."""

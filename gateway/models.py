@@ -172,6 +172,7 @@ class Role(StrEnum):
 class KeyRole(StrEnum):
     CLIENT = "client"  # calls the chat API
     EXPORT = "export"  # reads the training-data export API (a data pipeline), nothing else
+    INSIGHTS = "insights"  # reads the insights API (a team's own dashboard), nothing else
 
 
 class ApiKey(SQLModel, table=True):

@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
-from gateway.api import chat, datasets, messages, responses
+from gateway.api import chat, datasets, insights, messages, responses
 
-ROUTERS: tuple[APIRouter, ...] = (chat.router, responses.router, messages.router, datasets.router)
+ROUTERS: tuple[APIRouter, ...] = (chat.router, responses.router, messages.router, datasets.router, insights.router)
 
 
 def routes() -> list[APIRoute]:

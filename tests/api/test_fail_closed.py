@@ -34,6 +34,7 @@ NO_ANSWER = {
     ("GET", "/v1/models"),  # model cards
     ("GET", "/v1/models/{model:path}"),
     ("GET", "/admin/exports/{format_name}"),  # decided training data, export keys only
+    ("GET", "/admin/insights/summary"),  # counts, never an answer's text; insights keys only
 }
 BODIES: dict[str, list[dict[str, Any]]] = {
     "/v1/chat/completions": [

@@ -1,0 +1,55 @@
+"""Which exchanges a figure counts: those that arrived in a period, narrowed by tier, model and API key. One model
+for the admin API and its CSV, so a bad value gets the same clear error either way."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
+
+from gateway.errors import InvalidRequest
+
+DEFAULT_PERIOD = timedelta(days=7)
+_WHEN = TypeAdapter(datetime)
+
+
+class Scope(BaseModel):
+    """The period is `[since, until)` of the exchanges' arrival, in UTC when no zone is given; absent, the last
+    seven days up to now. Each of `tier`, `model` and `api_key` narrows when given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    since: datetime
+    until: datetime
+    tier: str | None = None
+    model: str | None = None
+    api_key: int | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scope:
+        if self.since >= self.until:
+            raise ValueError("since must be before until")
+        return self
+
+    def described(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse(values: dict[str, Any], now: datetime) -> Scope:
+    """A scope from loose values (query parameters); a bad one is the caller's error, naming the parameter."""
+    given = {"until": now, **{key: value for key, value in values.items() if value not in (None, "")}}
+    try:
+        if "since" not in given:
+            until = _WHEN.validate_python(given["until"])
+            given["since"] = (until if until.tzinfo else until.replace(tzinfo=UTC)) - DEFAULT_PERIOD
+        return Scope.model_validate(given)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "until"
+        raise InvalidRequest(f"{where}: {problem['msg'].removeprefix('Value error, ')}", param=where) from None
