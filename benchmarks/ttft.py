@@ -8,7 +8,8 @@ each token near certain) generated at 20 ms per token by the fake upstream, aske
 
 each measured as the time from sending the request to the first chunk with text, and to the end of the stream.
 Then the CPU time per streamed request against per non-streamed one (the same answers), of the progressive
-gateway and, for scale, of the pass-through.
+gateway and, for scale, of the pass-through and of a bare reader (this process, an aiohttp client that only
+receives the upstream's answer and does nothing with it): what receiving 200 chunks one by one costs at all.
 
 Targets: progressive TTFT p50 within the pass-through's plus one chunk's generation time (20 tokens x 20 ms);
 progressive total p50 within 1.05x the pass-through's; CPU per streamed request at most 1.5x per non-streamed.
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from harness import HITL, KEY, MODEL, ROOT, Processes, cpu_seconds, finish, free_port, seeded, summary
 from harness import gateway_env as base_env
@@ -102,6 +104,24 @@ async def cpu_per_request(url: str, pid: int, requests: int, concurrency: int, s
         return (cpu_seconds(pid) - before) / requests
 
 
+async def reading_cpu(url: str, requests: int, concurrency: int, stream: bool) -> float:
+    """This process's CPU seconds per answer for only receiving it from `url` (streamed: chunk by chunk as they
+    come; else in one body), measured while it does nothing else."""
+    gate = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def one() -> None:
+            async with gate, session.post(url, json=ask(stream)) as response:
+                assert response.status == 200
+                async for _ in response.content.iter_any():
+                    pass
+
+        await one()
+        before = cpu_seconds(os.getpid())
+        await asyncio.gather(*(one() for _ in range(requests)))
+        return (cpu_seconds(os.getpid()) - before) / requests
+
+
 def start_gateway(processes: Processes, name: str, workdir: Path, upstream: str, policy: str | None) -> tuple[str, int]:
     url = seeded(f"sqlite:///{workdir / name}.db")
     extra = {"HITL_POLICY_PATH": policy} if policy else {}
@@ -151,6 +171,18 @@ def main() -> int:
             results[name]["cpu_ms"] = cpu
             print(f"{name:>20}: CPU per request streamed {cpu['streamed']:.1f} ms, not streamed "
                   f"{cpu['not streamed']:.1f} ms ({cpu['ratio']:.2f}x)")  # fmt: skip
+
+        url = targets["upstream"]
+        streamed = asyncio.run(reading_cpu(url, args.requests, args.concurrency, stream=True))
+        whole = asyncio.run(reading_cpu(url, args.requests, args.concurrency, stream=False))
+        reading = {"streamed": streamed * 1000, "not streamed": whole * 1000}
+        results["bare reader"] = {"cpu_ms": reading}
+        print(f"{'bare reader':>20}: CPU per answer received streamed {reading['streamed']:.1f} ms, in one body "
+              f"{reading['not streamed']:.1f} ms")  # fmt: skip
+        gateway = results["gateway progressive"]["cpu_ms"]
+        alone = reading["streamed"] - reading["not streamed"]
+        more = gateway["streamed"] - gateway["not streamed"]
+        print(f"{'':>20}  receiving the chunks alone: {alone:.1f} ms of the gateway's {more:.1f} ms more per stream")
 
     floor, fast = results["pass-through"], results["gateway progressive"]
     chunk_s = CHUNK_TOKENS * args.token_ms / 1000
