@@ -260,13 +260,15 @@ class Failure:
     kind: str
     upstream_status: int | None
     upstream_ms: float
+    sent: str = ""  # what a progressive stream had released to the client before the upstream failed
 
 
 async def record_failure(
     sessions: Sessions, incoming: Incoming, *, upstream_model: str, policy_version: str, failure: Failure
 ) -> Exchange:
     """Store a failed exchange, so an operator sees upstream failures beside everything else. No secrets and
-    no provider message: only the kind, the status and the latency."""
+    no provider message: only the kind, the status and the latency, and what the client was sent before the
+    failure (the text a progressive stream released), so nothing a client received goes unrecorded."""
     exchange = incoming.exchange(
         upstream_model=upstream_model,
         response={},
@@ -279,6 +281,8 @@ async def record_failure(
         upstream_ms=failure.upstream_ms,
         error_kind=failure.kind,
         upstream_status=failure.upstream_status,
+        candidate_text=failure.sent,
+        released_chars=len(failure.sent) if failure.sent else None,
     )
     async with sessions() as session:
         session.add(exchange)

@@ -42,6 +42,7 @@ class Progress:
         self.model = model
         self.release = release  # hands a chunk of text to the client's stream
         self.released = 0  # characters of the text released
+        self.sent = ""  # the text released, as the client has it
         self.stopped: tuple[float | None, str] | None = None  # the confidence and group of the chunk that was not
         self.by_tool_call = False
         self._tokens = 0  # of the assembled tokens, those already in a released or stopped chunk
@@ -84,5 +85,7 @@ class Progress:
         if not self.policy.releases(confidence, group):
             self.stopped = (confidence, group)
             return
-        self.release(assembled.content[self.released : end])
+        chunk = assembled.content[self.released : end]
+        self.release(chunk)
+        self.sent += chunk
         self.released = end

@@ -154,7 +154,8 @@ class Relay:
                     response = await upstream.complete(asked)
                 tracing.answered(called, response)
         except GatewayError as exc:
-            failure = exchanges.Failure(exc.failure or "upstream_error", exc.upstream_status, _since(started))
+            sent = progress.sent if progress is not None else ""
+            failure = exchanges.Failure(exc.failure or "upstream_error", exc.upstream_status, _since(started), sent)
             self.metrics.upstream_errors.labels(measured, failure.kind).inc()
             self.metrics.exchanges.labels(incoming.dialect, self.metrics.model(chat.model), "failed").inc()
             await self._record_failure(incoming, upstream, failure)
@@ -257,13 +258,15 @@ class Relay:
         )
         logs.bind(exchange_id=exchange.id)
         log.warning(
-            "upstream_failed request_id=%s exchange_id=%s upstream=%s kind=%s status=%s latency_ms=%.0f",
+            "upstream_failed request_id=%s exchange_id=%s upstream=%s kind=%s status=%s latency_ms=%.0f "
+            "released_chars=%d",
             incoming.request_id,
             exchange.id,
             upstream.name,
             failure.kind,
             failure.upstream_status if failure.upstream_status is not None else "-",
             failure.upstream_ms,
+            len(failure.sent),
         )
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:

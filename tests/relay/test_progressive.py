@@ -290,3 +290,24 @@ def test_an_empty_answer_is_routed_as_if_buffered(
     with TestClient(progressive_app) as client:
         sent = ask(client, api_key)
     assert stored(database_url).status == "held" and sent.headers["x-hitl-status"] == "progressive"
+
+
+def test_an_upstream_that_fails_after_released_sentences_leaves_them_on_the_failed_exchange(
+    progressive_app: FastAPI, api_key: str, upstream: factories.UpstreamMock, database_url: str
+) -> None:
+    """The stream is cut after the second sentence: the client has both and then an error, and the failed
+    exchange records what it was sent (nothing a client received goes unrecorded)."""
+    events = factories.stream_of(ALL_SURE).split(b"\n\n")
+    cut = next(number for number, event in enumerate(events) if b"Seine" in event) + 1
+    upstream.respond(
+        lambda request: httpx.Response(
+            200, content=b"".join(e + b"\n\n" for e in events[:cut]), headers={"content-type": "text/event-stream"}
+        )
+    )
+    with TestClient(progressive_app) as client:
+        sent = ask(client, api_key)
+    texts, _ = deltas(sent.text)
+    assert texts == SURE and '"error"' in sent.text
+    exchange = stored(database_url)
+    assert exchange.status == "failed" and exchange.error_kind == "malformed"
+    assert exchange.candidate_text == "".join(SURE) and exchange.released_chars == len("".join(SURE))
