@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Scope
 
-from console import auth, error_pages, exports, guidelines, history, queue, review, routes, team, webhooks
+from console import auth, error_pages, exports, guidelines, history, insights, queue, review, routes, team, webhooks
 from console.guard import ConsoleGuard, ConsoleOnly
 from console.rendering import make_templates
 from gateway.models import wellformed_id
@@ -34,7 +34,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.console_templates.env.globals.update(
         alert_seconds=settings.alert_seconds, undo_seconds=settings.undo_seconds, wellformed_id=wellformed_id
     )
-    for module in (routes, queue, review, history, webhooks, exports, team, guidelines):
+    for module in (routes, queue, review, history, webhooks, exports, team, guidelines, insights):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
 

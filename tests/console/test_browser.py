@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse
 from sqlmodel import col, select
 
 from gateway.app import create_app
-from gateway.models import Decision
+from gateway.models import Decision, Role
 from gateway.settings import HoldSettings
 from tests import factories
 from tests.factories import MODEL
@@ -685,3 +685,17 @@ def test_a_backtracking_schema_refuses_the_edit_in_time_in_the_browser(
         assert "took longer than 1 s and was stopped" in page.inner_text("p.error")
         assert "a" * 40 + "!" in page.input_value("#arguments-0")  # the draft is kept
         assert httpx.get(f"{live}/health/live").status_code == 200
+
+
+def test_a_senior_reads_the_insights_page(live: str, page, database_url: str) -> None:
+    factories.seed_week(database_url)
+    factories.make_agent(database_url, "grace", "s3cret pass", Role.SENIOR)
+    log_in(page, live, "grace", "s3cret pass")
+    page.click("nav.links >> text=Insights")
+    page.goto(f"{live}/console/insights?since=2026-11-02T00:00&until=2026-11-09T00:00")
+    assert page.inner_text("#insight-volume .figure") == "12"
+    assert page.locator("svg.bars rect.bar").count() == 7  # three shares, four kinds of decision
+    held = page.locator("svg.bars rect.bar-held").bounding_box()
+    released = page.locator("svg.bars rect.bar-released").bounding_box()
+    assert held and released and held["width"] > released["width"]  # 60% held against 40% released
+    screenshot(page, "insights")
