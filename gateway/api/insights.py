@@ -3,6 +3,7 @@ API key made with `--role insights`.
 
     GET /admin/insights/summary?since=2026-12-01&until=2026-12-08&tier=agent&model=support-bot&api_key=3
     GET /admin/insights/summary?format=csv
+    GET /admin/insights/threshold?release=0.85&since=...&model=support-bot   (a threshold simulation)
     Authorization: Bearer <insights key>
 """
 
@@ -17,7 +18,8 @@ from fastapi.responses import JSONResponse, Response
 from gateway.deps import EngineDep, KeysDep, RuntimeDep
 from gateway.errors import InvalidRequest
 from gateway.insights import scope, summary
-from gateway.models import KeyRole
+from gateway.learning import simulation
+from gateway.models import KeyRole, Route
 
 router = APIRouter(prefix="/admin")
 FORMATS = ("json", "csv")
@@ -40,3 +42,34 @@ async def insights_summary(request: Request, keys: KeysDep, engine: EngineDep, r
     writer.writerows(summary.rows(found))
     headers = {"content-disposition": 'attachment; filename="insights-summary.csv"'}
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+@router.get("/insights/threshold", name="insights_threshold")
+async def insights_threshold(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
+    """What the period would have cost with the release band starting at `release`, beside the policy's own
+    (its pooled bands): review rate, agent hours, and the escaped errors the labels imply."""
+    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
+    params = dict(request.query_params)
+    asked = params.pop("release", None)
+    try:
+        release = float(asked) if asked is not None else None
+    except ValueError:
+        release = None
+    if release is None or not 0.0 <= release <= 1.0:
+        raise InvalidRequest("release must be a number between 0 and 1: where the release band would start.",
+                             param="release")  # fmt: skip
+    now = runtime.clock.now()
+    chosen = scope.parse(params, now)
+    if chosen.api_key is not None:
+        raise InvalidRequest("A threshold is the policy's, for every API key: leave out api_key.", param="api_key")
+    async with runtime.sessions() as session:
+        history = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
+    bands = runtime.policy.bands_for(chosen.model)
+    current = next((band.min for band in bands if band.route == Route.RELEASE), None)  # None: it releases nothing
+    return JSONResponse({
+        "scope": chosen.described(),
+        "seconds_per_decision": history.seconds_per_decision,
+        "decisions_timed": history.decisions_timed,
+        "current": simulation.simulate(history, current).described() if current is not None else None,
+        "proposed": simulation.simulate(history, release).described(),
+    })  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -13,8 +14,18 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from gateway.models import (
+    Action,
     ApiKey,
+    Decision,
+    EventKind,
+    Exchange,
+    ExchangeStatus,
     KeyRole,
+    Review,
+    ReviewEvent,
+    ReviewKind,
+    ReviewStatus,
+    Route,
 )
 from tests import factories
 
@@ -105,3 +116,82 @@ def test_only_an_insights_key_reads_it(insights: tuple[TestClient, dict[str, str
         chat_key = client.get("/admin/insights/summary", headers={"Authorization": f"Bearer {api_key}"})
     assert anonymous.status_code == 401 and chat_key.status_code == 403
     assert "--role insights" in chat_key.json()["error"]["message"]
+
+
+def seed_scores(database_url: str) -> None:
+    """Ten scored answers of the week at confidence 0.05, 0.15, ..., 0.95. Labels: 0.35 approved, 0.45
+    overridden, 0.55 approved, 0.65 edited, 0.75 and 0.85 approved (held reviews), 0.95 approved in an audit drawn
+    at rate 0.5 (so it weighs 2). Each decision came 30 s after its agent's claim for four of them, 60 s for three."""
+    agent = factories.make_agent(database_url, "ada")
+    labels = {0.35: Action.APPROVE, 0.45: Action.OVERRIDE, 0.55: Action.APPROVE, 0.65: Action.EDIT,
+              0.75: Action.APPROVE, 0.85: Action.APPROVE, 0.95: Action.APPROVE}  # fmt: skip
+    with factories.sync_session(database_url) as session:
+        key = ApiKey(name="web", prefix="w", key_hash="w")
+        session.add(key)
+        session.flush()
+        assert key.id is not None
+        rows: list[Any] = []
+        for number in range(10):
+            confidence = round(0.05 + number / 10, 2)
+            at = factories.WEEK_DAY + timedelta(minutes=number)
+            exchange = Exchange(request_id="r", api_key_id=key.id, model="support-bot", upstream_model="m", request={},
+                                response={}, signals={}, policy_version="p", route=Route.HOLD, tier="agent",
+                                status=ExchangeStatus.HELD, confidence=confidence, created_at=at)  # fmt: skip
+            rows.append(exchange)
+            if confidence not in labels:
+                continue
+            audit = confidence == 0.95
+            review = Review(exchange_id=exchange.id, api_key_id=key.id, tier="agent", created_at=at, deadline_at=at,
+                            kind=ReviewKind.AUDIT if audit else ReviewKind.HOLD, audit_rate=0.5 if audit else None,
+                            status=ReviewStatus.DECIDED, decided_at=at + timedelta(minutes=5))  # fmt: skip
+            spent = 30 if len([row for row in rows if isinstance(row, Decision)]) < 4 else 60
+            claimed = at + timedelta(minutes=5) - timedelta(seconds=spent)
+            rows += [
+                review,
+                ReviewEvent(review_id=review.id, kind=EventKind.CLAIMED, agent_id=agent.id, at=claimed),
+                Decision(
+                    review_id=review.id,
+                    agent_id=agent.id,
+                    action=labels[confidence],
+                    created_at=at + timedelta(minutes=5),
+                ),  # fmt: skip
+            ]
+        for kind in (Exchange, Review, ReviewEvent, Decision):
+            session.add_all([row for row in rows if isinstance(row, kind)])
+            session.flush()
+        session.commit()
+
+
+def test_the_threshold_simulator_reads_the_cost_of_a_band_off_the_history(
+    app: FastAPI, database_url: str, clock: factories.ManualClock
+) -> None:
+    seed_scores(database_url)
+    key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
+    with TestClient(app) as client:
+        found = client.get(
+            "/admin/insights/threshold", params=factories.WEEK | {"release": "0.6"},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()  # fmt: skip
+    assert found["seconds_per_decision"] == 30 and found["decisions_timed"] == 7
+    proposed = found["proposed"]
+    assert (proposed["exchanges"], proposed["held"], proposed["released"]) == (10, 6, 4)
+    assert proposed["review_rate"] == 0.6 and proposed["agent_hours"] == pytest.approx(6 * 30 / 3600)
+    # Released at 0.6: the edit at 0.65 is wrong, 0.75 and 0.85 right, the audit at 0.95 right and weighs 2.
+    assert proposed["labels_released"] == 4 and proposed["escaped_error_rate"] == pytest.approx(1 / 5)
+    assert proposed["expected_escaped_errors"] == pytest.approx(4 / 5)
+    assert 1 / 5 < proposed["escaped_error_upper"] < 1
+    current = found["current"]  # the bundled policy releases from 0.92: only the audited 0.95, which was right
+    assert current["release_min"] == 0.92 and current["held"] == 9 and current["escaped_error_rate"] == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "param"), [({}, "release"), ({"release": "1.5"}, "release"), ({"release": "x"}, "release"),
+                          ({"release": "0.5", "api_key": "1"}, "api_key")],
+)  # fmt: skip
+def test_a_bad_simulation_is_a_400_that_names_it(
+    app: FastAPI, database_url: str, params: dict[str, str], param: str
+) -> None:
+    key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
+    with TestClient(app) as client:
+        sent = client.get("/admin/insights/threshold", params=params, headers={"Authorization": f"Bearer {key}"})
+    assert sent.status_code == 400 and sent.json()["error"]["param"] == param, sent.text

@@ -1,0 +1,133 @@
+"""What moving the release band would have cost, read off the stored history before anyone changes it.
+
+Every scored exchange of the period counts once at the confidence the policy saw. At a release threshold `t`,
+those below it would have been held: the review rate, and the agent hours they take at the measured time per
+decision (from an agent's claim of a review to that agent's decision on it, the median). Those at or above it
+would have been released: their error rate is read from the labels among them (approve = right, edit or override
+= wrong; an audit weighs 1 / its sampling rate, as `labels.py` weighs it), with the upper end of its Wilson
+interval, and the errors it implies among everything released.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.learning.labels import LABEL_OF
+from gateway.learning.metrics import escaped_error_bound
+from gateway.models import Action, Decision, EventKind, Exchange, Review, ReviewEvent, ReviewKind, ReviewStatus
+
+
+@dataclass
+class History:
+    """The period's scored exchanges: each confidence, and the label and weight of those a review decided."""
+
+    confidences: list[float] = field(default_factory=list)
+    labelled: list[tuple[float, int, float]] = field(default_factory=list)  # (confidence, label, weight)
+    seconds_per_decision: float | None = None
+    decisions_timed: int = 0
+
+
+@dataclass(frozen=True)
+class Simulation:
+    release_min: float
+    exchanges: int
+    review_rate: float | None
+    held: int
+    released: int
+    labels_released: int  # the labelled answers the threshold releases, on which the error rate stands
+    escaped_error_rate: float | None
+    escaped_error_upper: float | None  # the upper end of its 95% Wilson interval
+    expected_escaped_errors: float | None
+    agent_hours: float | None
+
+    def described(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+async def load(
+    session: AsyncSession, since: datetime, until: datetime, model: str | None = None, tier: str | None = None
+) -> History:
+    """The history of exchanges that arrived in `[since, until)`, of one model or tier when given."""
+    within = [
+        col(Exchange.created_at) >= since,
+        col(Exchange.created_at) < until,
+        col(Exchange.confidence).is_not(None),
+    ]
+    if model is not None:
+        within.append(col(Exchange.model) == model)
+    if tier is not None:
+        within.append(col(Exchange.tier) == tier)
+    found = History()
+    scored = (await session.exec(select(Exchange.confidence).where(*within))).all()
+    found.confidences = [float(confidence) for confidence in scored if confidence is not None]
+    decided = (
+        select(Review, Exchange.confidence, Decision.action)
+        .join(Review, col(Review.exchange_id) == col(Exchange.id))
+        .join(Decision, col(Decision.review_id) == col(Review.id))
+        .where(col(Review.status) == ReviewStatus.DECIDED, col(Decision.action).in_(list(LABEL_OF)), *within)
+        .order_by(col(Decision.id))
+    )
+    last: dict[str, tuple[float, int, float]] = {}  # the last labelling decision of a review counts
+    for review, confidence, action in (await session.exec(decided)).all():
+        weight = 1.0 / review.audit_rate if review.kind == ReviewKind.AUDIT and review.audit_rate else 1.0
+        last[review.id] = (float(confidence or 0.0), LABEL_OF[Action(action)], weight)
+    found.labelled = list(last.values())
+    found.seconds_per_decision, found.decisions_timed = await _time_per_decision(session, within)
+    return found
+
+
+async def _time_per_decision(session: AsyncSession, within: list[Any]) -> tuple[float | None, int]:
+    """The median seconds from an agent's last claim of a review to that agent's decision on it."""
+    claims = (
+        select(ReviewEvent.review_id, ReviewEvent.agent_id, ReviewEvent.at)
+        .join(Review, col(Review.id) == col(ReviewEvent.review_id))
+        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
+        .where(col(ReviewEvent.kind) == EventKind.CLAIMED, *within)
+        .order_by(col(ReviewEvent.at))
+    )
+    claimed: dict[tuple[str, int | None], list[datetime]] = {}
+    for review_id, agent_id, at in (await session.exec(claims)).all():
+        claimed.setdefault((review_id, agent_id), []).append(at)
+    decisions = (
+        select(Decision.review_id, Decision.agent_id, Decision.created_at)
+        .join(Review, col(Review.id) == col(Decision.review_id))
+        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
+        .where(*within)
+    )
+    spent = []
+    for review_id, agent_id, at in (await session.exec(decisions)).all():
+        before = [when for when in claimed.get((review_id, agent_id), []) if when <= at]
+        if before:
+            spent.append((at - before[-1]).total_seconds())
+    return (statistics.median(spent) if spent else None), len(spent)
+
+
+def simulate(history: History, release_min: float) -> Simulation:
+    held = sum(1 for confidence in history.confidences if confidence < release_min)
+    total = len(history.confidences)
+    released = total - held
+    labelled_released = [row for row in history.labelled if row[0] >= release_min]
+    rate = upper = expected = None
+    if history.labelled and labelled_released:
+        scores, labels, weights = zip(*history.labelled, strict=True)
+        bound = escaped_error_bound(list(scores), list(labels), release_min, list(weights))
+        rate, upper, expected = bound.escaped_error_rate, bound.upper, bound.escaped_error_rate * released
+    per_decision = history.seconds_per_decision
+    return Simulation(
+        release_min=release_min,
+        exchanges=total,
+        review_rate=held / total if total else None,
+        held=held,
+        released=released,
+        labels_released=len(labelled_released),
+        escaped_error_rate=rate,
+        escaped_error_upper=upper,
+        expected_escaped_errors=expected,
+        agent_hours=held * per_decision / 3600 if per_decision is not None else None,
+    )
