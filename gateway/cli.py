@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -500,6 +500,72 @@ def calibrate(
         raise _fail(f"the calibrators are stored, but the new policy would not load: {exc}") from None
     write_policy.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {write_policy}: point HITL_POLICY_PATH at it to route with {stored['pooled'].version}")
+
+
+@app.command()
+def simulate(
+    release: Annotated[float, typer.Option(min=0, max=1, help="Where the release band would start.")],
+    since: Annotated[
+        str | None, typer.Option(help="From (ISO date or time, UTC unless it says); default: 7 days ago.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Until (ISO date or time); default: now.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only this model's exchanges (and its own bands, if written).")
+    ] = None,
+    tier: Annotated[str | None, typer.Option(help="Only the exchanges routed to this tier.")] = None,
+    write_policy: Annotated[
+        Path | None, typer.Option(help="Write the policy with its release band moved to RELEASE to this file.")
+    ] = None,
+) -> None:
+    """What another release threshold would have cost the stored history: review rate, agent hours, escaped errors."""
+    from gateway import policy
+    from gateway.errors import GatewayError
+    from gateway.insights import scope
+    from gateway.learning import simulation
+    from gateway.models import Route
+    from gateway.policy import PolicyError
+
+    settings = _settings()
+    try:
+        current = policy.load(settings.policy_path)
+        chosen = scope.parse({"since": since, "until": until, "model": model, "tier": tier}, datetime.now(UTC))
+    except (PolicyError, GatewayError) as exc:
+        raise _fail(str(exc)) from None
+    history = _run(settings, lambda session: simulation.load(session, chosen.since, chosen.until, model, tier))
+    bands = current.bands_for(model)
+    now = next((band.min for band in bands if band.route == Route.RELEASE), None)
+    period = f"from {chosen.since:%Y-%m-%d %H:%M} to {chosen.until:%Y-%m-%d %H:%M}"
+    median = _or_dash(history.seconds_per_decision, ".0f")
+    typer.echo(f"{len(history.confidences)} scored exchanges {period}; {history.decisions_timed} decisions timed,"
+               f" median {median} s")  # fmt: skip
+    typer.echo("release at   review rate   held   agent hours   escaped-error rate (95% upper)   expected errors")
+    for title, threshold in (("policy", now), ("asked", release)):
+        if threshold is None:
+            typer.echo(f"{title:>6}: the policy releases nothing")
+            continue
+        found = simulation.simulate(history, threshold)
+        typer.echo(f"{threshold:>10.3f}   {_or_dash(found.review_rate, '.1%'):>11}   {found.held:>4}   "
+                   f"{_or_dash(found.agent_hours, '.1f'):>11}   {_or_dash(found.escaped_error_rate, '.2%'):>9} "
+                   f"({_or_dash(found.escaped_error_upper, '.2%')})              "
+                   f"{_or_dash(found.expected_escaped_errors, '.1f'):>8}   ({title})")  # fmt: skip
+    if write_policy is None:
+        return
+    source = settings.policy_path or policy.DEFAULT_POLICY
+    note = (
+        f"Written by `hitl simulate` from {source} ({current.version}): release at >= {release:g}"
+        + (f" for {model}" if model else "")
+        + f", simulated on {len(history.confidences)} exchanges {period}."
+    )
+    try:
+        text = policy.rethresholded(current, source.read_text(encoding="utf-8"), release, note, model)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+    write_policy.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {write_policy}: point HITL_POLICY_PATH at it to release at >= {release:g}")
+
+
+def _or_dash(value: float | None, shape: str) -> str:
+    return "-" if value is None else format(value, shape)
 
 
 def _store_fits(settings: Settings, named: dict[str, Fitted], method: str) -> dict[str, Calibration]:

@@ -520,6 +520,29 @@ def recalibrated(policy: Policy, source_text: str, pooled: Fit, note: str, group
     return text
 
 
+def rethresholded(policy: Policy, source_text: str, release_min: float, note: str, group: str | None = None) -> str:
+    """A new policy version: the same file with the release band starting at `release_min` (hold bands at or
+    above it dropped), in the bands of calibration `group` when given (it must have bands of its own), else in
+    the policy's own bands; written with `note` as its header and checked to load, as `recalibrated` writes."""
+    data = yaml.safe_load(source_text)
+    if group is not None:
+        own = (data.get("models") or {}).get(group) or {}
+        if not own.get("bands"):
+            raise PolicyError(
+                f"the policy gives calibration group {group!r} no bands of its own: `hitl calibrate` gives a group its"
+                " own calibrator and bands; without a group, the policy's own bands move"
+            )
+        own["bands"] = _moved(own["bands"], release_min)
+    else:
+        data["bands"] = _moved(data["bands"], release_min)
+    base = (policy.spec.version or "policy").split("+release-")[0]
+    data["version"] = f"{base}+release-{release_min:g}" + (f"-{group}" if group else "")
+    header = "".join(f"# {line}\n" for line in note.splitlines())
+    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    parse(text, "<rethresholded policy>")  # what is written must load
+    return text
+
+
 def _moved(bands: list[dict[str, Any]], release_min: float) -> list[dict[str, Any]]:
     """`bands` with the first release band starting at `release_min`; hold bands at or above it dropped."""
     first_release = next((i for i, band in enumerate(bands) if band["route"] == Route.RELEASE), None)

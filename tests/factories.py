@@ -41,10 +41,12 @@ from gateway.models import (
     ApiKey,
     DeadlineOutcome,
     Decision,
+    EventKind,
     Exchange,
     ExchangeStatus,
     KeyRole,
     Review,
+    ReviewEvent,
     ReviewKind,
     ReviewStatus,
     Role,
@@ -869,6 +871,50 @@ def seed_week(database_url: str) -> None:
             _seeded_exchange(web.id, WEEK_DAY - timedelta(days=3), Route.RELEASE, ExchangeStatus.RELEASED)
         )  # last week
         for kind in (Exchange, Review, Decision):  # parents first: the rows are not linked by relationships
+            session.add_all([row for row in rows if isinstance(row, kind)])
+            session.flush()
+        session.commit()
+
+
+def seed_scores(database_url: str) -> None:
+    """Ten scored answers of the week at confidence 0.05, 0.15, ..., 0.95. Labels: 0.35 approved, 0.45
+    overridden, 0.55 approved, 0.65 edited, 0.75 and 0.85 approved (held reviews), 0.95 approved in an audit drawn
+    at rate 0.5 (so it weighs 2). Each decision came 30 s after its agent's claim for four of them, 60 s for three."""
+    agent = make_agent(database_url, "ada")
+    labels = {0.35: Action.APPROVE, 0.45: Action.OVERRIDE, 0.55: Action.APPROVE, 0.65: Action.EDIT,
+              0.75: Action.APPROVE, 0.85: Action.APPROVE, 0.95: Action.APPROVE}  # fmt: skip
+    with sync_session(database_url) as session:
+        key = ApiKey(name="web", prefix="w", key_hash="w")
+        session.add(key)
+        session.flush()
+        assert key.id is not None
+        rows: list[Any] = []
+        for number in range(10):
+            confidence = round(0.05 + number / 10, 2)
+            at = WEEK_DAY + timedelta(minutes=number)
+            exchange = Exchange(request_id="r", api_key_id=key.id, model="support-bot", upstream_model="m", request={},
+                                response={}, signals={}, policy_version="p", route=Route.HOLD, tier="agent",
+                                status=ExchangeStatus.HELD, confidence=confidence, created_at=at)  # fmt: skip
+            rows.append(exchange)
+            if confidence not in labels:
+                continue
+            audit = confidence == 0.95
+            review = Review(exchange_id=exchange.id, api_key_id=key.id, tier="agent", created_at=at, deadline_at=at,
+                            kind=ReviewKind.AUDIT if audit else ReviewKind.HOLD, audit_rate=0.5 if audit else None,
+                            status=ReviewStatus.DECIDED, decided_at=at + timedelta(minutes=5))  # fmt: skip
+            spent = 30 if len([row for row in rows if isinstance(row, Decision)]) < 4 else 60
+            claimed = at + timedelta(minutes=5) - timedelta(seconds=spent)
+            rows += [
+                review,
+                ReviewEvent(review_id=review.id, kind=EventKind.CLAIMED, agent_id=agent.id, at=claimed),
+                Decision(
+                    review_id=review.id,
+                    agent_id=agent.id,
+                    action=labels[confidence],
+                    created_at=at + timedelta(minutes=5),
+                ),  # fmt: skip
+            ]
+        for kind in (Exchange, Review, ReviewEvent, Decision):
             session.add_all([row for row in rows if isinstance(row, kind)])
             session.flush()
         session.commit()
