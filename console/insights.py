@@ -1,6 +1,6 @@
 """Insights (seniors and admins): the period's figures of `gateway.insights.summary`, as numbers and small bar
-charts drawn on the server, refreshed every half minute; the same scope parameters as the admin API, which
-serves the same figures as JSON and CSV."""
+charts drawn on the server, and the loop's health week by week (`gateway.learning.health`), refreshed every half
+minute; the same scope parameters as the admin API, which serves the same figures as JSON and CSV."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from console.rendering import render
 from gateway.deps import RuntimeDep
 from gateway.errors import Forbidden
 from gateway.insights import scope, summary
+from gateway.learning import health
 from gateway.models import Action, Role
 
 router = APIRouter(prefix="/console/insights", include_in_schema=False)
@@ -30,10 +31,14 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
         raise Forbidden("Only seniors and admins read the insights.")
     now = runtime.clock.now()
     asked = {name: request.query_params.get(name) for name in ("since", "until", "tier", "model", "api_key")}
-    found = await summary.summary(runtime.engine, scope.parse(asked, now), now)
+    chosen = scope.parse(asked, now)
+    found = await summary.summary(runtime.engine, chosen, now)
+    async with runtime.sessions() as session:
+        weeks = await health.weekly(session, chosen.conditions())
     context = {
         "agent": agent,
         "found": found,
+        "weeks": weeks,
         "asked": request.query_params,
         "query": request.url.query,
         "tiers": runtime.policy.tiers,

@@ -3,6 +3,7 @@ API key made with `--role insights`.
 
     GET /admin/insights/summary?since=2026-12-01&until=2026-12-08&tier=agent&model=support-bot&api_key=3
     GET /admin/insights/summary?format=csv
+    GET /admin/insights/loop?since=...&format=csv   (the loop's health, week by week)
     GET /admin/insights/threshold?release=0.85&since=...&model=support-bot   (a threshold simulation)
     Authorization: Bearer <insights key>
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway.deps import EngineDep, KeysDep, RuntimeDep
 from gateway.errors import InvalidRequest
 from gateway.insights import scope, summary
-from gateway.learning import simulation
+from gateway.learning import health, simulation
 from gateway.models import KeyRole, Route
 
 router = APIRouter(prefix="/admin")
@@ -29,18 +32,44 @@ FORMATS = ("json", "csv")
 async def insights_summary(request: Request, keys: KeysDep, engine: EngineDep, runtime: RuntimeDep) -> Response:
     await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
     params = dict(request.query_params)
-    shape = params.pop("format", "json")
-    if shape not in FORMATS:
-        raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}.", param="format")
+    shape = _shape(params)
     now = runtime.clock.now()
     found = await summary.summary(engine, scope.parse(params, now), now)
     if shape == "json":
         return JSONResponse(found)
+    return _csv("insights-summary.csv", ("figure", "value"), summary.rows(found))
+
+
+@router.get("/insights/loop", name="insights_loop")
+async def insights_loop(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
+    """The loop's health week by week: review rate, the escaped-error estimate from the audits with its 95%
+    interval, and the policy versions and calibrators that were live."""
+    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
+    params = dict(request.query_params)
+    shape = _shape(params)
+    chosen = scope.parse(params, runtime.clock.now())
+    async with runtime.sessions() as session:
+        weeks = await health.weekly(session, chosen.conditions())
+    if shape == "json":
+        return JSONResponse({"scope": chosen.described(), "weeks": weeks})
+    columns = tuple(weeks[0]) if weeks else ("week",)
+    rows = ([" ".join(value) if isinstance(value, list) else value for value in week.values()] for week in weeks)
+    return _csv("insights-loop.csv", columns, rows)
+
+
+def _shape(params: dict[str, str]) -> str:
+    shape = params.pop("format", "json")
+    if shape not in FORMATS:
+        raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}.", param="format")
+    return shape
+
+
+def _csv(name: str, header: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(("figure", "value"))
-    writer.writerows(summary.rows(found))
-    headers = {"content-disposition": 'attachment; filename="insights-summary.csv"'}
+    writer.writerow(header)
+    writer.writerows(rows)
+    headers = {"content-disposition": f'attachment; filename="{name}"'}
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
 

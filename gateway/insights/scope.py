@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from gateway.errors import InvalidRequest
+from gateway.models import Exchange
 
 DEFAULT_PERIOD = timedelta(days=7)
 _WHEN = TypeAdapter(datetime)
@@ -39,6 +42,17 @@ class Scope(BaseModel):
 
     def described(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The scope as conditions on `Exchange`, for a query's WHERE."""
+        taken = [col(Exchange.created_at) >= self.since, col(Exchange.created_at) < self.until]
+        if self.tier is not None:
+            taken.append(col(Exchange.tier) == self.tier)
+        if self.model is not None:
+            taken.append(col(Exchange.model) == self.model)
+        if self.api_key is not None:
+            taken.append(col(Exchange.api_key_id) == self.api_key)
+        return taken
 
 
 def parse(values: dict[str, Any], now: datetime) -> Scope:

@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,17 +35,6 @@ from gateway.models import (
 )
 
 CLOSING = (Action.APPROVE, Action.EDIT, Action.OVERRIDE)
-
-
-def _within(scope: Scope) -> list[ColumnElement[bool]]:
-    taken = [col(Exchange.created_at) >= scope.since, col(Exchange.created_at) < scope.until]
-    if scope.tier is not None:
-        taken.append(col(Exchange.tier) == scope.tier)
-    if scope.model is not None:
-        taken.append(col(Exchange.model) == scope.model)
-    if scope.api_key is not None:
-        taken.append(col(Exchange.api_key_id) == scope.api_key)
-    return taken
 
 
 def percentile(values: Sequence[float], share: float) -> float | None:
@@ -70,7 +58,7 @@ def _age(now: datetime, since: Any) -> float | None:
 
 
 async def summary(engine: AsyncEngine, scope: Scope, now: datetime) -> dict[str, Any]:
-    within = _within(scope)
+    within = scope.conditions()
     held = (col(Review.kind) == ReviewKind.HOLD, *within)
     async with AsyncSession(engine) as session:
         routes = select(Exchange.route, func.count()).where(*within).group_by(Exchange.route)

@@ -159,10 +159,15 @@ def escaped_error_bound(
         return Bound(threshold, 0.0, 1.0, 0.0, review_rate)  # nothing released: nothing known
     rate = float(np.average(1.0 - y[released], weights=wr))
     n = float(wr.sum() ** 2 / (wr**2).sum())
+    return Bound(threshold, rate, wilson(rate, n, confidence)[1], n, review_rate)
+
+
+def wilson(rate: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `rate` observed on `n` (effective) trials."""
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
-    return Bound(threshold, rate, min(1.0, centre + half), n, review_rate)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def threshold_within_bound(

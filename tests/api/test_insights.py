@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -13,8 +14,16 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from gateway.models import (
+    Action,
     ApiKey,
+    Decision,
+    Exchange,
+    ExchangeStatus,
     KeyRole,
+    Review,
+    ReviewKind,
+    ReviewStatus,
+    Route,
 )
 from tests import factories
 
@@ -140,3 +149,64 @@ def test_a_bad_simulation_is_a_400_that_names_it(
     with TestClient(app) as client:
         sent = client.get("/admin/insights/threshold", params=params, headers={"Authorization": f"Bearer {key}"})
     assert sent.status_code == 400 and sent.json()["error"]["param"] == param, sent.text
+
+
+def seed_two_weeks(database_url: str) -> None:
+    """Week of 2 Nov (policy v1): 10 answered, 6 held; 4 audits decided, one of them overridden. Week of 9 Nov
+    (policy v2, calibrator cal-3): 10 answered and 1 failed, 3 held; 4 audits, all approved, and one still open."""
+    agent = factories.make_agent(database_url, "ada")
+    with factories.sync_session(database_url) as session:
+        key = ApiKey(name="web", prefix="w", key_hash="w")
+        session.add(key)
+        session.flush()
+        assert key.id is not None
+        rows: list[Any] = []
+        weeks = [(factories.WEEK_DAY, "v1", "default", 6, [Action.APPROVE] * 3 + [Action.OVERRIDE]),
+                 (factories.WEEK_DAY + timedelta(days=7), "v2", "cal-3", 3, [Action.APPROVE] * 4 + [None])]  # fmt: skip
+        for monday, version, calibrator, held, audits in weeks:
+            for number in range(10):
+                at = monday + timedelta(hours=number)
+                route = Route.HOLD if number < held else Route.RELEASE
+                status = ExchangeStatus.HELD if route == Route.HOLD else ExchangeStatus.RELEASED
+                exchange = Exchange(request_id="r", api_key_id=key.id, model="support-bot", upstream_model="m",
+                                    request={}, response={}, signals={}, policy_version=version, route=route,
+                                    status=status, calibrator=calibrator, created_at=at)  # fmt: skip
+                rows.append(exchange)
+                audit = number - held
+                if 0 <= audit < len(audits):
+                    action = audits[audit]
+                    review = Review(exchange_id=exchange.id, api_key_id=key.id, tier="agent", kind=ReviewKind.AUDIT,
+                                    audit_rate=0.5, created_at=at, deadline_at=at,
+                                    status=ReviewStatus.DECIDED if action else ReviewStatus.OPEN)  # fmt: skip
+                    rows.append(review)
+                    if action:
+                        rows.append(Decision(review_id=review.id, agent_id=agent.id, action=action))
+        failed = Exchange(request_id="r", api_key_id=key.id, model="support-bot", upstream_model="m", request={},
+                          response={}, signals={}, policy_version="v2", route=Route.NONE, status=ExchangeStatus.FAILED,
+                          created_at=factories.WEEK_DAY + timedelta(days=8))  # fmt: skip
+        rows.append(failed)
+        for kind in (Exchange, Review, Decision):
+            session.add_all([row for row in rows if isinstance(row, kind)])
+            session.flush()
+        session.commit()
+
+
+def test_the_loop_health_shows_each_week_with_its_escaped_error_interval(app: FastAPI, database_url: str) -> None:
+    seed_two_weeks(database_url)
+    key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
+    period = {"since": "2026-11-02", "until": "2026-11-16"}
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        found = client.get("/admin/insights/loop", params=period, headers=headers).json()
+        sent = client.get("/admin/insights/loop", params=period | {"format": "csv"}, headers=headers)
+    first, second = found["weeks"]
+    assert first["week"] == "2026-11-02" and second["week"] == "2026-11-09"
+    assert (first["answered"], first["held"], first["review_rate"]) == (10, 6, 0.6)
+    assert (second["answered"], second["held"], second["review_rate"]) == (10, 3, 0.3)
+    assert (first["audited"], first["audit_errors"], first["escaped_error_rate"]) == (4, 1, 0.25)
+    assert (second["audited"], second["audit_errors"], second["escaped_error_rate"]) == (4, 0, 0.0)
+    assert first["escaped_error_low"] < 0.25 < first["escaped_error_high"] < 1  # Wilson: wide on 4 audits
+    assert second["escaped_error_low"] == 0 and 0.4 < second["escaped_error_high"] < 0.6  # 0 of 4: still up to ~49%
+    assert first["policies"] == ["v1"] and second["policies"] == ["v2"] and second["calibrators"] == ["cal-3"]
+    table = list(csv.DictReader(io.StringIO(sent.text)))
+    assert [row["week"] for row in table] == ["2026-11-02", "2026-11-09"] and table[1]["review_rate"] == "0.3"

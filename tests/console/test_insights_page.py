@@ -45,3 +45,14 @@ def test_a_bad_period_is_said_on_the_page(app: FastAPI, database_url: str) -> No
         factories.console_login(client, "root", "correct horse")
         page = client.get("/console/insights", params={"since": "2026-11-09", "until": "2026-11-02"})
     assert page.status_code == 400 and "since must be before until" in page.text
+
+
+def test_the_page_shows_the_loop_week_by_week(app: FastAPI, database_url: str) -> None:
+    factories.seed_week(database_url)
+    factories.make_agent(database_url, "root", "correct horse", Role.ADMIN)
+    with TestClient(app) as client:
+        factories.console_login(client, "root", "correct horse")
+        page = client.get("/console/insights", params=factories.WEEK)
+    loop = page.text.split('id="insight-loop"')[1].split("</table>")[0]
+    assert "<td>2026-11-02</td><td>10</td><td>60.0%</td><td>0</td>" in loop  # the audit is still open
+    assert "<td>p</td>" in loop  # the seeded exchanges' policy version
