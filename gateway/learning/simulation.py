@@ -10,7 +10,6 @@ interval, and the errors it implies among everything released.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.learning.labels import LABEL_OF
 from gateway.learning.metrics import escaped_error_bound
-from gateway.models import Action, Decision, EventKind, Exchange, Review, ReviewEvent, ReviewKind, ReviewStatus
+from gateway.models import Action, Decision, Exchange, Review, ReviewKind, ReviewStatus
+from gateway.review import timing
 
 
 @dataclass
@@ -78,34 +78,8 @@ async def load(
         weight = 1.0 / review.audit_rate if review.kind == ReviewKind.AUDIT and review.audit_rate else 1.0
         last[review.id] = (float(confidence or 0.0), LABEL_OF[Action(action)], weight)
     found.labelled = list(last.values())
-    found.seconds_per_decision, found.decisions_timed = await _time_per_decision(session, within)
+    found.seconds_per_decision, found.decisions_timed = await timing.time_per_decision(session, within)
     return found
-
-
-async def _time_per_decision(session: AsyncSession, within: list[Any]) -> tuple[float | None, int]:
-    """The median seconds from an agent's last claim of a review to that agent's decision on it."""
-    claims = (
-        select(ReviewEvent.review_id, ReviewEvent.agent_id, ReviewEvent.at)
-        .join(Review, col(Review.id) == col(ReviewEvent.review_id))
-        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
-        .where(col(ReviewEvent.kind) == EventKind.CLAIMED, *within)
-        .order_by(col(ReviewEvent.at))
-    )
-    claimed: dict[tuple[str, int | None], list[datetime]] = {}
-    for review_id, agent_id, at in (await session.exec(claims)).all():
-        claimed.setdefault((review_id, agent_id), []).append(at)
-    decisions = (
-        select(Decision.review_id, Decision.agent_id, Decision.created_at)
-        .join(Review, col(Review.id) == col(Decision.review_id))
-        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
-        .where(*within)
-    )
-    spent = []
-    for review_id, agent_id, at in (await session.exec(decisions)).all():
-        before = [when for when in claimed.get((review_id, agent_id), []) if when <= at]
-        if before:
-            spent.append((at - before[-1]).total_seconds())
-    return (statistics.median(spent) if spent else None), len(spent)
 
 
 def simulate(history: History, release_min: float) -> Simulation:

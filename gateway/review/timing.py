@@ -1,0 +1,39 @@
+"""How long agents take over a decision: from an agent's last claim of a review to that agent's decision on it
+(the time in the queue before anyone claimed it is the customer's wait, not the agent's work)."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.models import Decision, EventKind, Exchange, Review, ReviewEvent
+
+
+async def time_per_decision(session: AsyncSession, within: list[Any]) -> tuple[float | None, int]:
+    """The median seconds from an agent's last claim of a review to that agent's decision on it."""
+    claims = (
+        select(ReviewEvent.review_id, ReviewEvent.agent_id, ReviewEvent.at)
+        .join(Review, col(Review.id) == col(ReviewEvent.review_id))
+        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
+        .where(col(ReviewEvent.kind) == EventKind.CLAIMED, *within)
+        .order_by(col(ReviewEvent.at))
+    )
+    claimed: dict[tuple[str, int | None], list[datetime]] = {}
+    for review_id, agent_id, at in (await session.exec(claims)).all():
+        claimed.setdefault((review_id, agent_id), []).append(at)
+    decisions = (
+        select(Decision.review_id, Decision.agent_id, Decision.created_at)
+        .join(Review, col(Review.id) == col(Decision.review_id))
+        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
+        .where(*within)
+    )
+    spent = []
+    for review_id, agent_id, at in (await session.exec(decisions)).all():
+        before = [when for when in claimed.get((review_id, agent_id), []) if when <= at]
+        if before:
+            spent.append((at - before[-1]).total_seconds())
+    return (statistics.median(spent) if spent else None), len(spent)
