@@ -1,6 +1,6 @@
 """Insights (seniors and admins): the period's figures of `gateway.insights.summary`, as numbers and small bar
-charts drawn on the server, and the loop's health week by week (`gateway.learning.health`), refreshed every half
-minute; the same scope parameters as the admin API, which serves the same figures as JSON and CSV."""
+charts drawn on the server, the loop's health week by week (`gateway.learning.health`) and each reviewer's pace,
+rates and flags (`gateway.insights.reviewers`), refreshed every half minute; the same scope parameters as the admin API, which serves the same figures as JSON and CSV."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from console.auth import CurrentAgent
 from console.rendering import render
 from gateway.deps import RuntimeDep
 from gateway.errors import Forbidden
-from gateway.insights import scope, summary
+from gateway.insights import reviewers, scope, summary
 from gateway.learning import health
 from gateway.models import Action, Role
 
@@ -35,10 +35,12 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
     found = await summary.summary(runtime.engine, chosen, now)
     async with runtime.sessions() as session:
         weeks = await health.weekly(session, chosen.conditions())
+        agents = await reviewers.reviewers(session, chosen)
     context = {
         "agent": agent,
         "found": found,
         "weeks": weeks,
+        "agents": agents,
         "asked": request.query_params,
         "query": request.url.query,
         "tiers": runtime.policy.tiers,

@@ -4,6 +4,7 @@ API key made with `--role insights`.
     GET /admin/insights/summary?since=2026-12-01&until=2026-12-08&tier=agent&model=support-bot&api_key=3
     GET /admin/insights/summary?format=csv
     GET /admin/insights/loop?since=...&format=csv   (the loop's health, week by week)
+    GET /admin/insights/reviewers?since=...&tier=agent   (reviewer quality, per agent, with flags)
     GET /admin/insights/threshold?release=0.85&since=...&model=support-bot   (a threshold simulation)
     Authorization: Bearer <insights key>
 """
@@ -20,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.deps import EngineDep, KeysDep, RuntimeDep
 from gateway.errors import InvalidRequest
-from gateway.insights import scope, summary
+from gateway.insights import reviewers, scope, summary
 from gateway.learning import health, simulation
 from gateway.models import KeyRole, Route
 
@@ -55,6 +56,23 @@ async def insights_loop(request: Request, keys: KeysDep, runtime: RuntimeDep) ->
     columns = tuple(weeks[0]) if weeks else ("week",)
     rows = ([" ".join(value) if isinstance(value, list) else value for value in week.values()] for week in weeks)
     return _csv("insights-loop.csv", columns, rows)
+
+
+@router.get("/insights/reviewers", name="insights_reviewers")
+async def insights_reviewers(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
+    """Each agent's pace and rates beside the team's on the same work, and flags with their evidence."""
+    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
+    params = dict(request.query_params)
+    shape = _shape(params)
+    chosen = scope.parse(params, runtime.clock.now())
+    async with runtime.sessions() as session:
+        agents = await reviewers.reviewers(session, chosen)
+    if shape == "json":
+        return JSONResponse({"scope": chosen.described(), "agents": agents})
+    columns = (*(name for name in reviewers.COLUMNS), "flags")
+    rows = ([*(agent[name] for name in reviewers.COLUMNS), "; ".join(f["evidence"] for f in agent["flags"])]
+            for agent in agents)  # fmt: skip
+    return _csv("insights-reviewers.csv", columns, rows)
 
 
 def _shape(params: dict[str, str]) -> str:

@@ -13,8 +13,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.models import Decision, EventKind, Exchange, Review, ReviewEvent
 
 
-async def time_per_decision(session: AsyncSession, within: list[Any]) -> tuple[float | None, int]:
-    """The median seconds from an agent's last claim of a review to that agent's decision on it."""
+async def timed(session: AsyncSession, within: list[Any]) -> dict[int, float]:
+    """The seconds each decision took (by decision id), of the reviews of the exchanges `within` takes; a decision
+    with no claim by its agent before it (a bulk approval from the queue) is not timed."""
     claims = (
         select(ReviewEvent.review_id, ReviewEvent.agent_id, ReviewEvent.at)
         .join(Review, col(Review.id) == col(ReviewEvent.review_id))
@@ -26,14 +27,20 @@ async def time_per_decision(session: AsyncSession, within: list[Any]) -> tuple[f
     for review_id, agent_id, at in (await session.exec(claims)).all():
         claimed.setdefault((review_id, agent_id), []).append(at)
     decisions = (
-        select(Decision.review_id, Decision.agent_id, Decision.created_at)
+        select(Decision.id, Decision.review_id, Decision.agent_id, Decision.created_at)
         .join(Review, col(Review.id) == col(Decision.review_id))
         .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
         .where(*within)
     )
-    spent = []
-    for review_id, agent_id, at in (await session.exec(decisions)).all():
+    spent: dict[int, float] = {}
+    for decision_id, review_id, agent_id, at in (await session.exec(decisions)).all():
         before = [when for when in claimed.get((review_id, agent_id), []) if when <= at]
-        if before:
-            spent.append((at - before[-1]).total_seconds())
+        if before and decision_id is not None:
+            spent[decision_id] = (at - before[-1]).total_seconds()
+    return spent
+
+
+async def time_per_decision(session: AsyncSession, within: list[Any]) -> tuple[float | None, int]:
+    """The median seconds a decision took, and how many decisions were timed."""
+    spent = list((await timed(session, within)).values())
     return (statistics.median(spent) if spent else None), len(spent)

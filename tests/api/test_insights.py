@@ -17,10 +17,12 @@ from gateway.models import (
     Action,
     ApiKey,
     Decision,
+    EventKind,
     Exchange,
     ExchangeStatus,
     KeyRole,
     Review,
+    ReviewEvent,
     ReviewKind,
     ReviewStatus,
     Route,
@@ -210,3 +212,57 @@ def test_the_loop_health_shows_each_week_with_its_escaped_error_interval(app: Fa
     assert first["policies"] == ["v1"] and second["policies"] == ["v2"] and second["calibrators"] == ["cal-3"]
     table = list(csv.DictReader(io.StringIO(sent.text)))
     assert [row["week"] for row in table] == ["2026-11-02", "2026-11-09"] and table[1]["review_rate"] == "0.3"
+
+
+def seed_reviewers(database_url: str) -> None:
+    """Twenty held answers of 500 characters at confidence 0.45 in tier `agent`, all on 2 Nov between 10:00 and
+    10:59. bob approves his ten, each 2 s after claiming it (reading 500 characters takes 20 s); cy decides hers a
+    minute after claiming each: 3 approvals, 4 edits, 3 overrides."""
+    bob, cy = factories.make_agent(database_url, "bob"), factories.make_agent(database_url, "cy")
+    work = [(bob, Action.APPROVE, 2)] * 10 + [(cy, Action.APPROVE, 60)] * 3 + [(cy, Action.EDIT, 60)] * 4
+    work += [(cy, Action.OVERRIDE, 60)] * 3
+    with factories.sync_session(database_url) as session:
+        key = ApiKey(name="web", prefix="w", key_hash="w")
+        session.add(key)
+        session.flush()
+        assert key.id is not None
+        rows: list[Any] = []
+        for number, (agent, action, seconds) in enumerate(work):
+            at = factories.WEEK_DAY + timedelta(hours=1, minutes=number * 2)
+            exchange = Exchange(request_id="r", api_key_id=key.id, model="support-bot", upstream_model="m", request={},
+                                response={}, signals={}, policy_version="p", route=Route.HOLD, tier="agent",
+                                status=ExchangeStatus.APPROVED, confidence=0.45, candidate_text="x" * 500,
+                                created_at=at)  # fmt: skip
+            review = Review(exchange_id=exchange.id, api_key_id=key.id, tier="agent", created_at=at, deadline_at=at,
+                            status=ReviewStatus.DECIDED, decided_at=at + timedelta(seconds=90))  # fmt: skip
+            decided = at + timedelta(seconds=90)
+            rows += [exchange, review,
+                     ReviewEvent(review_id=review.id, kind=EventKind.CLAIMED, agent_id=agent.id,
+                                 at=decided - timedelta(seconds=seconds)),
+                     Decision(review_id=review.id, agent_id=agent.id, action=action, created_at=decided)]  # fmt: skip
+        for kind in (Exchange, Review, ReviewEvent, Decision):
+            session.add_all([row for row in rows if isinstance(row, kind)])
+            session.flush()
+        session.commit()
+
+
+def test_reviewer_quality_flags_the_rubber_stamp_with_its_evidence(app: FastAPI, database_url: str) -> None:
+    seed_reviewers(database_url)
+    key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        found = client.get("/admin/insights/reviewers", params=factories.WEEK, headers=headers).json()
+        sent = client.get("/admin/insights/reviewers", params=factories.WEEK | {"format": "csv"}, headers=headers)
+    bob, cy = found["agents"]
+    assert (bob["agent"], bob["decisions"], bob["per_hour"], bob["seconds_per_decision"]) == ("bob", 10, 10, 2)
+    assert bob["approval_rate"] == 1 and bob["team_approval_rate"] == pytest.approx(13 / 20)
+    assert [flag["flag"] for flag in bob["flags"]] == ["fast_approvals", "approves_above_team"]
+    assert (
+        "10 of 10 timed approvals came faster than the answer takes to read (median 2 s for 500 characters)"
+        in (bob["flags"][0]["evidence"])
+    )
+    assert (cy["approval_rate"], cy["edit_rate"], cy["override_rate"]) == (0.3, 0.4, 0.3)
+    assert cy["seconds_per_decision"] == 60 and cy["per_hour"] == 10 and cy["flags"] == []
+    table = list(csv.DictReader(io.StringIO(sent.text)))
+    assert table[0]["agent"] == "bob" and "faster than the answer takes to read" in table[0]["flags"]
+    assert table[1]["flags"] == ""

@@ -56,3 +56,13 @@ def test_the_page_shows_the_loop_week_by_week(app: FastAPI, database_url: str) -
     loop = page.text.split('id="insight-loop"')[1].split("</table>")[0]
     assert "<td>2026-11-02</td><td>10</td><td>60.0%</td><td>0</td>" in loop  # the audit is still open
     assert "<td>p</td>" in loop  # the seeded exchanges' policy version
+
+
+def test_the_page_lists_reviewers_with_their_flags(app: FastAPI, database_url: str) -> None:
+    factories.seed_week(database_url)  # ada's five decisions, none timed (no claims seeded)
+    factories.make_agent(database_url, "root", "correct horse", Role.ADMIN)
+    with TestClient(app) as client:
+        factories.console_login(client, "root", "correct horse")
+        page = client.get("/console/insights", params=factories.WEEK)
+    table = page.text.split('id="insight-reviewers"')[1].split("</table>")[0]
+    assert "<td>ada</td><td>5</td>" in table and "<td>none</td>" in table

@@ -1,0 +1,123 @@
+"""Reviewer quality, per agent, over the decisions on the exchanges a `Scope` takes:
+
+- decisions, and decisions per active hour (hours with at least one of the agent's decisions);
+- time per decision (median, claim to decision: `review.timing`);
+- approval, edit and override rates of the decisions that close a review, beside the rate the team shows on the
+  same work: the team's approval rate in each (tier, confidence band of 0.1) cell, averaged over the agent's
+  decisions, so an agent given the easy reviews is not flagged for approving them;
+- flags, each with its evidence: approvals faster than the answer takes to read (at `READING_CHARS_PER_SECOND`),
+  and an approval rate far above the team's on the same work.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.insights.scope import Scope
+from gateway.models import Action, Agent, Decision, Exchange, Review
+from gateway.review import timing
+
+CLOSING = (Action.APPROVE, Action.EDIT, Action.OVERRIDE)
+READING_CHARS_PER_SECOND = 25.0  # about 300 words a minute: a fast reader's pace
+FAST_SHARE = 0.5  # flagged when at least this share of the timed approvals came faster than reading
+FAST_MIN = 5  # ... of at least this many timed approvals
+ABOVE_TEAM = 0.25  # flagged when the approval rate exceeds the team's on the same work by this much
+ABOVE_MIN = 10  # ... over at least this many closing decisions
+COLUMNS = ("agent", "decisions", "per_hour", "seconds_per_decision", "approval_rate", "edit_rate", "override_rate",
+           "escalations", "team_approval_rate")  # fmt: skip
+
+
+@dataclass
+class _Agent:
+    name: str
+    actions: Counter[str] = field(default_factory=Counter)
+    hours: set[str] = field(default_factory=set)
+    seconds: list[float] = field(default_factory=list)
+    expected: list[float] = field(default_factory=list)  # the team's approval rate in each closing decision's cell
+    approvals_timed: int = 0
+    approvals_fast: list[tuple[float, int]] = field(default_factory=list)  # (seconds, characters)
+
+
+def _band(confidence: float | None) -> str:
+    return "unscored" if confidence is None else f"{min(int(confidence * 10), 9) / 10:.1f}"
+
+
+async def reviewers(session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
+    within = scope.conditions()
+    query = (
+        select(Decision, Review.tier, Exchange.confidence, func.length(Exchange.candidate_text))
+        .join(Review, col(Review.id) == col(Decision.review_id))
+        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
+        .where(*within)
+        .order_by(col(Decision.id))
+    )
+    rows = (await session.exec(query)).all()
+    names = dict((await session.exec(select(Agent.id, Agent.username))).all())
+    spent = await timing.timed(session, within)
+    cells: dict[tuple[str, str], Counter[bool]] = defaultdict(Counter)
+    for decision, tier, confidence, _ in rows:
+        if decision.action in CLOSING:
+            cells[(tier, _band(confidence))][decision.action == Action.APPROVE] += 1
+    agents: dict[str, _Agent] = {}
+    for decision, tier, confidence, length in rows:
+        name = names.get(decision.agent_id, f"agent {decision.agent_id}")
+        agent = agents.setdefault(name, _Agent(name))
+        agent.actions[str(decision.action)] += 1
+        agent.hours.add(decision.created_at.strftime("%Y-%m-%d %H"))
+        seconds = spent.get(decision.id) if decision.id is not None else None
+        if seconds is not None:
+            agent.seconds.append(seconds)
+        if decision.action in CLOSING:
+            cell = cells[(tier, _band(confidence))]
+            agent.expected.append(cell[True] / (cell[True] + cell[False]))
+        if decision.action == Action.APPROVE and seconds is not None:
+            agent.approvals_timed += 1
+            if seconds < (length or 0) / READING_CHARS_PER_SECOND:
+                agent.approvals_fast.append((seconds, length or 0))
+    return [_described(agent) for _, agent in sorted(agents.items())]
+
+
+def _described(agent: _Agent) -> dict[str, Any]:
+    closing = sum(agent.actions[str(action)] for action in CLOSING)
+    decisions = sum(agent.actions.values())
+
+    def rate(action: Action) -> float | None:
+        return agent.actions[str(action)] / closing if closing else None
+
+    approval = rate(Action.APPROVE)
+    team = statistics.fmean(agent.expected) if agent.expected else None
+    flags = []
+    fast = len(agent.approvals_fast)
+    if agent.approvals_timed >= FAST_MIN and fast / agent.approvals_timed >= FAST_SHARE:
+        median_seconds = statistics.median(seconds for seconds, _ in agent.approvals_fast)
+        median_chars = statistics.median(chars for _, chars in agent.approvals_fast)
+        flags.append({
+            "flag": "fast_approvals",
+            "evidence": f"{fast} of {agent.approvals_timed} timed approvals came faster than the answer takes to read"
+                        f" (median {median_seconds:.0f} s for {median_chars:.0f} characters)",
+        })  # fmt: skip
+    if approval is not None and team is not None and closing >= ABOVE_MIN and approval - team >= ABOVE_TEAM:
+        flags.append({
+            "flag": "approves_above_team",
+            "evidence": f"approved {approval:.0%} of {closing} reviews where the team approves {team:.0%} of the"
+                        " same tiers and confidence bands",
+        })  # fmt: skip
+    return {
+        "agent": agent.name,
+        "decisions": decisions,
+        "per_hour": decisions / len(agent.hours) if agent.hours else None,
+        "seconds_per_decision": statistics.median(agent.seconds) if agent.seconds else None,
+        "approval_rate": approval,
+        "edit_rate": rate(Action.EDIT),
+        "override_rate": rate(Action.OVERRIDE),
+        "escalations": agent.actions[str(Action.ESCALATE)],
+        "team_approval_rate": team,
+        "flags": flags,
+    }
