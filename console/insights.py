@@ -1,6 +1,7 @@
 """Insights (seniors and admins): the period's figures of `gateway.insights.summary`, as numbers and small bar
 charts drawn on the server, the loop's health week by week (`gateway.learning.health`) and each reviewer's pace,
-rates and flags (`gateway.insights.reviewers`), refreshed every half minute; the same scope parameters as the admin API, which serves the same figures as JSON and CSV."""
+rates and flags (`gateway.insights.reviewers`), refreshed every half minute; the same scope parameters as the
+admin API, which serves the same figures as JSON and CSV."""
 
 from __future__ import annotations
 
