@@ -769,6 +769,36 @@ def purge(dry_run: Annotated[bool, typer.Option(help="Count what is due; remove 
 
 
 @app.command()
+def notify() -> None:
+    """Send what the policy's `notify` asks for and is due: reviews past their tier's SLA and each tier's daily
+    digest, to Slack-compatible webhooks and by e-mail; retry those that failed before, with backoff."""
+    import httpx
+
+    from gateway import policy
+    from gateway.models import utcnow
+    from gateway.notifications import delivery, due
+    from gateway.policy import PolicyError
+
+    settings = _settings()
+    try:
+        current = policy.load(settings.policy_path)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+    config = settings.notify
+
+    async def turn(session: AsyncSession) -> tuple[int, dict[str, int]]:
+        now = utcnow()
+        found = await due.find(session, current, config.console_url, config.digest_hour, now)
+        async with httpx.AsyncClient(headers={"user-agent": "hitl-gateway-notify"}) as client:
+            sent = await delivery.deliver(session, config, client, now)
+        return found, dict(sent)
+
+    found, sent = _run(settings, turn)
+    typer.echo(f"{found} new notifications; sent {sent.get('sent', 0)}, retrying {sent.get('retrying', 0)}, failed"
+               f" {sent.get('failed', 0)}")  # fmt: skip
+
+
+@app.command()
 def erase(
     user: Annotated[str, typer.Option(help="The customer's id, as requests send it at HITL_RETENTION__USER_FIELD.")],
     dry_run: Annotated[bool, typer.Option(help="Count the customer's conversations; remove nothing.")] = False,

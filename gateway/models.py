@@ -510,6 +510,30 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_at: datetime | None = _maybe_when()
 
 
+class Notification(SQLModel, table=True):
+    """A message to a team's channel (a Slack-compatible incoming webhook, or an e-mail): a review waiting past
+    its tier's SLA, or a tier's daily digest. `key` makes each one once, whichever process finds it due; it is
+    retried with backoff like the webhook outbox. It carries ids, counts and links, never a conversation's text."""
+
+    __tablename__ = "notifications"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True, description="SHA-256 of what it is about and where it goes.")
+    kind: str = Field(max_length=16, description="sla or digest.")
+    tier: str = Field(max_length=64)
+    review_id: str | None = Field(default=None, max_length=64)
+    channel: str = Field(max_length=16, description="webhook or email.")
+    target: str = Field(max_length=2000)
+    subject: str = Field(max_length=300)
+    body: str = Field(sa_type=sqlalchemy.Text)
+    status: DeliveryStatus = _enum(default=DeliveryStatus.PENDING, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = _when(index=True)
+    last_error: str | None = Field(default=None, max_length=300)
+    created_at: datetime = _when()
+    sent_at: datetime | None = _maybe_when()
+
+
 class Lease(SQLModel, table=True):
     """A named job that at most one process runs at a time (the webhook sender): the holder renews it; when it
     lapses, another process takes it over."""

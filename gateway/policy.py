@@ -216,6 +216,30 @@ class Reuse(_Strict):
     )
 
 
+class Notify(_Strict):
+    """Where a tier's notifications go: a Slack-compatible incoming webhook and/or e-mail addresses."""
+
+    webhook: str | None = Field(None, description="An incoming webhook URL (Slack, Mattermost, Teams' Slack shape).")
+    email: list[str] = Field(default_factory=list, description="Addresses (sent through HITL_NOTIFY__SMTP_HOST).")
+    sla: bool = Field(True, description="A message when one of the tier's reviews waits past its `sla`.")
+    digest: bool = Field(True, description="A daily digest: counts, the oldest waiting, a link to the queue.")
+
+    @field_validator("webhook")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"https?://[^\s]+$", url):
+            raise ValueError("a webhook is an http:// or https:// URL")
+        return url
+
+    @field_validator("email")
+    @classmethod
+    def _addresses(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            if not re.match(r"[^@\s]+@[^@\s]+$", address):
+                raise ValueError(f"{address[:80]!r} is not an e-mail address")
+        return addresses
+
+
 class PolicyFile(_Strict):
     version: str | None = None
     calibrator: int | None = Field(
@@ -248,6 +272,11 @@ class PolicyFile(_Strict):
         default_factory=dict,
         description="Per tier, the seconds a review should wait at most; the queue colours a review as it nears "
         "and passes its tier's target (no target: no colour).",
+    )
+    notify: dict[str, Notify] = Field(
+        default_factory=dict,
+        description="Per tier, where its notifications go (`hitl notify`): reviews past the tier's `sla`, and a "
+        "daily digest.",
     )
     stream: Stream = Field(
         "buffered",
@@ -286,6 +315,11 @@ class PolicyFile(_Strict):
         for tier in self.on_deadline:
             if tier not in self.tiers:
                 found.append((("on_deadline", tier), f"tier {tier!r} is not in tiers {self.tiers}"))
+        for tier, notify in self.notify.items():
+            if tier not in self.tiers:
+                found.append((("notify", tier), f"tier {tier!r} is not in tiers {self.tiers}"))
+            elif notify.webhook is None and not notify.email:
+                found.append((("notify", tier), "a tier's notify needs a `webhook` or an `email`"))
         if isinstance(self.stream_chunk, int) and self.stream_chunk < 1:
             found.append((("stream_chunk",), "a chunk is at least 1 token"))
         for tier, seconds in self.sla.items():

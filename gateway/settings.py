@@ -100,6 +100,26 @@ class LearnSettings(BaseModel):
     min_labels: int = Field(100, ge=2, description="A calibration group with fewer labels takes the pooled one.")
 
 
+class NotifySettings(BaseModel):
+    """`hitl notify` on a schedule inside `hitl serve` (one process at a time, by a lease): the messages the
+    policy's `notify` asks for, to Slack-compatible webhooks and by e-mail through this SMTP server."""
+
+    every_seconds: float = Field(
+        0.0, ge=0, description="Seconds between turns of `hitl notify`; 0: never (the default)."
+    )
+    console_url: str = Field(
+        "http://127.0.0.1:8000", description="Where people reach the console: every message links to it."
+    )
+    digest_hour: int = Field(8, ge=0, le=23, description="The hour (UTC) from which each day's digest is sent.")
+    smtp_host: str | None = Field(None, description="The SMTP server e-mail goes through (none: no e-mail).")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = Field("hitl@localhost", description="The sender of the e-mails.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    max_attempts: int = Field(8, ge=1, description="Attempts before a message is given up as failed.")
+
+
 class RetentionSettings(BaseModel):
     """How long conversations are kept, and how a customer's are found to erase them."""
 
@@ -203,6 +223,7 @@ class Settings(BaseSettings):
     selfcheck: SelfCheckSettings = Field(default_factory=SelfCheckSettings)
     learn: LearnSettings = Field(default_factory=LearnSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     consistency: ConsistencySettings = Field(default_factory=ConsistencySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

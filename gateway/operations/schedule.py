@@ -1,6 +1,7 @@
-"""Commands on a schedule inside `hitl serve`: `hitl learn` every `HITL_LEARN__EVERY_SECONDS` and `hitl purge`
-every `HITL_RETENTION__EVERY_SECONDS`. Every interval, the process that holds the job's lease runs it as its own
-`hitl` process (scikit-learn's fitting and a purge's deletes never run on the request path's event loop),
+"""Commands on a schedule inside `hitl serve`: `hitl learn` every `HITL_LEARN__EVERY_SECONDS`, `hitl purge`
+every `HITL_RETENTION__EVERY_SECONDS` and `hitl notify` every `HITL_NOTIFY__EVERY_SECONDS`. Every interval, the
+process that holds the job's lease runs it as its own `hitl` process (scikit-learn's fitting and a purge's
+deletes never run on the request path's event loop),
 against this gateway's database and policy file. The holder renews the lease each interval; another process
 takes it over only when the holder has not for a run's time limit."""
 
@@ -49,6 +50,8 @@ def jobs(settings: Settings) -> list[Job]:
         found.append(Job("learning", learn.every_seconds, arguments, {0: "applied_or_nothing_new", 3: "refused"}))
     if retention.every_seconds > 0:
         found.append(Job("retention", retention.every_seconds, ["purge"], {0: "purged"}))
+    if settings.notify.every_seconds > 0:
+        found.append(Job("notifications", settings.notify.every_seconds, ["notify"], {0: "sent_or_nothing_due"}))
     return found
 
 
