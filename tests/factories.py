@@ -800,6 +800,23 @@ def claimed_by(database_url: str, review_id: str, username: str, seconds: float 
         session.commit()
 
 
+def key_named(session: Session, name: str) -> int:
+    """A client API key for seeded history (its hash is its name: it is never used to call), its id."""
+    key = ApiKey(name=name, prefix=name[:11], key_hash=name)
+    session.add(key)
+    session.flush()
+    assert key.id is not None
+    return key.id
+
+
+def add_in_order(session: Session, rows: list[Any]) -> None:
+    """Seeded rows, parents first (the models are not linked by relationships, so the session cannot order them)."""
+    for kind in (Exchange, Review, ReviewEvent, Decision):
+        session.add_all([row for row in rows if isinstance(row, kind)])
+        session.flush()
+    session.commit()
+
+
 # A week of history whose insights are known (tests/api/test_insights.py says each figure).
 WEEK_DAY = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # a Monday; the history is that week's
 WEEK = {"since": "2026-11-02T00:00:00Z", "until": "2026-11-09T00:00:00Z"}
@@ -821,20 +838,17 @@ def seed_week(database_url: str) -> None:
     """
     make_agent(database_url, "ada")
     with sync_session(database_url) as session:
-        web, mobile = ApiKey(name="web", prefix="w", key_hash="w"), ApiKey(name="mobile", prefix="m", key_hash="m")
-        session.add_all([web, mobile])
-        session.flush()
-        assert web.id is not None and mobile.id is not None
+        web, mobile = key_named(session, "web"), key_named(session, "mobile")
         (agent,) = session.exec(select(Agent)).all()
         rows: list[Any] = []
         for number, ms in enumerate((100.0, 200.0, 300.0, 400.0)):
             at = WEEK_DAY + timedelta(minutes=number)
-            exchange = _seeded_exchange(web.id, at, Route.RELEASE, ExchangeStatus.RELEASED, upstream_ms=ms)
+            exchange = _seeded_exchange(web, at, Route.RELEASE, ExchangeStatus.RELEASED, upstream_ms=ms)
             rows.append(exchange)
             if number == 0:
-                rows.append(Review(exchange_id=exchange.id, api_key_id=web.id, tier="agent", kind=ReviewKind.AUDIT,
+                rows.append(Review(exchange_id=exchange.id, api_key_id=web, tier="agent", kind=ReviewKind.AUDIT,
                                    created_at=exchange.created_at, deadline_at=exchange.created_at))  # fmt: skip
-        rows.append(_seeded_exchange(web.id, WEEK_DAY, Route.NONE, ExchangeStatus.FAILED, error_kind="timeout"))
+        rows.append(_seeded_exchange(web, WEEK_DAY, Route.NONE, ExchangeStatus.FAILED, error_kind="timeout"))
         held = [  # (seconds to the decision, the action, the client's wait in seconds, its deadline outcome)
             (10, Action.APPROVE, 20, None),
             (20, Action.EDIT, 20, None),
@@ -846,34 +860,31 @@ def seed_week(database_url: str) -> None:
             closes = action != Action.ESCALATE
             status = {Action.APPROVE: ExchangeStatus.APPROVED, Action.EDIT: ExchangeStatus.EDITED,
                       Action.OVERRIDE: ExchangeStatus.OVERRIDDEN}.get(action, ExchangeStatus.HELD)  # fmt: skip
-            exchange = _seeded_exchange(web.id, at, Route.HOLD, status, tier="agent", deadline_outcome=outcome)
-            review = Review(exchange_id=exchange.id, api_key_id=web.id, tier="agent", created_at=at,
+            exchange = _seeded_exchange(web, at, Route.HOLD, status, tier="agent", deadline_outcome=outcome)
+            review = Review(exchange_id=exchange.id, api_key_id=web, tier="agent", created_at=at,
                             deadline_at=at + timedelta(seconds=wait),
                             status=ReviewStatus.DECIDED if closes else ReviewStatus.OPEN,
                             decided_at=at + timedelta(seconds=seconds) if closes else None)  # fmt: skip
             decision = Decision(review_id=review.id, agent_id=agent.id, action=action,
                                 created_at=at + timedelta(seconds=seconds))  # fmt: skip
             rows += [exchange, review, decision]
-        late = _seeded_exchange(web.id, WEEK_DAY + timedelta(days=2), Route.HOLD, ExchangeStatus.HELD, tier="agent")
-        rows += [late, Review(exchange_id=late.id, api_key_id=web.id, tier="agent", created_at=late.created_at,
+        late = _seeded_exchange(web, WEEK_DAY + timedelta(days=2), Route.HOLD, ExchangeStatus.HELD, tier="agent")
+        rows += [late, Review(exchange_id=late.id, api_key_id=web, tier="agent", created_at=late.created_at,
                               deadline_at=late.created_at)]  # fmt: skip
         on_tuesday = WEEK_DAY + timedelta(days=1)
-        senior = _seeded_exchange(mobile.id, on_tuesday, Route.HOLD, ExchangeStatus.APPROVED, tier="senior",
+        senior = _seeded_exchange(mobile, on_tuesday, Route.HOLD, ExchangeStatus.APPROVED, tier="senior",
                                   model="other-bot")  # fmt: skip
         at = senior.created_at
-        review = Review(exchange_id=senior.id, api_key_id=mobile.id, tier="senior", created_at=at,
+        review = Review(exchange_id=senior.id, api_key_id=mobile, tier="senior", created_at=at,
                         deadline_at=at + timedelta(seconds=120), status=ReviewStatus.DECIDED,
                         decided_at=at + timedelta(seconds=60))  # fmt: skip
         rows += [senior, review, Decision(review_id=review.id, agent_id=agent.id, action=Action.APPROVE)]
-        rows.append(_seeded_exchange(mobile.id, WEEK_DAY + timedelta(days=1), Route.NONE, ExchangeStatus.FAILED,
+        rows.append(_seeded_exchange(mobile, WEEK_DAY + timedelta(days=1), Route.NONE, ExchangeStatus.FAILED,
                               error_kind="http_error"))  # fmt: skip
         rows.append(
-            _seeded_exchange(web.id, WEEK_DAY - timedelta(days=3), Route.RELEASE, ExchangeStatus.RELEASED)
+            _seeded_exchange(web, WEEK_DAY - timedelta(days=3), Route.RELEASE, ExchangeStatus.RELEASED)
         )  # last week
-        for kind in (Exchange, Review, Decision):  # parents first: the rows are not linked by relationships
-            session.add_all([row for row in rows if isinstance(row, kind)])
-            session.flush()
-        session.commit()
+        add_in_order(session, rows)
 
 
 def seed_scores(database_url: str) -> None:
@@ -884,22 +895,19 @@ def seed_scores(database_url: str) -> None:
     labels = {0.35: Action.APPROVE, 0.45: Action.OVERRIDE, 0.55: Action.APPROVE, 0.65: Action.EDIT,
               0.75: Action.APPROVE, 0.85: Action.APPROVE, 0.95: Action.APPROVE}  # fmt: skip
     with sync_session(database_url) as session:
-        key = ApiKey(name="web", prefix="w", key_hash="w")
-        session.add(key)
-        session.flush()
-        assert key.id is not None
+        key = key_named(session, "web")
         rows: list[Any] = []
         for number in range(10):
             confidence = round(0.05 + number / 10, 2)
             at = WEEK_DAY + timedelta(minutes=number)
-            exchange = Exchange(request_id="r", api_key_id=key.id, model="support-bot", upstream_model="m", request={},
+            exchange = Exchange(request_id="r", api_key_id=key, model="support-bot", upstream_model="m", request={},
                                 response={}, signals={}, policy_version="p", route=Route.HOLD, tier="agent",
                                 status=ExchangeStatus.HELD, confidence=confidence, created_at=at)  # fmt: skip
             rows.append(exchange)
             if confidence not in labels:
                 continue
             audit = confidence == 0.95
-            review = Review(exchange_id=exchange.id, api_key_id=key.id, tier="agent", created_at=at, deadline_at=at,
+            review = Review(exchange_id=exchange.id, api_key_id=key, tier="agent", created_at=at, deadline_at=at,
                             kind=ReviewKind.AUDIT if audit else ReviewKind.HOLD, audit_rate=0.5 if audit else None,
                             status=ReviewStatus.DECIDED, decided_at=at + timedelta(minutes=5))  # fmt: skip
             spent = 30 if len([row for row in rows if isinstance(row, Decision)]) < 4 else 60
@@ -914,7 +922,4 @@ def seed_scores(database_url: str) -> None:
                     created_at=at + timedelta(minutes=5),
                 ),  # fmt: skip
             ]
-        for kind in (Exchange, Review, ReviewEvent, Decision):
-            session.add_all([row for row in rows if isinstance(row, kind)])
-            session.flush()
-        session.commit()
+        add_in_order(session, rows)

@@ -158,10 +158,7 @@ def seed_two_weeks(database_url: str) -> None:
     (policy v2, calibrator cal-3): 10 answered and 1 failed, 3 held; 4 audits, all approved, and one still open."""
     agent = factories.make_agent(database_url, "ada")
     with factories.sync_session(database_url) as session:
-        key = ApiKey(name="web", prefix="w", key_hash="w")
-        session.add(key)
-        session.flush()
-        assert key.id is not None
+        key = factories.key_named(session, "web")
         rows: list[Any] = []
         weeks = [(factories.WEEK_DAY, "v1", "default", 6, [Action.APPROVE] * 3 + [Action.OVERRIDE]),
                  (factories.WEEK_DAY + timedelta(days=7), "v2", "cal-3", 3, [Action.APPROVE] * 4 + [None])]  # fmt: skip
@@ -170,27 +167,24 @@ def seed_two_weeks(database_url: str) -> None:
                 at = monday + timedelta(hours=number)
                 route = Route.HOLD if number < held else Route.RELEASE
                 status = ExchangeStatus.HELD if route == Route.HOLD else ExchangeStatus.RELEASED
-                exchange = Exchange(request_id="r", api_key_id=key.id, model="support-bot", upstream_model="m",
+                exchange = Exchange(request_id="r", api_key_id=key, model="support-bot", upstream_model="m",
                                     request={}, response={}, signals={}, policy_version=version, route=route,
                                     status=status, calibrator=calibrator, created_at=at)  # fmt: skip
                 rows.append(exchange)
                 audit = number - held
                 if 0 <= audit < len(audits):
                     action = audits[audit]
-                    review = Review(exchange_id=exchange.id, api_key_id=key.id, tier="agent", kind=ReviewKind.AUDIT,
+                    review = Review(exchange_id=exchange.id, api_key_id=key, tier="agent", kind=ReviewKind.AUDIT,
                                     audit_rate=0.5, created_at=at, deadline_at=at,
                                     status=ReviewStatus.DECIDED if action else ReviewStatus.OPEN)  # fmt: skip
                     rows.append(review)
                     if action:
                         rows.append(Decision(review_id=review.id, agent_id=agent.id, action=action))
-        failed = Exchange(request_id="r", api_key_id=key.id, model="support-bot", upstream_model="m", request={},
+        failed = Exchange(request_id="r", api_key_id=key, model="support-bot", upstream_model="m", request={},
                           response={}, signals={}, policy_version="v2", route=Route.NONE, status=ExchangeStatus.FAILED,
                           created_at=factories.WEEK_DAY + timedelta(days=8))  # fmt: skip
         rows.append(failed)
-        for kind in (Exchange, Review, Decision):
-            session.add_all([row for row in rows if isinstance(row, kind)])
-            session.flush()
-        session.commit()
+        factories.add_in_order(session, rows)
 
 
 def test_the_loop_health_shows_each_week_with_its_escaped_error_interval(app: FastAPI, database_url: str) -> None:
@@ -222,28 +216,22 @@ def seed_reviewers(database_url: str) -> None:
     work = [(bob, Action.APPROVE, 2)] * 10 + [(cy, Action.APPROVE, 60)] * 3 + [(cy, Action.EDIT, 60)] * 4
     work += [(cy, Action.OVERRIDE, 60)] * 3
     with factories.sync_session(database_url) as session:
-        key = ApiKey(name="web", prefix="w", key_hash="w")
-        session.add(key)
-        session.flush()
-        assert key.id is not None
+        key = factories.key_named(session, "web")
         rows: list[Any] = []
         for number, (agent, action, seconds) in enumerate(work):
             at = factories.WEEK_DAY + timedelta(hours=1, minutes=number * 2)
-            exchange = Exchange(request_id="r", api_key_id=key.id, model="support-bot", upstream_model="m", request={},
+            exchange = Exchange(request_id="r", api_key_id=key, model="support-bot", upstream_model="m", request={},
                                 response={}, signals={}, policy_version="p", route=Route.HOLD, tier="agent",
                                 status=ExchangeStatus.APPROVED, confidence=0.45, candidate_text="x" * 500,
                                 created_at=at)  # fmt: skip
-            review = Review(exchange_id=exchange.id, api_key_id=key.id, tier="agent", created_at=at, deadline_at=at,
+            review = Review(exchange_id=exchange.id, api_key_id=key, tier="agent", created_at=at, deadline_at=at,
                             status=ReviewStatus.DECIDED, decided_at=at + timedelta(seconds=90))  # fmt: skip
             decided = at + timedelta(seconds=90)
             rows += [exchange, review,
                      ReviewEvent(review_id=review.id, kind=EventKind.CLAIMED, agent_id=agent.id,
                                  at=decided - timedelta(seconds=seconds)),
                      Decision(review_id=review.id, agent_id=agent.id, action=action, created_at=decided)]  # fmt: skip
-        for kind in (Exchange, Review, ReviewEvent, Decision):
-            session.add_all([row for row in rows if isinstance(row, kind)])
-            session.flush()
-        session.commit()
+        factories.add_in_order(session, rows)
 
 
 def test_reviewer_quality_flags_the_rubber_stamp_with_its_evidence(app: FastAPI, database_url: str) -> None:

@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 from gateway import policy
 from gateway.cli import app as cli
 from gateway.models import (
-    ApiKey,
     DeliveryStatus,
     Exchange,
     ExchangeStatus,
@@ -95,25 +94,19 @@ def seed_reviews(database_url: str) -> dict[str, str]:
     now = datetime.now(UTC)
     made: dict[str, str] = {}
     with factories.sync_session(database_url) as session:
-        key = ApiKey(name="web", prefix="w", key_hash="w")
-        session.add(key)
-        session.flush()
-        assert key.id is not None
+        key = factories.key_named(session, "web")
         rows: list[Any] = []
         for name, tier, age in (("late", "agent", 300), ("fresh", "agent", 10), ("senior", "senior", 3600)):
             at = now - timedelta(seconds=age)
-            exchange = Exchange(request_id="r", api_key_id=key.id, model="m", upstream_model="m",
+            exchange = Exchange(request_id="r", api_key_id=key, model="m", upstream_model="m",
                                 request={"messages": [{"role": "user", "content": SECRET}]}, response={},
                                 signals={}, policy_version="p", route=Route.HOLD, tier=tier, status=ExchangeStatus.HELD,
                                 candidate_text=SECRET, created_at=at)  # fmt: skip
-            review = Review(exchange_id=exchange.id, api_key_id=key.id, tier=tier, created_at=at, deadline_at=at,
+            review = Review(exchange_id=exchange.id, api_key_id=key, tier=tier, created_at=at, deadline_at=at,
                             status=ReviewStatus.OPEN)  # fmt: skip
             rows += [exchange, review]
             made[name] = review.id
-        for kind in (Exchange, Review):
-            session.add_all([row for row in rows if isinstance(row, kind)])
-            session.flush()
-        session.commit()
+        factories.add_in_order(session, rows)
     return made
 
 
