@@ -13,7 +13,7 @@ from console.rendering import render
 from gateway.deps import RuntimeDep
 from gateway.errors import Forbidden
 from gateway.insights import reviewers, scope, summary
-from gateway.learning import health
+from gateway.learning import drift, health, simulation
 from gateway.models import Action, Role
 
 router = APIRouter(prefix="/console/insights", include_in_schema=False)
@@ -37,11 +37,15 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
     async with runtime.sessions() as session:
         weeks = await health.weekly(session, chosen.conditions())
         agents = await reviewers.reviewers(session, chosen)
+        earlier = chosen.since - (chosen.until - chosen.since)
+        now_scored = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
+        before = await simulation.load(session, earlier, chosen.since, chosen.model, chosen.tier)
     context = {
         "agent": agent,
         "found": found,
         "weeks": weeks,
         "agents": agents,
+        "drift": drift.drift(now_scored, before),
         "asked": request.query_params,
         "query": request.url.query,
         "tiers": runtime.policy.tiers,

@@ -5,6 +5,7 @@ API key made with `--role insights`.
     GET /admin/insights/summary?format=csv
     GET /admin/insights/loop?since=...&format=csv   (the loop's health, week by week)
     GET /admin/insights/reviewers?since=...&tier=agent   (reviewer quality, per agent, with flags)
+    GET /admin/insights/drift?since=...&model=support-bot   (calibration drift, per confidence band)
     GET /admin/insights/threshold?release=0.85&since=...&model=support-bot   (a threshold simulation)
     Authorization: Bearer <insights key>
 """
@@ -22,8 +23,9 @@ from fastapi.responses import JSONResponse, Response
 from gateway.deps import EngineDep, KeysDep, RuntimeDep
 from gateway.errors import InvalidRequest
 from gateway.insights import reviewers, scope, summary
-from gateway.learning import health, simulation
+from gateway.learning import drift, health, simulation
 from gateway.models import KeyRole, Route
+from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/admin")
 FORMATS = ("json", "csv")
@@ -75,6 +77,33 @@ async def insights_reviewers(request: Request, keys: KeysDep, runtime: RuntimeDe
     return _csv("insights-reviewers.csv", columns, rows)
 
 
+@router.get("/insights/drift", name="insights_drift")
+async def insights_drift(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
+    """Per confidence band, what the period's labels say against what the confidence promises, and the period's
+    histogram against the previous period's; warnings in plain words when they part."""
+    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
+    chosen = _model_scope(dict(request.query_params), runtime)
+    return JSONResponse({"scope": chosen.described(), **await _drift(runtime, chosen)})
+
+
+async def _drift(runtime: Runtime, chosen: scope.Scope) -> dict[str, Any]:
+    earlier = chosen.since - (chosen.until - chosen.since)
+    async with runtime.sessions() as session:
+        now = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
+        before = await simulation.load(session, earlier, chosen.since, chosen.model, chosen.tier)
+    return drift.drift(now, before)
+
+
+def _model_scope(params: dict[str, str], runtime: Runtime) -> scope.Scope:
+    """A scope of the policy's own (a period, a model, a tier): thresholds and confidences are the policy's and
+    the model's, for every API key."""
+    chosen = scope.parse(params, runtime.clock.now())
+    if chosen.api_key is not None:
+        raise InvalidRequest("Thresholds and confidences are the same for every API key: leave out api_key.",
+                             param="api_key")  # fmt: skip
+    return chosen
+
+
 def _shape(params: dict[str, str]) -> str:
     shape = params.pop("format", "json")
     if shape not in FORMATS:
@@ -105,10 +134,7 @@ async def insights_threshold(request: Request, keys: KeysDep, runtime: RuntimeDe
     if release is None or not 0.0 <= release <= 1.0:
         raise InvalidRequest("release must be a number between 0 and 1: where the release band would start.",
                              param="release")  # fmt: skip
-    now = runtime.clock.now()
-    chosen = scope.parse(params, now)
-    if chosen.api_key is not None:
-        raise InvalidRequest("A threshold is the policy's, for every API key: leave out api_key.", param="api_key")
+    chosen = _model_scope(params, runtime)
     async with runtime.sessions() as session:
         history = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
     bands = runtime.policy.bands_for(chosen.model)

@@ -37,6 +37,7 @@ NO_ANSWER = {
     ("GET", "/admin/insights/summary"),  # counts, never an answer's text; insights keys only
     ("GET", "/admin/insights/loop"),  # weekly rates and versions; insights keys only
     ("GET", "/admin/insights/reviewers"),  # per-agent rates and flags; insights keys only
+    ("GET", "/admin/insights/drift"),  # per-band rates; insights keys only
     ("GET", "/admin/insights/threshold"),  # a simulation over the history's confidences; insights keys only
 }
 BODIES: dict[str, list[dict[str, Any]]] = {

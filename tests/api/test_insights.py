@@ -254,3 +254,40 @@ def test_reviewer_quality_flags_the_rubber_stamp_with_its_evidence(app: FastAPI,
     table = list(csv.DictReader(io.StringIO(sent.text)))
     assert table[0]["agent"] == "bob" and "faster than the answer takes to read" in table[0]["flags"]
     assert table[1]["flags"] == ""
+
+
+def test_drift_warns_when_the_confidence_no_longer_means_what_it_says(app: FastAPI, database_url: str) -> None:
+    """This week: 20 held answers scored 0.95, of which agents approved 10 and overrode 10. The week before: 20
+    answers scored 0.15, none reviewed."""
+    agent = factories.make_agent(database_url, "ada")
+    with factories.sync_session(database_url) as session:
+        key = factories.key_named(session, "web")
+        rows: list[Any] = []
+        for number in range(40):
+            this_week = number < 20
+            at = factories.WEEK_DAY + timedelta(minutes=number) - timedelta(days=0 if this_week else 7)
+            exchange = Exchange(request_id="r", api_key_id=key, model="support-bot", upstream_model="m", request={},
+                                response={}, signals={}, policy_version="p", route=Route.HOLD, tier="agent",
+                                status=ExchangeStatus.HELD, confidence=0.95 if this_week else 0.15,
+                                created_at=at)  # fmt: skip
+            rows.append(exchange)
+            if this_week:
+                review = Review(exchange_id=exchange.id, api_key_id=key, tier="agent", created_at=at,
+                                deadline_at=at, status=ReviewStatus.DECIDED)  # fmt: skip
+                action = Action.APPROVE if number % 2 else Action.OVERRIDE
+                rows += [review, Decision(review_id=review.id, agent_id=agent.id, action=action)]
+        factories.add_in_order(session, rows)
+    key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
+    with TestClient(app) as client:
+        found = client.get(
+            "/admin/insights/drift", params=factories.WEEK, headers={"Authorization": f"Bearer {key}"}
+        ).json()
+    top = found["bands"][9]
+    assert top["band"] == "0.9-1.0" and top["share"] == 1 and top["share_before"] == 0
+    assert top["labels"] == 20 and top["observed"] == 0.5 and top["promised"] == pytest.approx(0.95)
+    assert top["observed_low"] < 0.5 < top["observed_high"] < 0.95
+    assert found["shift"] == 1
+    calibration, shift = found["warnings"]
+    assert calibration.startswith("Answers scored 0.9-1.0 were right 50% of the time (20 labels")
+    assert "less often than their confidence of 95% says" in calibration and "hitl calibrate" in calibration
+    assert shift.startswith("The answers' confidences have shifted: 100% of them")

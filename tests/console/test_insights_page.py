@@ -66,3 +66,14 @@ def test_the_page_lists_reviewers_with_their_flags(app: FastAPI, database_url: s
         page = client.get("/console/insights", params=factories.WEEK)
     table = page.text.split('id="insight-reviewers"')[1].split("</table>")[0]
     assert "<td>ada</td><td>5</td>" in table and "<td>none</td>" in table
+
+
+def test_the_page_says_whether_the_confidence_drifted(app: FastAPI, database_url: str) -> None:
+    factories.seed_scores(database_url)  # 7 labels over 7 bands: too few anywhere to warn
+    factories.make_agent(database_url, "root", "correct horse", Role.ADMIN)
+    with TestClient(app) as client:
+        factories.console_login(client, "root", "correct horse")
+        page = client.get("/console/insights", params=factories.WEEK)
+    section = page.text.split('id="insight-drift"')[1].split("</table>")[0]
+    assert "No drift found" in section
+    assert "<td>0.9-1.0</td><td>10.0% (0.0%)</td><td>1.0</td>" in section  # one audit of weight 2: one label
