@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import and_, case, func
+from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,7 +29,6 @@ from gateway.models import (
     Action,
     Decision,
     Exchange,
-    ExchangeStatus,
     Review,
     ReviewKind,
     ReviewStatus,
@@ -37,12 +38,29 @@ from gateway.models import (
 CLOSING = (Action.APPROVE, Action.EDIT, Action.OVERRIDE)
 
 
-def percentile(values: Sequence[float], share: float) -> float | None:
-    """The nearest-rank percentile of `values` (None for none): the smallest value at least `share` of them reach."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+async def _ranked(session: AsyncSession, query: Any, by: Any, count: int) -> tuple[float | None, float | None]:
+    """The nearest-rank p50 and p90 of what `query` selects, found by the database in one pass (each the value at
+    rank ceil(share * count) in `by`'s order), so no row leaves the database but those two."""
+    if not count:
+        return None, None
+    ranks = [max(1, math.ceil(share * count)) for share in (0.5, 0.9)]
+    ranked = query.add_columns(func.row_number().over(order_by=by).label("rank")).subquery()
+    value, rank = ranked.c[0], ranked.c["rank"]
+    found = dict((await session.exec(select(rank, value).where(rank.in_(ranks)))).all())
+    p50, p90 = (found.get(rank) for rank in ranks)
+    # SQLite's julianday() is exact to the millisecond.
+    return (None if p50 is None else round(float(p50), 3)), (None if p90 is None else round(float(p90), 3))
+
+
+def _count(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _seconds_between(session: AsyncSession, start: Any, end: Any) -> Any:
+    """`end - start` in seconds, as the database computes it."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", end - start)
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -58,13 +76,32 @@ def _age(now: datetime, since: Any) -> float | None:
 
 
 async def summary(engine: AsyncEngine, scope: Scope, now: datetime) -> dict[str, Any]:
+    """Five passes over the period's rows, each an index range on `exchanges.created_at`: the exchanges' routes,
+    deadline outcomes and failures; the reviews' counts; the decisions by kind; and the two percentiles."""
     within = scope.conditions()
-    held = (col(Review.kind) == ReviewKind.HOLD, *within)
     async with AsyncSession(engine) as session:
-        routes = select(Exchange.route, func.count()).where(*within).group_by(Exchange.route)
-        by_route: dict[str, int] = dict((await session.exec(routes)).all())
-        audited = select(func.count()).select_from(Review).join(Exchange)
-        audits = (await session.exec(audited.where(col(Review.kind) == ReviewKind.AUDIT, *within))).one()
+        grouped = (
+            select(Exchange.route, Exchange.deadline_outcome, Exchange.error_kind, func.count())
+            .where(*within)
+            .group_by(col(Exchange.route), col(Exchange.deadline_outcome), col(Exchange.error_kind))
+        )
+        by_route: Counter[str] = Counter()
+        outcomes: Counter[str] = Counter()
+        failures: Counter[str] = Counter()
+        for route, outcome, error, count in (await session.exec(grouped)).all():
+            by_route[route] += count
+            if outcome is not None:
+                outcomes[str(outcome)] += count
+            if route == Route.NONE:
+                failures[str(error or "unknown")] += count
+        held = col(Review.kind) == ReviewKind.HOLD
+        closed = and_(held, col(Review.status) == ReviewStatus.DECIDED, col(Review.decided_at).is_not(None))
+        waiting = and_(held, col(Review.status) == ReviewStatus.OPEN)
+        counts = [_count(col(Review.kind) == ReviewKind.AUDIT), _count(closed),
+                  _count(and_(closed, col(Review.decided_at) <= col(Review.deadline_at))), _count(waiting),
+                  func.min(case((waiting, col(Review.created_at))))]  # fmt: skip
+        counted = sa_select(*counts).select_from(Review).join(Exchange).where(*within)
+        audits, decided, in_time, backlog, oldest = (await session.execute(counted)).one()
         decisions = (
             select(Decision.action, func.count())
             .join(Review, col(Decision.review_id) == col(Review.id))
@@ -73,29 +110,14 @@ async def summary(engine: AsyncEngine, scope: Scope, now: datetime) -> dict[str,
             .group_by(Decision.action)
         )
         actions: dict[str, int] = dict((await session.exec(decisions)).all())
-        times = select(Review.created_at, Review.decided_at, Review.deadline_at).join(Exchange)
-        decided = (await session.exec(times.where(col(Review.status) == ReviewStatus.DECIDED, *held))).all()
-        ends = (
-            select(Exchange.deadline_outcome, func.count())
-            .where(col(Exchange.deadline_outcome).is_not(None), *within)
-            .group_by(Exchange.deadline_outcome)
-        )
-        outcomes = {str(outcome): count for outcome, count in (await session.exec(ends)).all()}
-        waiting = select(func.count(), func.min(Review.created_at)).select_from(Review).join(Exchange)
-        backlog, oldest = (await session.exec(waiting.where(col(Review.status) == ReviewStatus.OPEN, *held))).one()
-        failed = (
-            select(Exchange.error_kind, func.count())
-            .where(col(Exchange.status) == ExchangeStatus.FAILED, *within)
-            .group_by(Exchange.error_kind)
-        )
-        failures: dict[str | None, int] = dict((await session.exec(failed)).all())
-        answered_ms = select(Exchange.upstream_ms).where(col(Exchange.status) != ExchangeStatus.FAILED, *within)
-        latency = list((await session.exec(answered_ms)).all())
-    volume = sum(by_route.values())
-    answered = volume - by_route.get(Route.NONE, 0)
+        took = _seconds_between(session, col(Review.created_at), col(Review.decided_at))
+        waits = select(took).select_from(Review).join(Exchange).where(closed, *within)
+        wait_p50, wait_p90 = await _ranked(session, waits, took, decided)
+        volume = sum(by_route.values())
+        answered = volume - by_route.get(Route.NONE, 0)
+        ms = col(Exchange.upstream_ms)
+        latency = await _ranked(session, select(ms).where(col(Exchange.route) != Route.NONE, *within), ms, answered)
     closing = sum(actions.get(action, 0) for action in CLOSING)
-    waits = [(decided_at - created).total_seconds() for created, decided_at, _ in decided if decided_at]
-    in_time = sum(1 for _, decided_at, deadline in decided if decided_at and decided_at <= deadline)
     return {
         "scope": scope.described(),
         "volume": volume,
@@ -110,14 +132,14 @@ async def summary(engine: AsyncEngine, scope: Scope, now: datetime) -> dict[str,
             "override": _share(actions.get(Action.OVERRIDE, 0), closing),
             "edit": _share(actions.get(Action.EDIT, 0), closing),
         },  # fmt: skip
-        "time_to_decision_s": {"p50": percentile(waits, 0.5), "p90": percentile(waits, 0.9), "decided": len(waits)},
-        "decided_while_waiting": _share(in_time, len(waits)),
+        "time_to_decision_s": {"p50": wait_p50, "p90": wait_p90, "decided": decided},
+        "decided_while_waiting": _share(in_time, decided),
         "deadline_outcomes": dict(sorted(outcomes.items())),
         "backlog": {"open": backlog, "oldest_waiting_s": _age(now, oldest)},
         "upstream": {
-            "failures": {str(kind or "unknown"): count for kind, count in sorted(failures.items(), key=str)},
+            "failures": dict(sorted(failures.items())),
             "failure_rate": _share(volume - answered, volume),
-            "latency_ms": {"p50": percentile(latency, 0.5), "p90": percentile(latency, 0.9)},
+            "latency_ms": {"p50": latency[0], "p90": latency[1]},
         },
     }
 
