@@ -5,7 +5,7 @@ API key made with `--role insights`.
     GET /admin/insights/summary?format=csv
     GET /admin/insights/loop?since=...&format=csv   (the loop's health, week by week)
     GET /admin/insights/reviewers?since=...&tier=agent   (reviewer quality, per agent, with flags)
-    GET /admin/insights/drift?since=...&model=support-bot   (calibration drift, per confidence band)
+    GET /admin/insights/drift?since=...&model=support-bot&format=csv   (calibration drift, per confidence band)
     GET /admin/insights/threshold?release=0.85&since=...&model=support-bot   (a threshold simulation)
     Authorization: Bearer <insights key>
 """
@@ -82,8 +82,14 @@ async def insights_drift(request: Request, keys: KeysDep, runtime: RuntimeDep) -
     """Per confidence band, what the period's labels say against what the confidence promises, and the period's
     histogram against the previous period's; warnings in plain words when they part."""
     await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
-    chosen = _model_scope(dict(request.query_params), runtime)
-    return JSONResponse({"scope": chosen.described(), **await _drift(runtime, chosen)})
+    params = dict(request.query_params)
+    shape = _shape(params)
+    chosen = _model_scope(params, runtime)
+    found = await _drift(runtime, chosen)
+    if shape == "json":
+        return JSONResponse({"scope": chosen.described(), **found})
+    bands = found["bands"]
+    return _csv("insights-drift.csv", tuple(bands[0]), ([*band.values()] for band in bands))
 
 
 async def _drift(runtime: Runtime, chosen: scope.Scope) -> dict[str, Any]:

@@ -279,9 +279,9 @@ def test_drift_warns_when_the_confidence_no_longer_means_what_it_says(app: FastA
         factories.add_in_order(session, rows)
     key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
     with TestClient(app) as client:
-        found = client.get(
-            "/admin/insights/drift", params=factories.WEEK, headers={"Authorization": f"Bearer {key}"}
-        ).json()
+        headers = {"Authorization": f"Bearer {key}"}
+        found = client.get("/admin/insights/drift", params=factories.WEEK, headers=headers).json()
+        sent = client.get("/admin/insights/drift", params=factories.WEEK | {"format": "csv"}, headers=headers)
     top = found["bands"][9]
     assert top["band"] == "0.9-1.0" and top["share"] == 1 and top["share_before"] == 0
     assert top["labels"] == 20 and top["observed"] == 0.5 and top["promised"] == pytest.approx(0.95)
@@ -291,3 +291,5 @@ def test_drift_warns_when_the_confidence_no_longer_means_what_it_says(app: FastA
     assert calibration.startswith("Answers scored 0.9-1.0 were right 50% of the time (20 labels")
     assert "less often than their confidence of 95% says" in calibration and "hitl calibrate" in calibration
     assert shift.startswith("The answers' confidences have shifted: 100% of them")
+    table = list(csv.DictReader(io.StringIO(sent.text)))
+    assert len(table) == 10 and table[9]["band"] == "0.9-1.0" and table[9]["observed"] == "0.5"
