@@ -13,7 +13,7 @@ from console.rendering import render
 from gateway.deps import RuntimeDep
 from gateway.errors import Forbidden
 from gateway.insights import reviewers, scope, summary
-from gateway.learning import drift, health, simulation
+from gateway.learning import drift, health
 from gateway.models import Action, Role
 
 router = APIRouter(prefix="/console/insights", include_in_schema=False)
@@ -37,15 +37,13 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
     async with runtime.sessions() as session:
         weeks = await health.weekly(session, chosen.conditions())
         agents = await reviewers.reviewers(session, chosen)
-        earlier = chosen.since - (chosen.until - chosen.since)
-        now_scored = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
-        before = await simulation.load(session, earlier, chosen.since, chosen.model, chosen.tier)
+        drifted = await drift.of_period(session, chosen.since, chosen.until, chosen.model, chosen.tier)
     context = {
         "agent": agent,
         "found": found,
         "weeks": weeks,
         "agents": agents,
-        "drift": drift.drift(now_scored, before),
+        "drift": drifted,
         "asked": request.query_params,
         "query": request.url.query,
         "tiers": runtime.policy.tiers,

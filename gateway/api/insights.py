@@ -85,19 +85,12 @@ async def insights_drift(request: Request, keys: KeysDep, runtime: RuntimeDep) -
     params = dict(request.query_params)
     shape = _shape(params)
     chosen = _model_scope(params, runtime)
-    found = await _drift(runtime, chosen)
+    async with runtime.sessions() as session:
+        found = await drift.of_period(session, chosen.since, chosen.until, chosen.model, chosen.tier)
     if shape == "json":
         return JSONResponse({"scope": chosen.described(), **found})
     bands = found["bands"]
     return _csv("insights-drift.csv", tuple(bands[0]), ([*band.values()] for band in bands))
-
-
-async def _drift(runtime: Runtime, chosen: scope.Scope) -> dict[str, Any]:
-    earlier = chosen.since - (chosen.until - chosen.since)
-    async with runtime.sessions() as session:
-        now = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
-        before = await simulation.load(session, earlier, chosen.since, chosen.model, chosen.tier)
-    return drift.drift(now, before)
 
 
 def _model_scope(params: dict[str, str], runtime: Runtime) -> scope.Scope:

@@ -11,8 +11,12 @@ of the answers scored 0.9, nine in ten are right. Per band of 0.1, this compares
 from __future__ import annotations
 
 import statistics
+from datetime import datetime
 from typing import Any
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.learning import simulation
 from gateway.learning.metrics import wilson
 from gateway.learning.simulation import History
 
@@ -65,3 +69,12 @@ def drift(now: History, before: History) -> dict[str, Any]:
             " previous period's. The model, the traffic or the prompts changed; check the review rate and the audits."
         )
     return {"bands": bands, "shift": shift if now.confidences and before.confidences else None, "warnings": warnings}
+
+
+async def of_period(
+    session: AsyncSession, since: datetime, until: datetime, model: str | None, tier: str | None
+) -> dict[str, Any]:
+    """`drift` of the exchanges of `[since, until)` against the period of the same length before it."""
+    now = await simulation.load(session, since, until, model, tier)
+    before = await simulation.load(session, since - (until - since), since, model, tier)
+    return drift(now, before)
