@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from sqlalchemy import create_engine as create_engine_sync
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -103,10 +104,17 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str) -> None:
-    """Bring the schema up to the newest migration."""
+    """Bring the schema up to the newest migration; on SQLite, refresh the query planner's statistics too
+    (PostgreSQL's autovacuum keeps its own): without them the insights over a million exchanges take twice as
+    long. It reads the indexes whole: half a second at a million exchanges (a sample was too coarse to help)."""
     from alembic import command
 
     command.upgrade(alembic_config(url), "head")
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine_sync(sync_url(url))
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
+        engine.dispose()
 
 
 @functools.cache
