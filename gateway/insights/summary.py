@@ -101,7 +101,8 @@ async def summary(engine: AsyncEngine, scope: Scope, now: datetime) -> dict[str,
                   _count(and_(closed, col(Review.decided_at) <= col(Review.deadline_at))), _count(waiting),
                   func.min(case((waiting, col(Review.created_at))))]  # fmt: skip
         counted = sa_select(*counts).select_from(Review).join(Exchange).where(*within)
-        audits, decided, in_time, backlog, oldest = (await session.execute(counted)).one()
+        connection = await session.connection()  # a Core statement: five columns, past sqlmodel's overloads
+        audits, decided, in_time, backlog, oldest = (await connection.execute(counted)).one()
         decisions = (
             select(Decision.action, func.count())
             .join(Review, col(Decision.review_id) == col(Review.id))
