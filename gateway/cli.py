@@ -139,7 +139,7 @@ def serve(
     logged = logs.config(log_format, log_level.upper())
     logging.config.dictConfig(logged)
 
-    from gateway import memory
+    from gateway import db, memory
     from gateway.app import create_app
     from gateway.conversation.bundled import local_model_available
     from gateway.policy import PolicyError
@@ -164,6 +164,7 @@ def serve(
     # configured time, and more where this machine is slower than that allows.
     startup_timeout = max(settings.worker_startup_timeout, math.ceil(5 * (time.monotonic() - building)))
     first_run = _run(settings, _bootstrap)
+    db.refresh_statistics(settings.database_url)
     base = f"http://{host}:{port}"
     typer.echo(f"hitl-gateway on {base}")
     typer.echo(f"  Console:            {base}/console/")

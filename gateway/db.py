@@ -104,17 +104,23 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str) -> None:
-    """Bring the schema up to the newest migration; on SQLite, refresh the query planner's statistics too
-    (PostgreSQL's autovacuum keeps its own): without them the insights over a million exchanges take twice as
-    long. It reads the indexes whole: half a second at a million exchanges (a sample was too coarse to help)."""
+    """Bring the schema up to the newest migration."""
     from alembic import command
 
     command.upgrade(alembic_config(url), "head")
-    if make_url(url).get_backend_name() == "sqlite":
-        engine = create_engine_sync(sync_url(url))
-        with engine.begin() as connection:
-            connection.execute(text("ANALYZE"))
-        engine.dispose()
+
+
+def refresh_statistics(url: str) -> None:
+    """On SQLite, gather the query planner's statistics (PostgreSQL's autovacuum keeps its own): without them
+    the insights over a million exchanges take twice as long. It reads the indexes whole: half a second at a
+    million exchanges (a sample was too coarse to help), so `hitl serve` runs it once as it starts, not every
+    command."""
+    if make_url(url).get_backend_name() != "sqlite":
+        return
+    engine = create_engine_sync(sync_url(url))
+    with engine.begin() as connection:
+        connection.execute(text("ANALYZE"))
+    engine.dispose()
 
 
 @functools.cache
