@@ -24,6 +24,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.conversation import messages, upstream
 from gateway.holds import HoldHub
 from gateway.learning import versions
+from gateway.notifications import watch
 from gateway.operations import schedule, tracing
 from gateway.operations.metrics import CountRequests, Metrics
 from gateway.policy import PolicyError
@@ -53,8 +54,8 @@ async def background(runtime: Runtime, learned: int | None) -> AsyncIterator[Non
     """The process's loops: its one waiter loop (the hold hub's batched poll), on PostgreSQL its one LISTEN
     connection for decisions made by other processes, the webhook sender (which delivers only while this
     process holds the lease), the one that makes decisions whose undo window has closed, the one that follows
-    the policy version in force (`learned`: the one routing now), and the scheduled `hitl learn` and `hitl purge`
-    when they are on.
+    the policy version in force (`learned`: the one routing now), the one that warns of deadlines a tier's
+    `notify.deadline` asks about, and the scheduled `hitl learn`, `hitl purge` and `hitl notify` when they are on.
     On the way out, every waiting client is answered first."""
     tasks = [
         asyncio.create_task(runtime.holds.run(), name="hold-poll"),
@@ -67,6 +68,8 @@ async def background(runtime: Runtime, learned: int | None) -> AsyncIterator[Non
     for job in schedule.jobs(runtime.settings):
         running = schedule.run(job, runtime.sessions, runtime.settings, runtime.clock)
         tasks.append(asyncio.create_task(running, name=job.name))
+    warnings = watch.watch(runtime.sessions, lambda: runtime.policy, runtime.settings.notify, runtime.clock)
+    tasks.append(asyncio.create_task(warnings, name="deadline-warnings"))
     if runtime.settings.undo_seconds > 0:
         interval = min(runtime.settings.hold.poll_interval, runtime.settings.undo_seconds)
         tasks.append(asyncio.create_task(runtime.desk.run_settling(interval), name="undo-windows"))

@@ -223,6 +223,12 @@ class Notify(_Strict):
     email: list[str] = Field(default_factory=list, description="Addresses (sent through HITL_NOTIFY__SMTP_HOST).")
     sla: bool = Field(True, description="A message when one of the tier's reviews waits past its `sla`.")
     digest: bool = Field(True, description="A daily digest: counts, the oldest waiting, a link to the queue.")
+    deadline: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds before a waiting client's deadline to say that its review is about to run out (none: "
+        "no warning); `hitl serve` looks every second.",
+    )
 
     @field_validator("webhook")
     @classmethod

@@ -63,21 +63,33 @@ async def deliver(
     )
     tally: Counter[str] = Counter()
     for notification in (await session.exec(due)).all():
-        try:
-            await _send(settings, client, notification)
-        except (httpx.HTTPError, OSError, smtplib.SMTPException, ValueError, NotSent) as exc:
-            notification.attempts += 1
-            notification.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            if notification.attempts >= settings.max_attempts:
-                notification.status = DeliveryStatus.FAILED
-                tally["failed"] += 1
-            else:
-                wait = backoff(notification.attempts, BACKOFF_BASE, BACKOFF_CAP)
-                notification.next_attempt_at = now + timedelta(seconds=wait)
-                tally["retrying"] += 1
-        else:
-            notification.status, notification.sent_at = DeliveryStatus.DELIVERED, now
-            tally["sent"] += 1
-        session.add(notification)
-        await session.commit()
+        tally[await attempt(session, settings, client, notification, now)] += 1
     return tally
+
+
+async def attempt(
+    session: AsyncSession,
+    settings: NotifySettings,
+    client: httpx.AsyncClient,
+    notification: Notification,
+    now: datetime,
+) -> str:
+    """Send one notification and record how it went: `sent`, `retrying` (after a backoff) or `failed` for good."""
+    try:
+        await _send(settings, client, notification)
+    except (httpx.HTTPError, OSError, smtplib.SMTPException, ValueError, NotSent) as exc:
+        notification.attempts += 1
+        notification.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        if notification.attempts >= settings.max_attempts:
+            notification.status = DeliveryStatus.FAILED
+            outcome = "failed"
+        else:
+            wait = backoff(notification.attempts, BACKOFF_BASE, BACKOFF_CAP)
+            notification.next_attempt_at = now + timedelta(seconds=wait)
+            outcome = "retrying"
+    else:
+        notification.status, notification.sent_at = DeliveryStatus.DELIVERED, now
+        outcome = "sent"
+    session.add(notification)
+    await session.commit()
+    return outcome

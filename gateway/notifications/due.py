@@ -2,7 +2,9 @@
 
 - `sla`: an open held review that has waited past its tier's `sla`, to each of the tier's channels;
 - `digest`: from `digest_hour` (UTC) each day, a tier's counts (waiting, decided in the last 24 h), how long the
-  oldest has waited, and a link to the queue.
+  oldest has waited, and a link to the queue;
+- `deadline`: an open held review whose client's wait ends within its tier's `deadline` seconds (found by the
+  serving processes every second, `notifications.watch`, and sent at once).
 
 A message names reviews by id and links to them; it never carries a conversation's text (a channel is not a
 place a customer's words should be copied to, and erasure could not reach them there).
@@ -21,6 +23,7 @@ from gateway.models import Notification, Review, ReviewKind, ReviewStatus
 from gateway.policy import Notify, Policy
 
 WEBHOOK, EMAIL = "webhook", "email"
+CLAIM_SECONDS = 60.0  # a deadline warning is its finder's to send for this long before `hitl notify` may retry it
 
 
 def _targets(notify: Notify) -> list[tuple[str, str]]:
@@ -111,3 +114,33 @@ async def _digest(
         )  # fmt: skip
         for channel, target in targets
     ]
+
+
+async def near_deadline(session: AsyncSession, policy: Policy, console_url: str, now: datetime) -> list[Notification]:
+    """The deadline warnings due now and not made yet: each open held review whose deadline is at most its tier's
+    `deadline` seconds away, once per channel. Each is made already claimed for `CLAIM_SECONDS` (its finder sends
+    it at once); one whose send failed is retried by `hitl notify` like any other."""
+    made: list[Notification] = []
+    base = console_url.rstrip("/")
+    for tier, notify in policy.spec.notify.items():
+        if notify.deadline is None:
+            continue
+        near = select(Review.id, Review.deadline_at).where(
+            col(Review.tier) == tier,
+            col(Review.kind) == ReviewKind.HOLD,
+            col(Review.status) == ReviewStatus.OPEN,
+            col(Review.deadline_at) > now,
+            col(Review.deadline_at) <= now + timedelta(seconds=notify.deadline),
+        )
+        for review_id, deadline in (await session.exec(near)).all():
+            left = _duration(max((deadline - now).total_seconds(), 0.0))
+            subject = f"[hitl] review {review_id} in {tier}: its client's wait ends in {left}"
+            body = f"{subject}; then it gets the tier's deadline outcome.\nOpen it: {base}/console/reviews/{review_id}"
+            for channel, target in _targets(notify):
+                key = _key("deadline", review_id, channel, target)
+                if await _exists(session, key):
+                    continue
+                made.append(Notification(key=key, kind="deadline", tier=tier, review_id=review_id, channel=channel,
+                                         target=target, subject=subject, body=body, created_at=now,
+                                         next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS)))  # fmt: skip
+    return made

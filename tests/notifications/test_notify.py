@@ -5,21 +5,26 @@ conversation's text; a failed send is retried after its backoff and given up aft
 from __future__ import annotations
 
 import email.policy
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from gateway import policy
+from gateway import db, policy
+from gateway.app import create_app
 from gateway.cli import app as cli
+from gateway.clock import SystemClock
 from gateway.models import (
     DeliveryStatus,
     Exchange,
@@ -29,6 +34,8 @@ from gateway.models import (
     ReviewStatus,
     Route,
 )
+from gateway.notifications import watch
+from gateway.settings import NotifySettings, Settings
 from tests import factories
 
 runner = CliRunner()
@@ -188,3 +195,83 @@ def test_a_channel_that_keeps_failing_is_given_up_with_its_error(
 def test_a_bad_notify_setting_names_its_line(notify: str, words: str) -> None:
     with pytest.raises(policy.PolicyError, match=words):
         policy.parse(policy.DEFAULT_POLICY.read_text() + f"notify: {notify}\n", "team.yaml")
+
+
+def seed_deadlines(database_url: str) -> dict[str, str]:
+    """Open held reviews whose clients' waits end: in 10 s and in 60 s (`agent`), 5 s ago (`agent`), in 5 s
+    (`senior`, which asks for no warning)."""
+    now = datetime.now(UTC)
+    made: dict[str, str] = {}
+    with factories.sync_session(database_url) as session:
+        key = factories.key_named(session, "web")
+        rows: list[Any] = []
+        for name, tier, left in (("soon", "agent", 10), ("later", "agent", 60), ("gone", "agent", -5),
+                                 ("senior", "senior", 5)):  # fmt: skip
+            exchange = Exchange(request_id="r", api_key_id=key, model="m", upstream_model="m",
+                                request={"messages": [{"role": "user", "content": SECRET}]}, response={},
+                                signals={}, policy_version="p", route=Route.HOLD, tier=tier, status=ExchangeStatus.HELD,
+                                candidate_text=SECRET, created_at=now - timedelta(seconds=20))  # fmt: skip
+            rows += [exchange, Review(exchange_id=exchange.id, api_key_id=key, tier=tier, created_at=now,
+                                      deadline_at=now + timedelta(seconds=left))]  # fmt: skip
+            made[name] = rows[-1].id
+        factories.add_in_order(session, rows)
+    return made
+
+
+def deadline_policy(tmp_path: Path, hook: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy.DEFAULT_POLICY.read_text() + "notify:\n  agent: {webhook: '" + hook
+                    + "', email: [lead@example.com], deadline: 15, sla: false, digest: false}\n")  # fmt: skip
+    return path
+
+
+async def test_a_deadline_seconds_away_is_warned_of_once_at_once(
+    database_url: str,
+    tmp_path: Path,
+    inbox: tuple[Inbox, int],
+    receiver: tuple[list[dict[str, Any]], str],
+) -> None:
+    mail, port = inbox
+    posted, url = receiver
+    rules = policy.load(deadline_policy(tmp_path, f"{url}/hook"))
+    reviews = seed_deadlines(database_url)
+    settings = NotifySettings(smtp_host="127.0.0.1", smtp_port=port, console_url="https://hitl.example.com")
+    engine = db.create_engine(database_url)
+    sessions = db.session_factory(engine)
+    try:
+        async with httpx.AsyncClient() as client:
+            first = await watch.turn(sessions, rules, settings, client, SystemClock())
+            again = await watch.turn(sessions, rules, settings, client, SystemClock())
+            silent = await watch.turn(sessions, policy.load(None), settings, client, SystemClock())
+    finally:
+        await engine.dispose()
+    assert first == {"sent": 1, "retrying": 1} and not again and not silent  # the hook refused its first message
+    (message,) = mail.messages
+    assert message["Subject"].startswith(f"[hitl] review {reviews['soon']} in agent: its client's wait ends in ")
+    assert f"https://hitl.example.com/console/reviews/{reviews['soon']}" in message.get_content()
+    with factories.sync_session(database_url) as session:
+        rows = session.exec(select(Notification)).all()
+    assert {row.kind for row in rows} == {"deadline"} and {row.review_id for row in rows} == {reviews["soon"]}
+    waiting = next(row for row in rows if row.status == DeliveryStatus.PENDING)
+    assert waiting.channel == "webhook" and waiting.attempts == 1  # `hitl notify` retries it after its backoff
+    assert not posted and SECRET not in str(message)
+
+
+def test_hitl_serve_warns_of_a_deadline_without_a_scheduled_turn(
+    database_url: str,
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    inbox: tuple[Inbox, int],
+    receiver: tuple[list[dict[str, Any]], str],
+) -> None:
+    mail, port = inbox
+    _, url = receiver
+    reviews = seed_deadlines(database_url)
+    notify = NotifySettings(smtp_host="127.0.0.1", smtp_port=port)
+    app = create_app(make_settings(policy_path=deadline_policy(tmp_path, f"{url}/hook"), notify=notify))
+    with TestClient(app):
+        deadline = time.monotonic() + 30
+        while not mail.messages and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert [str(message["Subject"]).split(":")[0] for message in mail.messages] == [
+        f"[hitl] review {reviews['soon']} in agent"]  # fmt: skip
