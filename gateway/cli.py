@@ -523,7 +523,6 @@ def simulate(
     from gateway.errors import GatewayError
     from gateway.insights import scope
     from gateway.learning import simulation
-    from gateway.models import Route
     from gateway.policy import PolicyError
 
     settings = _settings()
@@ -533,8 +532,7 @@ def simulate(
     except (PolicyError, GatewayError) as exc:
         raise _fail(str(exc)) from None
     history = _run(settings, lambda session: simulation.load(session, chosen.since, chosen.until, model, tier))
-    bands = current.bands_for(model)
-    now = next((band.min for band in bands if band.route == Route.RELEASE), None)
+    now = simulation.current_release(current, model)
     period = f"from {chosen.since:%Y-%m-%d %H:%M} to {chosen.until:%Y-%m-%d %H:%M}"
     median = _or_dash(history.seconds_per_decision, ".0f")
     typer.echo(f"{len(history.confidences)} scored exchanges {period}; {history.decisions_timed} decisions timed,"
@@ -551,14 +549,8 @@ def simulate(
                    f"{_or_dash(found.expected_escaped_errors, '.1f'):>8}   ({title})")  # fmt: skip
     if write_policy is None:
         return
-    source = settings.policy_path or policy.DEFAULT_POLICY
-    note = (
-        f"Written by `hitl simulate` from {source} ({current.version}): release at >= {release:g}"
-        + (f" for {model}" if model else "")
-        + f", simulated on {len(history.confidences)} exchanges {period}."
-    )
     try:
-        text = policy.rethresholded(current, source.read_text(encoding="utf-8"), release, note, model)
+        text = simulation.policy_text(current, settings.policy_path, release, model, history, period, "`hitl simulate`")
     except PolicyError as exc:
         raise _fail(str(exc)) from None
     write_policy.write_text(text, encoding="utf-8")

@@ -2,11 +2,14 @@
 API key made with `--role insights`.
 
     GET /admin/insights/summary?since=2026-12-01&until=2026-12-08&tier=agent&model=support-bot&api_key=3
+    GET /admin/insights/summary?reason=rule:refunds   (or a kind: confidence, rule, tool_calls, unscored, ...)
     GET /admin/insights/summary?format=csv
+    GET /admin/insights/series?since=...&format=csv   (hour by hour or day by day: volume, latency, backlog)
     GET /admin/insights/loop?since=...&format=csv   (the loop's health, week by week)
     GET /admin/insights/reviewers?since=...&tier=agent   (reviewer quality, per agent, with flags)
     GET /admin/insights/drift?since=...&model=support-bot&format=csv   (calibration drift, per confidence band)
     GET /admin/insights/threshold?release=0.85&since=...&model=support-bot   (a threshold simulation)
+    GET /admin/insights/threshold?release=0.85&format=yaml   (the policy file with that band, a new version)
     Authorization: Bearer <insights key>
 """
 
@@ -22,9 +25,10 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.deps import EngineDep, KeysDep, RuntimeDep
 from gateway.errors import InvalidRequest
-from gateway.insights import reviewers, scope, summary
+from gateway.insights import reviewers, scope, series, summary
 from gateway.learning import drift, health, simulation
-from gateway.models import KeyRole, Route
+from gateway.models import KeyRole
+from gateway.policy import PolicyError
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/admin")
@@ -41,6 +45,20 @@ async def insights_summary(request: Request, keys: KeysDep, engine: EngineDep, r
     if shape == "json":
         return JSONResponse(found)
     return _csv("insights-summary.csv", ("figure", "value"), summary.rows(found))
+
+
+@router.get("/insights/series", name="insights_series")
+async def insights_series(request: Request, keys: KeysDep, engine: EngineDep, runtime: RuntimeDep) -> Response:
+    """The period hour by hour (two days or less) or day by day: volume, held, failed, the upstream's latency
+    (p50, p90) and the backlog at each bucket's end."""
+    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
+    params = dict(request.query_params)
+    shape = _shape(params)
+    now = runtime.clock.now()
+    found = await series.series(engine, scope.parse(params, now), now)
+    if shape == "json":
+        return JSONResponse(found)
+    return _csv("insights-series.csv", series.COLUMNS, series.rows(found))
 
 
 @router.get("/insights/loop", name="insights_loop")
@@ -100,6 +118,9 @@ def _model_scope(params: dict[str, str], runtime: Runtime) -> scope.Scope:
     if chosen.api_key is not None:
         raise InvalidRequest("Thresholds and confidences are the same for every API key: leave out api_key.",
                              param="api_key")  # fmt: skip
+    if chosen.reason is not None:
+        raise InvalidRequest("Thresholds and confidences count every scored answer, whatever routed it: leave out "
+                             "reason.", param="reason")  # fmt: skip
     return chosen
 
 
@@ -122,10 +143,30 @@ def _csv(name: str, header: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> R
 @router.get("/insights/threshold", name="insights_threshold")
 async def insights_threshold(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
     """What the period would have cost with the release band starting at `release`, beside the policy's own
-    (its pooled bands): review rate, agent hours, and the escaped errors the labels imply."""
+    (its pooled bands, or the model's own): review rate, agent hours, and the escaped errors the labels imply. As
+    JSON, a CSV of (figure, current, proposed), or `format=yaml`: the policy file with the band moved, as
+    `hitl simulate --write-policy` writes it, to deploy as a new policy version."""
     await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
     params = dict(request.query_params)
-    asked = params.pop("release", None)
+    shape = params.pop("format", "json")
+    if shape not in (*FORMATS, "yaml"):
+        raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}, yaml.", param="format")
+    release = threshold(params.pop("release", None))
+    chosen = _model_scope(params, runtime)
+    async with runtime.sessions() as session:
+        history = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
+    if shape == "yaml":
+        text = written(runtime, history, chosen, release, "the admin API's threshold simulator")
+        headers = {"content-disposition": f'attachment; filename="policy-release-{release:g}.yaml"'}
+        return Response(text, media_type="application/yaml; charset=utf-8", headers=headers)
+    found = simulation.compared(history, runtime.policy, release, chosen.model)
+    if shape == "json":
+        return JSONResponse({"scope": chosen.described(), **found})
+    return _csv("insights-threshold.csv", ("figure", "current", "proposed"), simulation.rows(found))
+
+
+def threshold(asked: str | None) -> float:
+    """The release threshold asked for, a number in [0, 1]; anything else is the caller's error."""
     try:
         release = float(asked) if asked is not None else None
     except ValueError:
@@ -133,15 +174,15 @@ async def insights_threshold(request: Request, keys: KeysDep, runtime: RuntimeDe
     if release is None or not 0.0 <= release <= 1.0:
         raise InvalidRequest("release must be a number between 0 and 1: where the release band would start.",
                              param="release")  # fmt: skip
-    chosen = _model_scope(params, runtime)
-    async with runtime.sessions() as session:
-        history = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
-    bands = runtime.policy.bands_for(chosen.model)
-    current = next((band.min for band in bands if band.route == Route.RELEASE), None)  # None: it releases nothing
-    return JSONResponse({
-        "scope": chosen.described(),
-        "seconds_per_decision": history.seconds_per_decision,
-        "decisions_timed": history.decisions_timed,
-        "current": simulation.simulate(history, current).described() if current is not None else None,
-        "proposed": simulation.simulate(history, release).described(),
-    })  # fmt: skip
+    return release
+
+
+def written(runtime: Runtime, history: simulation.History, chosen: scope.Scope, release: float, by: str) -> str:
+    """The running policy with its release band moved, as a new version's file; a policy that cannot move that way
+    (no release band, a model without bands of its own) is the caller's error."""
+    period = f"from {chosen.since:%Y-%m-%d %H:%M} to {chosen.until:%Y-%m-%d %H:%M}"
+    try:
+        return simulation.policy_text(runtime.policy, runtime.settings.policy_path, release, chosen.model, history,
+                                      period, by)  # fmt: skip
+    except PolicyError as exc:
+        raise InvalidRequest(f"The policy cannot be written with that band: {exc}.", param="release") from None

@@ -1,5 +1,6 @@
-"""Which exchanges a figure counts: those that arrived in a period, narrowed by tier, model and API key. One model
-for the admin API and its CSV, so a bad value gets the same clear error either way."""
+"""Which exchanges a figure counts: those that arrived in a period, narrowed by tier, model, API key and the reason
+they were routed as they were. One model for the admin API and its CSV, so a bad value gets the same clear error
+either way."""
 
 from __future__ import annotations
 
@@ -15,11 +16,23 @@ from gateway.models import Exchange
 
 DEFAULT_PERIOD = timedelta(days=7)
 _WHEN = TypeAdapter(datetime)
+# Why an exchange went where it went, by kind: how its stored reason begins (`Policy.route`, the relay).
+# `rule:<name>` narrows to one rule.
+REASONS = {
+    "confidence": "confidence ",
+    "rule": "rule ",
+    "tool_calls": "tool calls ",
+    "unscored": "unscored",
+    "progressive": "progressive:",
+    "reused": "reused ",
+    "upstream_failed": "upstream failed",
+}
 
 
 class Scope(BaseModel):
     """The period is `[since, until)` of the exchanges' arrival, in UTC when no zone is given; absent, the last
-    seven days up to now. Each of `tier`, `model` and `api_key` narrows when given."""
+    seven days up to now. Each of `tier`, `model`, `api_key` and `reason` (a kind of `REASONS`, or `rule:<name>`)
+    narrows when given."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -28,6 +41,15 @@ class Scope(BaseModel):
     tier: str | None = None
     model: str | None = None
     api_key: int | None = None
+    reason: str | None = None
+
+    @field_validator("reason")
+    @classmethod
+    def _known(cls, value: str | None) -> str | None:
+        kind, named, name = (value or "").partition(":")
+        if value is not None and (kind not in REASONS or (named and (kind != "rule" or not name))):
+            raise ValueError(f"must be one of {', '.join(REASONS)}, or rule:<name>")
+        return value
 
     @field_validator("since", "until")
     @classmethod
@@ -52,6 +74,10 @@ class Scope(BaseModel):
             taken.append(col(Exchange.model) == self.model)
         if self.api_key is not None:
             taken.append(col(Exchange.api_key_id) == self.api_key)
+        if self.reason is not None:
+            kind, _, name = self.reason.partition(":")
+            begins = f"rule {name!r} matched" if name else REASONS[kind]
+            taken.append(col(Exchange.reason).startswith(begins, autoescape=True))
         return taken
 
 

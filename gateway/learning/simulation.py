@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import col, select
@@ -19,7 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.learning.labels import LABEL_OF
 from gateway.learning.metrics import escaped_error_bound
-from gateway.models import Action, Decision, Exchange, Review, ReviewKind, ReviewStatus
+from gateway.models import Action, Decision, Exchange, Review, ReviewKind, ReviewStatus, Route
+from gateway.policy import DEFAULT_POLICY, Policy, rethresholded
 from gateway.review import timing
 
 
@@ -105,3 +107,43 @@ def simulate(history: History, release_min: float) -> Simulation:
         expected_escaped_errors=expected,
         agent_hours=held * per_decision / 3600 if per_decision is not None else None,
     )
+
+
+def current_release(policy: Policy, group: str | None) -> float | None:
+    """Where the policy's bands (a calibration group's own, when it has them) start releasing; None: never."""
+    return next((band.min for band in policy.bands_for(group) if band.route == Route.RELEASE), None)
+
+
+def compared(history: History, policy: Policy, release_min: float, group: str | None) -> dict[str, Any]:
+    """The policy's own threshold and the proposed one, simulated on the same history."""
+    now = current_release(policy, group)
+    return {
+        "seconds_per_decision": history.seconds_per_decision,
+        "decisions_timed": history.decisions_timed,
+        "current": simulate(history, now).described() if now is not None else None,
+        "proposed": simulate(history, release_min).described(),
+    }
+
+
+def rows(found: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """A comparison as (figure, current, proposed) rows, for a CSV."""
+    current, proposed = found["current"] or {}, found["proposed"]
+    shared = [("seconds_per_decision", found["seconds_per_decision"]), ("decisions_timed", found["decisions_timed"])]
+    return [
+        *((name, value, value) for name, value in shared),
+        *((name, current.get(name), proposed[name]) for name in proposed),
+    ]
+
+
+def policy_text(
+    policy: Policy, source: Path | None, release_min: float, group: str | None, history: History, period: str, by: str
+) -> str:
+    """The policy file with its release band moved, as `hitl simulate --write-policy` and the Insights page write
+    it: the same source file, a new version, a header saying who simulated what; checked to load."""
+    path = source or DEFAULT_POLICY
+    note = (
+        f"Written by {by} from {path} ({policy.version}): release at >= {release_min:g}"
+        + (f" for {group}" if group else "")
+        + f", simulated on {len(history.confidences)} exchanges {period}."
+    )
+    return rethresholded(policy, path.read_text(encoding="utf-8"), release_min, note, group)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
+from gateway import policy
 from gateway.models import (
     Action,
     ApiKey,
@@ -109,6 +110,68 @@ def test_a_bad_parameter_is_a_400_that_names_it(
     assert sent.status_code == 400 and param in sent.json()["error"]["message"], sent.text
 
 
+def test_the_reason_narrows_to_one_kind_of_routing_or_one_rule(
+    app: FastAPI, database_url: str, clock: factories.ManualClock
+) -> None:
+    reasons = ["rule 'refunds' matched (metadata.topic=refund)", "rule 'refunds' matched (metadata.topic=refund)",
+               "rule 'pii%' matched (content ~ ssn)", "rule 'piiX' matched (content ~ card)",
+               "confidence 0.412 in [0.3, 0.92) -> agent", "unscored (logprobs missing)",
+               "progressive: 120 characters sent, the rest held; confidence 0.5 in [0.3, 0.92) -> agent",
+               "upstream failed: timeout"]  # fmt: skip
+    with factories.sync_session(database_url) as session:
+        key = factories.key_named(session, "web")
+        rows = [Exchange(request_id="r", api_key_id=key, model="m", upstream_model="m", request={}, response={},
+                         signals={}, policy_version="p", route=Route.NONE if "failed" in reason else Route.HOLD,
+                         status=ExchangeStatus.HELD, reason=reason, created_at=factories.WEEK_DAY)
+                for reason in reasons]  # fmt: skip
+        factories.add_in_order(session, rows)
+    key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
+    headers = {"Authorization": f"Bearer {key}"}
+    counted = {"rule": 4, "rule:refunds": 2, "rule:pii%": 1, "confidence": 1, "unscored": 1, "progressive": 1,
+               "upstream_failed": 1, "reused": 0}  # fmt: skip
+    with TestClient(app) as client:
+        found = {
+            reason: client.get(
+                "/admin/insights/summary", params=factories.WEEK | {"reason": reason}, headers=headers
+            ).json()  # fmt: skip
+            for reason in counted
+        }
+        refused = [client.get("/admin/insights/summary", params={"reason": reason}, headers=headers)
+                   for reason in ("colour", "confidence:0.4", "rule:")]  # fmt: skip
+        threshold = client.get("/admin/insights/threshold", params={"release": "0.5", "reason": "rule"},
+                               headers=headers)  # fmt: skip
+    assert {reason: figures["volume"] for reason, figures in found.items()} == counted
+    assert found["upstream_failed"]["upstream"]["failures"] == {"unknown": 1}
+    assert found["rule:refunds"]["scope"]["reason"] == "rule:refunds"
+    for sent in refused:
+        assert sent.status_code == 400 and sent.json()["error"]["param"] == "reason", sent.text
+    assert "rule:<name>" in refused[0].json()["error"]["message"]
+    assert threshold.status_code == 400 and threshold.json()["error"]["param"] == "reason"
+
+
+def test_the_series_counts_each_day_and_carries_the_backlog(insights: tuple[TestClient, dict[str, str]]) -> None:
+    client, headers = insights  # now is Wednesday 11:00: three days of the week have begun
+    with client:
+        daily = client.get("/admin/insights/series", params=factories.WEEK, headers=headers).json()
+        morning = {"since": "2026-11-02T09:00:00Z", "until": "2026-11-02T12:00:00Z"}
+        hourly = client.get("/admin/insights/series", params=morning, headers=headers).json()
+        sheet = client.get("/admin/insights/series", params=factories.WEEK | {"format": "csv"}, headers=headers)
+    days = [bucket["start"][:10] for bucket in daily["buckets"]]
+    assert daily["bucket"] == "day" and days == ["2026-11-02", "2026-11-03", "2026-11-04"]
+    monday, tuesday, wednesday = daily["buckets"]
+    # Monday: 4 released (100-400 ms), 1 failed, 4 held (100 ms), 3 of them decided that day (an escalation stays).
+    assert (monday["volume"], monday["held"], monday["failed"], monday["backlog"]) == (9, 4, 1, 1)
+    assert (monday["latency_ms_p50"], monday["latency_ms_p90"]) == (100, 400)
+    assert (tuesday["volume"], tuesday["held"], tuesday["failed"], tuesday["backlog"]) == (2, 1, 1, 1)  # decided
+    assert (wednesday["volume"], wednesday["backlog"], wednesday["latency_ms_p90"]) == (1, 2, 100)
+    assert hourly["bucket"] == "hour"
+    assert [(b["start"][11:16], b["volume"], b["held"], b["backlog"]) for b in hourly["buckets"]] == [
+        ("09:00", 5, 0, 0), ("10:00", 4, 4, 1), ("11:00", 0, 0, 1)]  # fmt: skip
+    assert hourly["buckets"][2]["latency_ms_p50"] is None
+    table = list(csv.DictReader(io.StringIO(sheet.text)))
+    assert [row["backlog"] for row in table] == ["1", "1", "2"] and table[0]["latency_ms_p90"] == "400.0"
+
+
 def test_only_an_insights_key_reads_it(insights: tuple[TestClient, dict[str, str]], api_key: str) -> None:
     client, _ = insights
     with client:
@@ -140,9 +203,36 @@ def test_the_threshold_simulator_reads_the_cost_of_a_band_off_the_history(
     assert current["release_min"] == 0.92 and current["held"] == 9 and current["escaped_error_rate"] == 0
 
 
+def test_the_simulation_is_a_csv_and_its_policy_a_file_to_deploy(
+    app: FastAPI, database_url: str, clock: factories.ManualClock
+) -> None:
+    factories.seed_scores(database_url)
+    key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
+    headers = {"Authorization": f"Bearer {key}"}
+    params = factories.WEEK | {"release": "0.6"}
+    with TestClient(app) as client:
+        found = client.get("/admin/insights/threshold", params=params, headers=headers).json()
+        sheet = client.get("/admin/insights/threshold", params=params | {"format": "csv"}, headers=headers)
+        written = client.get("/admin/insights/threshold", params=params | {"format": "yaml"}, headers=headers)
+        grouped = client.get("/admin/insights/threshold", params=params | {"format": "yaml", "model": "support-bot"},
+                             headers=headers)  # fmt: skip
+    rows = {row["figure"]: row for row in csv.DictReader(io.StringIO(sheet.text))}
+    for name in ("review_rate", "held", "agent_hours", "escaped_error_rate", "expected_escaped_errors"):
+        assert float(rows[name]["proposed"]) == pytest.approx(found["proposed"][name]), name
+        assert float(rows[name]["current"]) == pytest.approx(found["current"][name]), name
+    assert float(rows["seconds_per_decision"]["proposed"]) == 30
+    assert written.status_code == 200 and "policy-release-0.6.yaml" in written.headers["content-disposition"]
+    moved = policy.parse(written.text, "<downloaded>")
+    assert moved.spec.version.endswith("+release-0.6") and moved.releases(0.6, None) and not moved.releases(0.59, None)
+    assert written.text.startswith("# Written by the admin API's threshold simulator")
+    # The bundled policy gives no model bands of its own: said, not a file with the pooled bands moved.
+    assert grouped.status_code == 400 and "no bands of its own" in grouped.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("params", "param"), [({}, "release"), ({"release": "1.5"}, "release"), ({"release": "x"}, "release"),
-                          ({"release": "0.5", "api_key": "1"}, "api_key")],
+                          ({"release": "0.5", "api_key": "1"}, "api_key"),
+                          ({"release": "0.5", "format": "xml"}, "format")],
 )  # fmt: skip
 def test_a_bad_simulation_is_a_400_that_names_it(
     app: FastAPI, database_url: str, params: dict[str, str], param: str

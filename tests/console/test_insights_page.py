@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from gateway import policy
 from gateway.models import Role
 from tests import factories
 
@@ -77,3 +78,59 @@ def test_the_page_says_whether_the_confidence_drifted(app: FastAPI, database_url
     section = page.text.split('id="insight-drift"')[1].split("</table>")[0]
     assert "No drift found" in section
     assert "<td>0.9-1.0</td><td>10.0% (0.0%)</td><td>1.0</td>" in section  # one audit of weight 2: one label
+
+
+def test_the_simulator_answers_in_place_and_an_admin_takes_the_policy_away(
+    app: FastAPI, database_url: str, clock: factories.ManualClock
+) -> None:
+    factories.seed_scores(database_url)  # ten answers at 0.05 ... 0.95; the bundled policy releases from 0.92
+    factories.make_agent(database_url, "grace", "s3cret pass", Role.SENIOR)
+    factories.make_agent(database_url, "root", "correct horse", Role.ADMIN)
+    asked = factories.WEEK | {"release": "0.6"}
+    with TestClient(app) as client:
+        factories.console_login(client, "grace", "s3cret pass")
+        page = client.get("/console/insights", params=factories.WEEK)
+        seen = client.get("/console/insights/threshold", params=asked, headers={"HX-Request": "true"})
+        refused = client.get("/console/insights/threshold/policy", params=asked)
+        bad = client.get("/console/insights/threshold", params=factories.WEEK | {"release": "2"})
+        plain = client.get("/console/insights", params=asked)  # the form without htmx: the page with its answer
+        factories.console_login(client, "root", "correct horse")
+        admins = client.get("/console/insights/threshold", params=asked, headers={"HX-Request": "true"})
+        written = client.get("/console/insights/threshold/policy", params=asked)
+    form = page.text.split('id="simulator"')[1].split("</form>")[0]
+    assert 'name="release"' in form and 'value="0.92"' in form  # it starts at the policy's own threshold
+    result = seen.text.split('id="simulation-result"')[1]
+    assert '<th scope="row">Review rate</th><td>90.0%</td><td>60.0%</td>' in result
+    assert "<td>6 of 10</td>" in result and "median 30 s per decision, over 7 timed decisions" in seen.text
+    assert "<td>6 of 10</td>" in plain.text.split('id="simulation"')[1] and 'value="0.6"' in plain.text
+    assert "simulation-policy" not in seen.text and refused.status_code == 403  # a senior reads, an admin writes
+    assert bad.status_code == 400 and "between 0 and 1" in bad.text
+    assert 'id="simulation-policy"' in admins.text
+    assert written.status_code == 200 and "attachment" in written.headers["content-disposition"]
+    assert written.text.startswith("# Written by the Insights page's simulator (root)")
+    assert policy.parse(written.text).releases(0.6, None)
+
+
+def test_the_page_draws_the_week_day_by_day_and_narrows_by_reason(
+    app: FastAPI, database_url: str, clock: factories.ManualClock
+) -> None:
+    factories.seed_week(database_url)
+    clock.offset = factories.WEEK_DAY + timedelta(days=2, hours=2) - datetime.now(UTC)  # Wednesday 11:00
+    factories.make_agent(database_url, "grace", "s3cret pass", Role.SENIOR)
+    with TestClient(app) as client:
+        factories.console_login(client, "grace", "s3cret pass")
+        page = client.get("/console/insights", params=factories.WEEK)
+        narrowed = client.get("/console/insights", params=factories.WEEK | {"reason": "rule"})
+        bad = client.get("/console/insights", params=factories.WEEK | {"reason": "<script>"})
+    backlog = page.text.split('aria-label="Held answers waiting at the end of each day"')[1].split("</svg>")[0]
+    points = backlog.split('points="')[1].split('"')[0].split()
+    assert len(points) == 3 and "max 2" in backlog  # Monday 1, Tuesday 1, Wednesday 2
+    heights = [float(point.split(",")[1]) for point in points]
+    assert heights[0] == heights[1] > heights[2]  # higher on the chart is a smaller y
+    latency = page.text.split('aria-label="Upstream latency per day: p50 (blue) and p90 (orange)"')[1]
+    assert latency.split("</svg>")[0].count("<polyline") == 2 and "max 400 ms" in latency
+    assert '<option value="rule:high-stakes">rule high-stakes</option>' in page.text  # the bundled policy's rule
+    assert '<option value="tool_calls">its tool calls</option>' in page.text
+    volume = narrowed.text.split('id="insight-volume"')[1]
+    assert '<p class="figure">0</p>' in volume and "routed by rule" in narrowed.text  # seeded without a reason
+    assert bad.status_code == 400 and "reason: must be one of" in bad.text and "rule:&lt;name&gt;" in bad.text
