@@ -17,7 +17,7 @@ from console.rendering import render, wants_fragment
 from gateway.api import insights as insights_api
 from gateway.deps import RuntimeDep
 from gateway.errors import Forbidden
-from gateway.insights import reviewers, scope, series, summary
+from gateway.insights import agreement, reviewers, scope, series, summary
 from gateway.learning import drift, health, simulation
 from gateway.models import Action, Agent, Role
 from gateway.policy import Policy
@@ -98,12 +98,14 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
     async with runtime.sessions() as session:
         weeks = await health.weekly(session, chosen.conditions())
         agents = await reviewers.reviewers(session, chosen)
+        agreed = await agreement.agreement(session, chosen)
         drifted = await drift.of_period(session, chosen.since, chosen.until, chosen.model, chosen.tier)
     context = {
         "agent": agent,
         "found": found,
         "weeks": weeks,
         "agents": agents,
+        "agreed": agreed,
         "drift": drifted,
         "asked": request.query_params,
         "query": request.url.query,

@@ -10,11 +10,11 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import StringConstraints
 
 from console import guidelines, heatmap
-from console.auth import CurrentAgent
+from console.auth import CurrentAgent, admin_only
 from console.rendering import DEADLINE_OUTCOMES, render
 from gateway.deps import DeskDep, RuntimeDep
 from gateway.errors import Conflict, Forbidden, InvalidRequest
-from gateway.models import Action, Agent, DeadlineOutcome, Exchange, PendingDecision, ReviewStatus
+from gateway.models import Action, Agent, DeadlineOutcome, Exchange, PendingDecision, ReviewStatus, Role
 from gateway.prompt_templates import canned_responses
 from gateway.review import diffs, explanations
 from gateway.review.decisions import REASON_TAGS
@@ -91,6 +91,8 @@ async def _context(
         "reused_from": (exchange.signals.get("reused") or {}).get("review_id"),
         "undone": None,
         "comment_draft": "",
+        # Only admins see what is gold, and mark it: an agent served a gold item must not tell it from the rest.
+        "gold": await desk.is_gold(review_id) if agent.role == Role.ADMIN else None,
     }
 
 
@@ -209,6 +211,20 @@ async def answer_status(
     """Pause, activate or retire the answer this review's decision left to be served again."""
     await desk.set_answer_status(review_id, status, agent)
     return RedirectResponse(f"/console/reviews/{review_id}#answer", status_code=303)
+
+
+@router.post("/{review_id}/gold")
+async def mark_gold(review_id: str, agent: CurrentAgent, desk: DeskDep) -> Response:
+    """An admin marks a decided review gold: its decision is what agents served it are scored against."""
+    await desk.mark_gold(review_id, admin_only(agent, "mark gold items"))
+    return RedirectResponse(f"/console/reviews/{review_id}?gold=marked", status_code=303)
+
+
+@router.post("/{review_id}/gold/remove")
+async def unmark_gold(review_id: str, agent: CurrentAgent, desk: DeskDep) -> Response:
+    admin_only(agent, "mark gold items")
+    await desk.unmark_gold(review_id)
+    return RedirectResponse(f"/console/reviews/{review_id}?gold=removed", status_code=303)
 
 
 @router.post("/{review_id}/undo")

@@ -160,6 +160,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
                 undo_seconds=settings.undo_seconds,
                 policy_sla=dict(routing.spec.sla),
                 metrics=metrics,
+                quality=settings.quality,
             )
             relay = Relay(
                 settings=settings,

@@ -252,6 +252,12 @@ class Exchange(SQLModel, table=True):
         description="Characters of the candidate's text streamed to the client before the rest was held "
         "(progressive release); the client has them, whatever is decided about the rest.",
     )
+    copy_of: str | None = Field(
+        default=None,
+        foreign_key="exchanges.id",
+        index=True,
+        description="The exchange this one copies for a gold or second review: no client's, never counted or exported.",
+    )
 
 
 class ReviewKind(StrEnum):
@@ -263,6 +269,13 @@ class ReviewStatus(StrEnum):
     OPEN = "open"  # waiting in its tier's queue
     DECIDED = "decided"  # approved, edited or overridden; an escalation keeps a review open
     CANCELLED = "cancelled"  # its client cancelled the request (a background response) before anyone decided
+
+
+class Shadow(StrEnum):
+    """A review that checks the reviewers, on a copy of an exchange, served as an ordinary held review."""
+
+    GOLD = "gold"  # a copy of a review an admin marked gold: the agent's decision is scored against its decision
+    SECOND = "second"  # the second, independent review of a held answer: the two decisions' agreement is measured
 
 
 class Review(SQLModel, table=True):
@@ -287,6 +300,11 @@ class Review(SQLModel, table=True):
     claim_expires_at: datetime | None = _maybe_when()
     assigned_to: int | None = Field(
         default=None, foreign_key="agents.id", index=True, description="The agent whose work it is (team leads assign)."
+    )
+    shadow: Shadow | None = Field(
+        default=None,
+        sa_type=String(24),
+        description="gold or second: a review on a copy whose decision reaches no client and no export.",
     )
 
 
@@ -508,6 +526,18 @@ class WebhookDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=300)
     created_at: datetime = _when()
     delivered_at: datetime | None = _maybe_when()
+
+
+class GoldItem(SQLModel, table=True):
+    """A decided review an admin marked gold: its decision is the right one, to score agents against."""
+
+    __tablename__ = "gold_items"
+
+    id: int | None = Field(default=None, primary_key=True)
+    review_id: str = Field(foreign_key="reviews.id", unique=True)
+    marked_by: int = Field(foreign_key="agents.id")
+    marked_at: datetime = _when()
+    active: bool = True
 
 
 class Notification(SQLModel, table=True):

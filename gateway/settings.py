@@ -120,6 +120,20 @@ class NotifySettings(BaseModel):
     max_attempts: int = Field(8, ge=1, description="Attempts before a message is given up as failed.")
 
 
+class QualitySettings(BaseModel):
+    """How reviewers are checked: gold items served among their reviews, and held answers reviewed twice."""
+
+    gold_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="After each decision, the chance that the agent is served a gold item next (0: never).",
+    )
+    second_review_rate: float = Field(
+        0.0, ge=0, le=1, description="The share of decided held answers that a second agent reviews independently."
+    )
+
+
 class RetentionSettings(BaseModel):
     """How long conversations are kept, and how a customer's are found to erase them."""
 
@@ -224,6 +238,7 @@ class Settings(BaseSettings):
     learn: LearnSettings = Field(default_factory=LearnSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     consistency: ConsistencySettings = Field(default_factory=ConsistencySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

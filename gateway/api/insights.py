@@ -7,6 +7,7 @@ API key made with `--role insights`.
     GET /admin/insights/series?since=...&format=csv   (hour by hour or day by day: volume, latency, backlog)
     GET /admin/insights/loop?since=...&format=csv   (the loop's health, week by week)
     GET /admin/insights/reviewers?since=...&tier=agent   (reviewer quality, per agent, with flags)
+    GET /admin/insights/agreement?since=...   (gold items per agent; second reviews' kappa per pair and tier)
     GET /admin/insights/drift?since=...&model=support-bot&format=csv   (calibration drift, per confidence band)
     GET /admin/insights/threshold?release=0.85&since=...&model=support-bot   (a threshold simulation)
     GET /admin/insights/threshold?release=0.85&format=yaml   (the policy file with that band, a new version)
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.deps import EngineDep, KeysDep, RuntimeDep
 from gateway.errors import InvalidRequest
-from gateway.insights import reviewers, scope, series, summary
+from gateway.insights import agreement, reviewers, scope, series, summary
 from gateway.learning import drift, health, simulation
 from gateway.models import KeyRole
 from gateway.policy import PolicyError
@@ -93,6 +94,31 @@ async def insights_reviewers(request: Request, keys: KeysDep, runtime: RuntimeDe
     rows = ([*(agent[name] for name in reviewers.COLUMNS), "; ".join(f["evidence"] for f in agent["flags"])]
             for agent in agents)  # fmt: skip
     return _csv("insights-reviewers.csv", columns, rows)
+
+
+@router.get("/insights/agreement", name="insights_agreement")
+async def insights_agreement(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
+    """Gold items per agent (matched, changed answers approved) and second reviews' agreement (Cohen's kappa)
+    per pair of agents and per tier; as CSV, one row per agent, pair or tier, its `group` saying which."""
+    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
+    params = dict(request.query_params)
+    shape = _shape(params)
+    chosen = scope.parse(params, runtime.clock.now())
+    async with runtime.sessions() as session:
+        found = await agreement.agreement(session, chosen)
+    if shape == "json":
+        return JSONResponse(found)
+    columns = ("group", "name", "count", "matched_or_agreement", "kappa", "approved_wrong")
+    rows = [*(["gold", row["agent"], row["gold"], row["accuracy"], "", row["approved_wrong"]] for row in found["gold"]),
+            *(["pair", row["agents"], row["reviewed_twice"], row["agreement"], _blank(row["kappa"]), ""]
+              for row in found["pairs"]),
+            *(["tier", row["tier"], row["reviewed_twice"], row["agreement"], _blank(row["kappa"]), ""]
+              for row in found["tiers"])]  # fmt: skip
+    return _csv("insights-agreement.csv", columns, rows)
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
 
 
 @router.get("/insights/drift", name="insights_drift")

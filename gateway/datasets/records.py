@@ -104,6 +104,7 @@ def _selected(filters: Filters, snapshot: int) -> sa.Select[Any]:
         .join(A.id.table, A.id == D.agent_id)
         .outerjoin(P.id.table, P.decision_id == D.id)
         .where(D.action.in_([str(action) for action in filters.actions or CLOSING]), D.id <= snapshot)
+        .where(R.shadow.is_(None))  # gold items and second reviews check reviewers: never training data
     )
     return _narrowed(query, filters)
 

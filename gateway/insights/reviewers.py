@@ -5,8 +5,11 @@
 - approval, edit and override rates of the decisions that close a review, beside the rate the team shows on the
   same work: the team's approval rate in each (tier, confidence band of 0.1) cell, averaged over the agent's
   decisions, so an agent given the easy reviews is not flagged for approving them;
+- the gold items the agent decided and the share that matched the gold decision (`insights.agreement`);
 - flags, each with its evidence: approvals faster than the answer takes to read (at `READING_CHARS_PER_SECOND`),
-  and an approval rate far above the team's on the same work.
+  an approval rate far above the team's on the same work, and approving gold answers the gold decision changed.
+
+The gold items and second reviews themselves count only there: the rates are of the agent's ordinary work.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.insights import agreement
 from gateway.insights.scope import Scope
 from gateway.models import Action, Agent, Decision, Exchange, Review
 from gateway.review import timing
@@ -31,7 +35,7 @@ FAST_MIN = 5  # ... of at least this many timed approvals
 ABOVE_TEAM = 0.25  # flagged when the approval rate exceeds the team's on the same work by this much
 ABOVE_MIN = 10  # ... over at least this many closing decisions
 COLUMNS = ("agent", "decisions", "per_hour", "seconds_per_decision", "approval_rate", "edit_rate", "override_rate",
-           "escalations", "team_approval_rate")  # fmt: skip
+           "escalations", "team_approval_rate", "gold", "gold_accuracy")  # fmt: skip
 
 
 @dataclass
@@ -81,7 +85,15 @@ async def reviewers(session: AsyncSession, scope: Scope) -> list[dict[str, Any]]
             agent.approvals_timed += 1
             if seconds < (length or 0) / READING_CHARS_PER_SECOND:
                 agent.approvals_fast.append((seconds, length or 0))
-    return [_described(agent) for _, agent in sorted(agents.items())]
+    described = [_described(agent) for _, agent in sorted(agents.items())]
+    golds = {row["agent"]: row for row in agreement.gold(await agreement.checks(session, scope))}
+    for row in described:
+        found = golds.get(row["agent"])
+        row["gold"], row["gold_accuracy"] = (found["gold"], found["accuracy"]) if found else (0, None)
+        flag = agreement.known_wrong_flag(found) if found else None
+        if flag is not None:
+            row["flags"].append(flag)
+    return described
 
 
 def _described(agent: _Agent) -> dict[str, Any]:

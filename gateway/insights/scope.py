@@ -66,8 +66,10 @@ class Scope(BaseModel):
         return self.model_dump(mode="json")
 
     def conditions(self) -> list[ColumnElement[bool]]:
-        """The scope as conditions on `Exchange`, for a query's WHERE."""
-        taken = [col(Exchange.created_at) >= self.since, col(Exchange.created_at) < self.until]
+        """The scope as conditions on `Exchange`, for a query's WHERE; never the copies made for gold items and
+        second reviews (`review.shadows`): they are checks on reviewers, not traffic."""
+        taken = [col(Exchange.created_at) >= self.since, col(Exchange.created_at) < self.until,
+                 col(Exchange.copy_of).is_(None)]  # fmt: skip
         if self.tier is not None:
             taken.append(col(Exchange.tier) == self.tier)
         if self.model is not None:

@@ -70,6 +70,7 @@ async def load_labels(session: AsyncSession) -> Labels:
         .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
         .join(Decision, col(Decision.review_id) == col(Review.id))
         .where(col(Review.status) == ReviewStatus.DECIDED, col(Decision.action).in_(list(LABEL_OF)))
+        .where(col(Review.shadow).is_(None))  # a gold item's or a second review's decision is about the reviewer
         .order_by(col(Review.created_at), col(Decision.id))
     )
     final: dict[str, tuple[Review, Exchange, Decision]] = {}

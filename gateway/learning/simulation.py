@@ -60,6 +60,7 @@ async def load(
         col(Exchange.created_at) >= since,
         col(Exchange.created_at) < until,
         col(Exchange.confidence).is_not(None),
+        col(Exchange.copy_of).is_(None),  # a copy for a gold item or a second review is no traffic
     ]
     if model is not None:
         within.append(col(Exchange.model) == model)

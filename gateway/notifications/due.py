@@ -54,6 +54,7 @@ async def find(session: AsyncSession, policy: Policy, console_url: str, digest_h
                 col(Review.tier) == tier,
                 col(Review.kind) == ReviewKind.HOLD,
                 col(Review.status) == ReviewStatus.OPEN,
+                col(Review.shadow).is_(None),  # no client waits on a gold item or a second review
                 col(Review.created_at) <= now - timedelta(seconds=sla),
             )
             for review_id, created in (await session.exec(late)).all():
@@ -84,11 +85,12 @@ async def _digest(
     if all(made):
         return []
     waiting = select(func.count(), func.min(Review.created_at)).where(
-        col(Review.tier) == tier, col(Review.status) == ReviewStatus.OPEN
+        col(Review.tier) == tier, col(Review.status) == ReviewStatus.OPEN, col(Review.shadow).is_(None)
     )
     count, oldest = (await session.exec(waiting)).one()
     decided = select(func.count()).where(
         col(Review.tier) == tier,
+        col(Review.shadow).is_(None),
         col(Review.status) == ReviewStatus.DECIDED,
         col(Review.decided_at) >= now - timedelta(days=1),
     )
@@ -129,6 +131,7 @@ async def near_deadline(session: AsyncSession, policy: Policy, console_url: str,
             col(Review.tier) == tier,
             col(Review.kind) == ReviewKind.HOLD,
             col(Review.status) == ReviewStatus.OPEN,
+            col(Review.shadow).is_(None),  # no client waits on a gold item or a second review
             col(Review.deadline_at) > now,
             col(Review.deadline_at) <= now + timedelta(seconds=notify.deadline),
         )

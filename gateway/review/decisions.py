@@ -41,7 +41,7 @@ from gateway.models import (
     ReviewStatus,
 )
 from gateway.operations import tracing
-from gateway.review import approved_answers, diffs, structured_edits, tool_edits
+from gateway.review import approved_answers, diffs, shadows, structured_edits, tool_edits
 from gateway.review.guard import guarded_update
 from gateway.review.sandbox import Sandbox, TooSlow
 from gateway.review.tiers import Tiers
@@ -168,6 +168,7 @@ async def _reviewed(session: AsyncSession, review_id: str, agent: Agent, tiers: 
         raise NotFound(f"No review with id {review_id!r}.")
     if not tiers.may_decide_review(agent.role, review):
         raise Forbidden(f"The {agent.role} role cannot decide reviews in the {review.tier!r} tier.")
+    await shadows.may_decide(session, review, agent)
     exchange = await session.get(Exchange, review.exchange_id)
     assert exchange is not None
     return review, exchange
@@ -243,7 +244,9 @@ async def decide(
         created_at=now,
     )
     session.add(decision)
-    if exchange.status != ExchangeStatus.REUSED:  # a reused answer is remembered once, from its own review
+    # A check on a reviewer (a gold item, a second review) reaches no client: it teaches and announces nothing.
+    check = review.shadow is not None
+    if exchange.status != ExchangeStatus.REUSED and not check:  # a reused answer is remembered once, from its review
         approved_answers.remember(session, review, exchange, None if final.tool_calls else final.text, now)
     if not audit:
         # An audited answer reached the client already: the decision labels it, it delivers nothing.
@@ -255,7 +258,7 @@ async def decide(
     await session.flush()
     assert decision.id is not None
     pair = None
-    if action in (Action.EDIT, Action.OVERRIDE):
+    if action in (Action.EDIT, Action.OVERRIDE) and not check:
         prompt = [dict(message) for message in exchange.request.get("messages", [])]
         candidate = (exchange.response.get("choices") or [{}])[0].get("message") or {}
         rejected = candidate_message(exchange.response)
@@ -279,7 +282,7 @@ async def decide(
     if action != Action.APPROVE:
         detail["diff"] = await _trail_diff(exchange.candidate_text, final.text, sandbox)
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.DECIDED, agent_id=agent.id, detail=detail, at=now))
-    if not audit:
+    if not audit and not check:
         completion = answers.delivered(
             exchange, ChatRequest.model_validate(exchange.request), answers.hitl_block(exchange, review, None), ""
         )
@@ -326,7 +329,8 @@ async def escalate(
     detail = {"from": source, "to": target, "reason": reason, "tags": tags}
     session.add(ReviewEvent(review_id=review_id, kind=EventKind.ESCALATED, agent_id=agent.id, detail=detail, at=now))
     moved_to = {"tier": target, "from_tier": source, "to_tier": target}
-    await events.record(session, EventType.ESCALATED, review, exchange.id, now, **moved_to)
+    if review.shadow is None:  # a gold item's or a second review's client is nobody: nobody is told
+        await events.record(session, EventType.ESCALATED, review, exchange.id, now, **moved_to)
     await session.commit()
     await session.refresh(review)
     return Decided(decision=decision, exchange=exchange, review=review, pair=None)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -42,6 +44,7 @@ from gateway.review import (
     progress,
     queue,
     record,
+    shadows,
     undo,
 )
 from gateway.review import sessions as console_sessions
@@ -53,6 +56,7 @@ from gateway.review.queue import QueueFilter, QueueView
 from gateway.review.record import ReviewRecord
 from gateway.review.sandbox import Sandbox, TooSlow
 from gateway.review.tiers import Tiers
+from gateway.settings import QualitySettings
 
 
 @dataclass
@@ -83,6 +87,8 @@ class ReviewDesk:
     undo_seconds: float = 0.0  # a console decision's undo window
     policy_sla: dict[str, float] = field(default_factory=dict)  # tier -> target wait in seconds
     metrics: Metrics | None = None
+    quality: QualitySettings = field(default_factory=QualitySettings)  # gold items and second reviews
+    draw: Callable[[], float] = random.random  # the chance draws of `shadows.after_decision`
 
     # -- who may do what ---------------------------------------------------------------------------------
 
@@ -211,6 +217,8 @@ class ReviewDesk:
         # The waiting client first; the agent's page can wait a round trip.
         self.holds.notify(review_id, decided.exchange)
         await session.refresh(decided.review)
+        await shadows.after_decision(session, decided.review, decided.exchange, agent, self.tiers, self.quality,
+                                     self.draw, self.clock.now())  # fmt: skip
         if self.metrics is not None:
             self.metrics.decisions.labels(decided.decision.action.value).inc()
             waited = (decided.decision.created_at - decided.review.created_at).total_seconds()
@@ -360,6 +368,19 @@ class ReviewDesk:
         """What agents decided before on the same question as this review's."""
         async with self.sessions() as session:
             return await precedents.earlier(session, found.exchange, found.review.id)
+
+    async def mark_gold(self, review_id: str, admin: Agent) -> None:
+        """Make a decided review a gold item (`shadows.mark`): agents are then scored against its decision."""
+        async with self.sessions() as session:
+            await shadows.mark(session, _known(review_id), admin, self.clock.now())
+
+    async def unmark_gold(self, review_id: str) -> None:
+        async with self.sessions() as session:
+            await shadows.unmark(session, _known(review_id))
+
+    async def is_gold(self, review_id: str) -> bool:
+        async with self.sessions() as session:
+            return await shadows.is_gold(session, _known(review_id))
 
     async def approved_answer(self, review_id: str) -> ApprovedAnswer | None:
         """The answer this review's decision left to be served again, if it left one."""

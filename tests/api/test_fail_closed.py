@@ -36,6 +36,7 @@ NO_ANSWER = {
     ("GET", "/admin/exports/{format_name}"),  # decided training data, export keys only
     ("GET", "/admin/insights/summary"),  # counts, never an answer's text; insights keys only
     ("GET", "/admin/insights/series"),  # counts and latencies per hour or day; insights keys only
+    ("GET", "/admin/insights/agreement"),  # per-agent and per-pair agreement counts; insights keys only
     ("GET", "/admin/insights/loop"),  # weekly rates and versions; insights keys only
     ("GET", "/admin/insights/reviewers"),  # per-agent rates and flags; insights keys only
     ("GET", "/admin/insights/drift"),  # per-band rates; insights keys only

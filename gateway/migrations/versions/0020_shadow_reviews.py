@@ -1,0 +1,44 @@
+"""Gold items and second reviews: a decided review an admin marks gold, and reviews on copies of exchanges (a gold
+item served to an agent, the second independent review of a held answer) whose decisions reach no client.
+
+Revision ID: 0020
+Revises: 0019
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0020"
+down_revision = "0019"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # The models' fields say what each column is; a column comment here would differ from the models', which have none.
+    with op.batch_alter_table("exchanges") as batch_op:
+        batch_op.add_column(sa.Column("copy_of", sa.String(), nullable=True))
+        batch_op.create_index("ix_exchanges_copy_of", ["copy_of"])
+        batch_op.create_foreign_key("fk_exchanges_copy_of", "exchanges", ["copy_of"], ["id"])
+    with op.batch_alter_table("reviews") as batch_op:
+        batch_op.add_column(sa.Column("shadow", sa.String(length=24), nullable=True))
+    op.create_table(
+        "gold_items",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("review_id", sa.String(), sa.ForeignKey("reviews.id"), nullable=False, unique=True),
+        sa.Column("marked_by", sa.Integer(), sa.ForeignKey("agents.id"), nullable=False),
+        sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("gold_items")
+    with op.batch_alter_table("reviews") as batch_op:
+        batch_op.drop_column("shadow")
+    with op.batch_alter_table("exchanges") as batch_op:
+        batch_op.drop_constraint("fk_exchanges_copy_of", type_="foreignkey")
+        batch_op.drop_index("ix_exchanges_copy_of")
+        batch_op.drop_column("copy_of")
