@@ -6,11 +6,14 @@ answers in place; an admin takes the policy with the moved band away as a file, 
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from console.auth import CurrentAgent, admin_only
 from console.rendering import render, wants_fragment
@@ -23,6 +26,7 @@ from gateway.models import Action, Agent, Role
 from gateway.policy import Policy
 from gateway.runtime import Runtime
 
+T = TypeVar("T")
 router = APIRouter(prefix="/console/insights", include_in_schema=False)
 REFRESH_SECONDS = 30
 REASON_LABELS = {
@@ -40,6 +44,11 @@ def _bars(values: dict[str, int | float | None]) -> list[tuple[str, float, float
     """Each (name, value, share of the largest) for a bar chart; a missing value draws as 0."""
     largest = max((value or 0 for value in values.values()), default=0) or 1
     return [(name, value or 0, (value or 0) / largest) for name, value in values.items()]
+
+
+async def _in_session(runtime: Runtime, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async with runtime.sessions() as session:
+        return await work(session)
 
 
 def _lead(agent: Agent) -> None:
@@ -92,14 +101,18 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
     now = runtime.clock.now()
     fragment = wants_fragment(request)
     chosen = scope.parse(_asked(request, ("since", "until", "tier", "model", "api_key", "reason")), now)
-    found = await summary.summary(runtime.engine, chosen, now)
-    timeline = await series.series(runtime.engine, chosen, now)
+    # Each figure on its own connection, all at once: the page takes as long as its slowest figure where the
+    # database serves several (PostgreSQL); one after another where it has one connection (SQLite).
+    found, timeline, weeks, agents, agreed, drifted = await asyncio.gather(
+        summary.summary(runtime.engine, chosen, now),
+        series.series(runtime.engine, chosen, now),
+        _in_session(runtime, lambda session: health.weekly(session, chosen.conditions())),
+        _in_session(runtime, lambda session: reviewers.reviewers(session, chosen)),
+        _in_session(runtime, lambda session: agreement.agreement(session, chosen)),
+        _in_session(runtime, lambda session: drift.of_period(session, chosen.since, chosen.until, chosen.model,
+                                                             chosen.tier)),
+    )  # fmt: skip
     buckets = timeline["buckets"]
-    async with runtime.sessions() as session:
-        weeks = await health.weekly(session, chosen.conditions())
-        agents = await reviewers.reviewers(session, chosen)
-        agreed = await agreement.agreement(session, chosen)
-        drifted = await drift.of_period(session, chosen.since, chosen.until, chosen.model, chosen.tier)
     context = {
         "agent": agent,
         "found": found,
@@ -121,6 +134,9 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
         # A page asked with `release` (the simulator's form without htmx) shows its simulation; a refresh does not.
         **(await _simulated(request, runtime) if "release" in request.query_params and not fragment else {}),
         "decisions": _bars({str(action): found["decisions"][str(action)] for action in Action}),
+        "waits": _bars({"p50": found["time_to_decision_s"]["p50"], "p90": found["time_to_decision_s"]["p90"]}),
+        "outcomes": _bars(found["deadline_outcomes"]),
+        "failures": _bars(found["upstream"]["failures"]),
     }
     return render(request, "insights.html", context, block="figures")
 

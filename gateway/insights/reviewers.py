@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,6 +37,18 @@ ABOVE_TEAM = 0.25  # flagged when the approval rate exceeds the team's on the sa
 ABOVE_MIN = 10  # ... over at least this many closing decisions
 COLUMNS = ("agent", "decisions", "per_hour", "seconds_per_decision", "approval_rate", "edit_rate", "override_rate",
            "escalations", "team_approval_rate", "gold", "gold_accuracy")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    review_id: str
+    agent_id: int
+    action: str
+    created_at: Any
+    tier: str
+    confidence: float | None
+    length: int | None
 
 
 @dataclass
@@ -56,21 +69,33 @@ def _band(confidence: float | None) -> str:
 async def reviewers(session: AsyncSession, scope: Scope) -> list[dict[str, Any]]:
     within = scope.conditions()
     query = (
-        select(Decision, Review.tier, Exchange.confidence, func.length(Exchange.candidate_text))
+        sa_select(
+            col(Decision.id),
+            col(Decision.review_id),
+            col(Decision.agent_id),
+            col(Decision.action),
+            col(Decision.created_at),
+            col(Review.tier),
+            col(Exchange.confidence),
+            func.length(Exchange.candidate_text),
+        )
+        .select_from(Decision)
         .join(Review, col(Review.id) == col(Decision.review_id))
         .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
         .where(*within)
         .order_by(col(Decision.id))
     )
-    rows = (await session.exec(query)).all()
+    connection = await session.connection()  # a Core statement of eight columns, past sqlmodel's overloads
+    rows = [_Row(*row) for row in (await connection.execute(query)).all()]
     names = dict((await session.exec(select(Agent.id, Agent.username))).all())
-    spent = await timing.timed(session, within)
+    spent = await timing.timed(session, within, [(row.id, row.review_id, row.agent_id, row.created_at) for row in rows])
     cells: dict[tuple[str, str], Counter[bool]] = defaultdict(Counter)
-    for decision, tier, confidence, _ in rows:
+    for decision in rows:
         if decision.action in CLOSING:
-            cells[(tier, _band(confidence))][decision.action == Action.APPROVE] += 1
+            cells[(decision.tier, _band(decision.confidence))][decision.action == Action.APPROVE] += 1
     agents: dict[str, _Agent] = {}
-    for decision, tier, confidence, length in rows:
+    for decision in rows:
+        tier, confidence, length = decision.tier, decision.confidence, decision.length
         name = names.get(decision.agent_id, f"agent {decision.agent_id}")
         agent = agents.setdefault(name, _Agent(name))
         agent.actions[str(decision.action)] += 1

@@ -10,45 +10,102 @@ of the answers scored 0.9, nine in ten are right. Per band of 0.1, this compares
 
 from __future__ import annotations
 
-import statistics
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Integer, and_, case, cast, func
+from sqlalchemy import select as sa_select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.learning import simulation
+from gateway.learning.labels import LABEL_OF
 from gateway.learning.metrics import wilson
-from gateway.learning.simulation import History
+from gateway.models import Action, Decision, Exchange, Review, ReviewKind, ReviewStatus
 
 BANDS = [round(step / 10, 1) for step in range(10)]
 MIN_LABELS = 10.0
 MAX_SHIFT = 0.2
 
 
-def _band(confidence: float) -> float:
-    return BANDS[min(int(confidence * 10), 9)]
+@dataclass(frozen=True)
+class Labelled:
+    """A band's decided reviews, summed in the database: their count, weights (an audit weighs 1 / its sampling
+    rate), squared weights, weights of those approved, and confidences."""
+
+    count: int
+    weight: float
+    weight_squared: float
+    right: float
+    confidence: float
 
 
-def _histogram(confidences: list[float]) -> dict[float, float]:
-    counts = {band: 0 for band in BANDS}
-    for confidence in confidences:
-        counts[_band(confidence)] += 1
-    total = len(confidences)
-    return {band: count / total if total else 0.0 for band, count in counts.items()}
+def _band(session: AsyncSession) -> Any:
+    """An exchange's band of 0.1 as an index 0-9, as the database computes it (1.0 falls in the top band)."""
+    tenths = col(Exchange.confidence) * 10
+    if session.get_bind().dialect.name == "postgresql":
+        tenths = func.floor(tenths)
+    return case((col(Exchange.confidence) >= 0.9, 9), else_=cast(tenths, Integer))
 
 
-def drift(now: History, before: History) -> dict[str, Any]:
-    shares, earlier = _histogram(now.confidences), _histogram(before.confidences)
+def _within(since: datetime, until: datetime, model: str | None, tier: str | None) -> list[Any]:
+    within = [col(Exchange.created_at) >= since, col(Exchange.created_at) < until,
+              col(Exchange.confidence).is_not(None), col(Exchange.copy_of).is_(None)]  # fmt: skip
+    if model is not None:
+        within.append(col(Exchange.model) == model)
+    if tier is not None:
+        within.append(col(Exchange.tier) == tier)
+    return within
+
+
+async def histogram(session: AsyncSession, within: list[Any]) -> dict[int, int]:
+    """Scored exchanges per band."""
+    band = _band(session)
+    counted = select(band, func.count()).where(*within).group_by(band)
+    return {int(index): count for index, count in (await session.exec(counted)).all()}
+
+
+async def labelled(session: AsyncSession, within: list[Any]) -> dict[int, Labelled]:
+    """The decided reviews' labels per band (a decided review has one labelling decision: the one that closed it)."""
+    band = _band(session)
+    audited = and_(col(Review.kind) == ReviewKind.AUDIT, col(Review.audit_rate) > 0)
+    weight = case((audited, 1.0 / col(Review.audit_rate)), else_=1.0)
+    right = case((col(Decision.action) == Action.APPROVE, weight), else_=0.0)
+    summed = (
+        sa_select(
+            band,
+            func.count(),
+            func.sum(weight),
+            func.sum(weight * weight),
+            func.sum(right),
+            func.sum(col(Exchange.confidence)),
+        )  # fmt: skip
+        .select_from(Exchange)
+        .join(Review, col(Review.exchange_id) == col(Exchange.id))
+        .join(Decision, col(Decision.review_id) == col(Review.id))
+        .where(col(Review.status) == ReviewStatus.DECIDED, col(Decision.action).in_(list(LABEL_OF)), *within)
+        .group_by(band)
+    )
+    connection = await session.connection()  # a Core statement of six columns, past sqlmodel's overloads
+    return {int(index): Labelled(count, float(total), float(squared), float(good), float(confidence))
+            for index, count, total, squared, good, confidence in (await connection.execute(summed)).all()}  # fmt: skip
+
+
+def _shares(counts: dict[int, int]) -> dict[float, float]:
+    total = sum(counts.values())
+    return {band: counts.get(index, 0) / total if total else 0.0 for index, band in enumerate(BANDS)}
+
+
+def drift(now: dict[int, int], before: dict[int, int], labels: dict[int, Labelled]) -> dict[str, Any]:
+    """Per band, the promise against what the labels found, and the histograms of two periods; warnings."""
+    shares, earlier = _shares(now), _shares(before)
     bands: list[dict[str, Any]] = []
     warnings: list[str] = []
-    for band in BANDS:
-        labelled = [
-            (confidence, label, weight) for confidence, label, weight in now.labelled if _band(confidence) == band
-        ]
-        weights = [weight for _, _, weight in labelled]
-        n = sum(weights) ** 2 / sum(weight * weight for weight in weights) if weights else 0.0
-        observed = sum(label * weight for _, label, weight in labelled) / sum(weights) if weights else None
-        promised = statistics.fmean(confidence for confidence, _, _ in labelled) if labelled else None
+    for index, band in enumerate(BANDS):
+        found = labels.get(index)
+        n = found.weight**2 / found.weight_squared if found and found.weight_squared else 0.0
+        observed = found.right / found.weight if found and found.weight else None
+        promised = found.confidence / found.count if found and found.count else None
         low, high = wilson(observed, n) if observed is not None and n > 0 else (None, None)
         row = {"band": f"{band:.1f}-{band + 0.1:.1f}", "share": shares[band], "share_before": earlier[band],
                "labels": round(n, 1), "promised": promised, "observed": observed, "observed_low": low,
@@ -63,18 +120,20 @@ def drift(now: History, before: History) -> dict[str, Any]:
                     " The calibration no longer fits; run `hitl calibrate` (or let `hitl learn` refit it)."
                 )
     shift = sum(abs(shares[band] - earlier[band]) for band in BANDS) / 2
-    if now.confidences and before.confidences and shift > MAX_SHIFT:
+    if now and before and shift > MAX_SHIFT:
         warnings.append(
             f"The answers' confidences have shifted: {shift:.0%} of them would have to move band to look like the"
             " previous period's. The model, the traffic or the prompts changed; check the review rate and the audits."
         )
-    return {"bands": bands, "shift": shift if now.confidences and before.confidences else None, "warnings": warnings}
+    return {"bands": bands, "shift": shift if now and before else None, "warnings": warnings}
 
 
 async def of_period(
     session: AsyncSession, since: datetime, until: datetime, model: str | None, tier: str | None
 ) -> dict[str, Any]:
-    """`drift` of the exchanges of `[since, until)` against the period of the same length before it."""
-    now = await simulation.load(session, since, until, model, tier)
-    before = await simulation.load(session, since - (until - since), since, model, tier)
-    return drift(now, before)
+    """`drift` of the exchanges of `[since, until)` against the period of the same length before it, counted and
+    summed per band in the database."""
+    within = _within(since, until, model, tier)
+    now = await histogram(session, within)
+    before = await histogram(session, _within(since - (until - since), since, model, tier))
+    return drift(now, before, await labelled(session, within))

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,9 +54,17 @@ class Simulation:
 
 
 async def load(
-    session: AsyncSession, since: datetime, until: datetime, model: str | None = None, tier: str | None = None
+    session: AsyncSession,
+    since: datetime,
+    until: datetime,
+    model: str | None = None,
+    tier: str | None = None,
+    *,
+    labelled: bool = True,
+    timed: bool = True,
 ) -> History:
-    """The history of exchanges that arrived in `[since, until)`, of one model or tier when given."""
+    """The history of exchanges that arrived in `[since, until)`, of one model or tier when given; without its
+    labels or the time per decision when the caller needs only the confidences."""
     within = [
         col(Exchange.created_at) >= since,
         col(Exchange.created_at) < until,
@@ -69,19 +78,25 @@ async def load(
     found = History()
     scored = (await session.exec(select(Exchange.confidence).where(*within))).all()
     found.confidences = [float(confidence) for confidence in scored if confidence is not None]
-    decided = (
-        select(Review, Exchange.confidence, Decision.action)
-        .join(Review, col(Review.exchange_id) == col(Exchange.id))
-        .join(Decision, col(Decision.review_id) == col(Review.id))
-        .where(col(Review.status) == ReviewStatus.DECIDED, col(Decision.action).in_(list(LABEL_OF)), *within)
-        .order_by(col(Decision.id))
-    )
-    last: dict[str, tuple[float, int, float]] = {}  # the last labelling decision of a review counts
-    for review, confidence, action in (await session.exec(decided)).all():
-        weight = 1.0 / review.audit_rate if review.kind == ReviewKind.AUDIT and review.audit_rate else 1.0
-        last[review.id] = (float(confidence or 0.0), LABEL_OF[Action(action)], weight)
-    found.labelled = list(last.values())
-    found.seconds_per_decision, found.decisions_timed = await timing.time_per_decision(session, within)
+    if labelled:
+        decided = (
+            sa_select(
+                col(Review.id), col(Review.kind), col(Review.audit_rate), col(Exchange.confidence), col(Decision.action)
+            )
+            .select_from(Exchange)
+            .join(Review, col(Review.exchange_id) == col(Exchange.id))
+            .join(Decision, col(Decision.review_id) == col(Review.id))
+            .where(col(Review.status) == ReviewStatus.DECIDED, col(Decision.action).in_(list(LABEL_OF)), *within)
+            .order_by(col(Decision.id))
+        )
+        last: dict[str, tuple[float, int, float]] = {}  # the last labelling decision of a review counts
+        connection = await session.connection()  # a Core statement of five columns, past sqlmodel's overloads
+        for review_id, kind, rate, confidence, action in (await connection.execute(decided)).all():
+            weight = 1.0 / rate if kind == ReviewKind.AUDIT and rate else 1.0
+            last[review_id] = (float(confidence or 0.0), LABEL_OF[Action(action)], weight)
+        found.labelled = list(last.values())
+    if timed:
+        found.seconds_per_decision, found.decisions_timed = await timing.time_per_decision(session, within)
     return found
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,9 +14,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.models import Decision, EventKind, Exchange, Review, ReviewEvent
 
 
-async def timed(session: AsyncSession, within: list[Any]) -> dict[int, float]:
+async def timed(
+    session: AsyncSession, within: list[Any], decided: Sequence[tuple[int | None, str, int, datetime]] | None = None
+) -> dict[int, float]:
     """The seconds each decision took (by decision id), of the reviews of the exchanges `within` takes; a decision
-    with no claim by its agent before it (a bulk approval from the queue) is not timed."""
+    with no claim by its agent before it (a bulk approval from the queue) is not timed. `decided`: those decisions
+    as (id, review id, agent id, time), when the caller has read them already."""
     claims = (
         select(ReviewEvent.review_id, ReviewEvent.agent_id, ReviewEvent.at)
         .join(Review, col(Review.id) == col(ReviewEvent.review_id))
@@ -26,14 +30,16 @@ async def timed(session: AsyncSession, within: list[Any]) -> dict[int, float]:
     claimed: dict[tuple[str, int | None], list[datetime]] = {}
     for review_id, agent_id, at in (await session.exec(claims)).all():
         claimed.setdefault((review_id, agent_id), []).append(at)
-    decisions = (
-        select(Decision.id, Decision.review_id, Decision.agent_id, Decision.created_at)
-        .join(Review, col(Review.id) == col(Decision.review_id))
-        .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
-        .where(*within)
-    )
+    if decided is None:
+        decisions = (
+            select(Decision.id, Decision.review_id, Decision.agent_id, Decision.created_at)
+            .join(Review, col(Review.id) == col(Decision.review_id))
+            .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
+            .where(*within)
+        )
+        decided = (await session.exec(decisions)).all()
     spent: dict[int, float] = {}
-    for decision_id, review_id, agent_id, at in (await session.exec(decisions)).all():
+    for decision_id, review_id, agent_id, at in decided:
         before = [when for when in claimed.get((review_id, agent_id), []) if when <= at]
         if before and decision_id is not None:
             spent[decision_id] = (at - before[-1]).total_seconds()

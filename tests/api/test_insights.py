@@ -372,6 +372,25 @@ def test_drift_warns_when_the_confidence_no_longer_means_what_it_says(app: FastA
         headers = {"Authorization": f"Bearer {key}"}
         found = client.get("/admin/insights/drift", params=factories.WEEK, headers=headers).json()
         sent = client.get("/admin/insights/drift", params=factories.WEEK | {"format": "csv"}, headers=headers)
+    # Then two answers of the week at 0.55: one released and audited at rate 0.5 (approved: it weighs 2), one held
+    # and overridden (it weighs 1).
+    with factories.sync_session(database_url) as session:
+        rows = []
+        for audited, action in ((True, Action.APPROVE), (False, Action.OVERRIDE)):
+            at = factories.WEEK_DAY + timedelta(hours=2)
+            exchange = Exchange(request_id="r", api_key_id=1, model="support-bot", upstream_model="m", request={},
+                                response={}, signals={}, policy_version="p", route=Route.RELEASE, tier=None,
+                                status=ExchangeStatus.RELEASED, confidence=0.55, created_at=at)  # fmt: skip
+            review = Review(exchange_id=exchange.id, api_key_id=1, tier="agent", created_at=at, deadline_at=at,
+                            status=ReviewStatus.DECIDED, kind=ReviewKind.AUDIT if audited else ReviewKind.HOLD,
+                            audit_rate=0.5 if audited else None)  # fmt: skip
+            rows += [exchange, review, Decision(review_id=review.id, agent_id=agent.id, action=action)]
+        factories.add_in_order(session, rows)
+    with TestClient(app) as client:
+        weighed = client.get("/admin/insights/drift", params=factories.WEEK, headers=headers).json()
+    middle = weighed["bands"][5]
+    assert middle["observed"] == pytest.approx(2 / 3) and middle["labels"] == pytest.approx(1.8)  # (2+1)^2 / (4+1)
+    assert middle["promised"] == pytest.approx(0.55) and middle["share"] == pytest.approx(2 / 22)
     top = found["bands"][9]
     assert top["band"] == "0.9-1.0" and top["share"] == 1 and top["share_before"] == 0
     assert top["labels"] == 20 and top["observed"] == 0.5 and top["promised"] == pytest.approx(0.95)

@@ -694,7 +694,9 @@ def test_a_senior_reads_the_insights_page(live: str, page, database_url: str) ->
     page.click("nav.links >> text=Insights")
     page.goto(f"{live}/console/insights?since=2026-11-02T00:00&until=2026-11-09T00:00")
     assert page.inner_text("#insight-volume .figure") == "12"
-    assert page.locator("svg.bars rect.bar").count() == 7  # three shares, four kinds of decision
+    assert page.locator("#insight-volume svg.bars rect.bar").count() == 3  # released, held, audited
+    assert page.locator("#insight-decisions svg.bars rect.bar").count() == 4  # approve, edit, override, escalate
+    assert page.locator("#insight-upstream svg.bars rect.bar").count() == 2  # a timeout, an HTTP error
     held = page.locator("svg.bars rect.bar-held").bounding_box()
     released = page.locator("svg.bars rect.bar-released").bounding_box()
     assert held and released and held["width"] > released["width"]  # 60% held against 40% released
