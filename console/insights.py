@@ -130,7 +130,7 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
         "bucket": timeline["bucket"],
         "volume_line": _lines(buckets, "volume", "held"),
         "backlog_line": _lines(buckets, "backlog"),
-        "latency_line": _lines(buckets, "latency_ms_p50", "latency_ms_p90"),
+        "latency_line": _lines(buckets, "latency_ms_mean"),
         # A page asked with `release` (the simulator's form without htmx) shows its simulation; a refresh does not.
         **(await _simulated(request, runtime) if "release" in request.query_params and not fragment else {}),
         "decisions": _bars({str(action): found["decisions"][str(action)] for action in Action}),

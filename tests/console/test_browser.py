@@ -700,7 +700,7 @@ def test_a_senior_reads_the_insights_page(live: str, page, database_url: str) ->
     held = page.locator("svg.bars rect.bar-held").bounding_box()
     released = page.locator("svg.bars rect.bar-released").bounding_box()
     assert held and released and held["width"] > released["width"]  # 60% held against 40% released
-    assert page.locator("svg.line polyline").count() == 5  # volume and held, backlog, latency p50 and p90
+    assert page.locator("svg.line polyline").count() == 4  # volume and held, backlog, mean latency
     screenshot(page, "insights")
     page.fill("#simulator input[name=release]", "0.5")
     page.click("#simulator button")

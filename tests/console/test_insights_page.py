@@ -127,8 +127,8 @@ def test_the_page_draws_the_week_day_by_day_and_narrows_by_reason(
     assert len(points) == 3 and "max 2" in backlog  # Monday 1, Tuesday 1, Wednesday 2
     heights = [float(point.split(",")[1]) for point in points]
     assert heights[0] == heights[1] > heights[2]  # higher on the chart is a smaller y
-    latency = page.text.split('aria-label="Upstream latency per day: p50 (blue) and p90 (orange)"')[1]
-    assert latency.split("</svg>")[0].count("<polyline") == 2 and "max 400 ms" in latency
+    latency = page.text.split('aria-label="Mean upstream latency per day"')[1]
+    assert latency.split("</svg>")[0].count("<polyline") == 1 and "max 175 ms" in latency
     assert '<option value="rule:high-stakes">rule high-stakes</option>' in page.text  # the bundled policy's rule
     assert '<option value="tool_calls">its tool calls</option>' in page.text
     volume = narrowed.text.split('id="insight-volume"')[1]
