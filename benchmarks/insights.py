@@ -1,9 +1,10 @@
 """The insights API against a large history: N stored exchanges (default 1,000,000) spread evenly over D days
-(default 90: a quarter of a busy gateway's traffic), 30% of them held in `agent`, nine in ten of those decided
-(approve twice as often as edit or override); then `GET /admin/insights/summary` through a real `hitl serve`, R
-times each for the default period (the last 7 days) and for the whole history, p50 and p95; each figure the
-Insights page shows for the default week through the admin API (summary, series, loop, drift, reviewers); and the
-page itself (`GET /console/insights`, an admin's session), which computes them at once on their own connections.
+(default 90: a quarter of a busy gateway's traffic), 30% of them held in `agent`, nine in ten of those claimed
+and decided by an agent (approve twice as often as edit or override); then `GET /admin/insights/summary` through
+a real `hitl serve`, R times each for the default period (the last 7 days) and for the whole history, p50 and
+p95; each figure the Insights page shows for the default week through the admin API (summary, series, loop, drift,
+reviewers); and the page itself (`GET /console/insights`, an admin's session), which computes them at once on
+their own connections.
 
 Targets: the default period's summary, and the page, under 1 s at p95.
 
@@ -42,7 +43,7 @@ from harness import (
 from sqlalchemy import insert
 
 from gateway import db
-from gateway.models import Agent, ApiKey, Decision, Exchange, KeyRole, Review
+from gateway.models import Agent, ApiKey, Decision, Exchange, KeyRole, Review, ReviewEvent
 from gateway.relay import apikeys
 
 INSIGHTS_KEY = "hitl-insights-" + "i" * 24
@@ -64,6 +65,7 @@ def seed(url: str, exchanges: int, days: int, now: datetime) -> float:
         made: list[dict[str, Any]] = []
         held: list[dict[str, Any]] = []
         decided: list[dict[str, Any]] = []
+        claimed: list[dict[str, Any]] = []
         for number in range(offset, min(exchanges, offset + BATCH)):
             at = first + timedelta(seconds=number * days * 86400 / exchanges)
             hold = rng.random() < 0.3
@@ -78,18 +80,22 @@ def seed(url: str, exchanges: int, days: int, now: datetime) -> float:
                 continue
             review = f"rev-{uuid.uuid4().hex}"
             closed = rng.random() < 0.9
+            done = at + timedelta(seconds=rng.uniform(5, 300))
             held.append({"id": review, "exchange_id": exchange, "api_key_id": 1, "tier": "agent", "kind": "hold",
                          "status": "decided" if closed else "open", "created_at": at,
                          "deadline_at": at + timedelta(seconds=20),
-                         "decided_at": at + timedelta(seconds=rng.uniform(5, 300)) if closed else None})  # fmt: skip
-            if closed:
+                         "decided_at": done if closed else None})  # fmt: skip
+            if closed:  # claimed by the agent, then decided after a while's work
                 action = rng.choice(["approve", "approve", "edit", "override"])
+                claimed.append({"review_id": review, "kind": "claimed", "agent_id": agent, "detail": {},
+                                "at": done - timedelta(seconds=rng.uniform(5, 60))})  # fmt: skip
                 decided.append({"review_id": review, "agent_id": agent, "action": action, "comment": "", "tags": [],
-                                "created_at": at})  # fmt: skip
+                                "created_at": done})  # fmt: skip
         with engine.begin() as connection:
             connection.execute(insert(Exchange.__table__), made)  # type: ignore[attr-defined]
             connection.execute(insert(Review.__table__), held)  # type: ignore[attr-defined]
             connection.execute(insert(Decision.__table__), decided)  # type: ignore[attr-defined]
+            connection.execute(insert(ReviewEvent.__table__), claimed)  # type: ignore[attr-defined]
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
             # The planner's statistics, as autovacuum gathers them on a live database after a load this size

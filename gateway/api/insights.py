@@ -30,6 +30,7 @@ from gateway.insights import agreement, reviewers, scope, series, summary
 from gateway.learning import drift, health, simulation
 from gateway.models import KeyRole
 from gateway.policy import PolicyError
+from gateway.relay.apikeys import KeyCache
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/admin")
@@ -38,28 +39,31 @@ FORMATS = ("json", "csv")
 
 @router.get("/insights/summary", name="insights_summary")
 async def insights_summary(request: Request, keys: KeysDep, engine: EngineDep, runtime: RuntimeDep) -> Response:
-    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
-    params = dict(request.query_params)
-    shape = _shape(params)
+    params, shape = await _asked(request, keys)
     now = runtime.clock.now()
     found = await summary.summary(engine, scope.parse(params, now), now)
-    if shape == "json":
-        return JSONResponse(found)
-    return _csv("insights-summary.csv", ("figure", "value"), summary.rows(found))
+    return _shaped(shape, found, "insights-summary.csv", ("figure", "value"), summary.rows(found))
 
 
 @router.get("/insights/series", name="insights_series")
 async def insights_series(request: Request, keys: KeysDep, engine: EngineDep, runtime: RuntimeDep) -> Response:
-    """The period hour by hour (two days or less) or day by day: volume, held, failed, the upstream's latency
-    (p50, p90) and the backlog at each bucket's end."""
-    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
-    params = dict(request.query_params)
-    shape = _shape(params)
+    """The period hour by hour (two days or less) or day by day: volume, held, failed, the upstream's mean latency
+    and the backlog at each bucket's end."""
+    params, shape = await _asked(request, keys)
     now = runtime.clock.now()
     found = await series.series(engine, scope.parse(params, now), now)
-    if shape == "json":
-        return JSONResponse(found)
-    return _csv("insights-series.csv", series.COLUMNS, series.rows(found))
+    return _shaped(shape, found, "insights-series.csv", series.COLUMNS, series.rows(found))
+
+
+async def _asked(request: Request, keys: KeyCache) -> tuple[dict[str, str], str]:
+    """The query's parameters and the answer's format, once the key may read insights."""
+    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
+    params = dict(request.query_params)
+    return params, _shape(params)
+
+
+def _shaped(shape: str, found: dict[str, Any], name: str, header: tuple[str, ...], rows: Iterable[Any]) -> Response:
+    return JSONResponse(found) if shape == "json" else _csv(name, header, rows)
 
 
 @router.get("/insights/loop", name="insights_loop")

@@ -39,23 +39,11 @@ COLUMNS = ("agent", "decisions", "per_hour", "seconds_per_decision", "approval_r
            "escalations", "team_approval_rate", "gold", "gold_accuracy")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Row:
-    id: int
-    review_id: str
-    agent_id: int
-    action: str
-    created_at: Any
-    tier: str
-    confidence: float | None
-    length: int | None
-
-
 @dataclass
 class _Agent:
     name: str
     actions: Counter[str] = field(default_factory=Counter)
-    hours: set[str] = field(default_factory=set)
+    hours: set[int] = field(default_factory=set)  # hours since the epoch with a decision
     seconds: list[float] = field(default_factory=list)
     expected: list[float] = field(default_factory=list)  # the team's approval rate in each closing decision's cell
     approvals_timed: int = 0
@@ -73,51 +61,51 @@ async def reviewers(session: AsyncSession, scope: Scope) -> list[dict[str, Any]]
             col(Decision.id),
             col(Decision.review_id),
             col(Decision.agent_id),
-            col(Decision.action),
             col(Decision.created_at),
+            col(Decision.action),
             col(Review.tier),
             col(Exchange.confidence),
-            func.length(Exchange.candidate_text),
+            func.length(Exchange.candidate_text).label("length"),
         )
         .select_from(Decision)
         .join(Review, col(Review.id) == col(Decision.review_id))
         .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
-        .where(*within)
-        .order_by(col(Decision.id))
+        .where(scope.reviewed(), scope.decided(), *within)
     )
     connection = await session.connection()  # a Core statement of eight columns, past sqlmodel's overloads
-    rows = [_Row(*row) for row in (await connection.execute(query)).all()]
+    rows = (await connection.execute(query)).all()
     names = dict((await session.exec(select(Agent.id, Agent.username))).all())
-    spent = await timing.timed(session, within, [(row.id, row.review_id, row.agent_id, row.created_at) for row in rows])
+    # Each row begins (id, review id, agent id, time), as the timing reads a decision.
+    spent = await timing.timed(session, [scope.reviewed(), *within], rows, scope.since)
+    keys = [(row.tier, _band(row.confidence)) for row in rows]
     cells: dict[tuple[str, str], Counter[bool]] = defaultdict(Counter)
-    for decision in rows:
-        if decision.action in CLOSING:
-            cells[(decision.tier, _band(decision.confidence))][decision.action == Action.APPROVE] += 1
+    for row, key in zip(rows, keys, strict=True):
+        if row.action in CLOSING:
+            cells[key][row.action == Action.APPROVE] += 1
     agents: dict[str, _Agent] = {}
-    for decision in rows:
-        tier, confidence, length = decision.tier, decision.confidence, decision.length
-        name = names.get(decision.agent_id, f"agent {decision.agent_id}")
+    for row, key in zip(rows, keys, strict=True):
+        name = names.get(row.agent_id, f"agent {row.agent_id}")
         agent = agents.setdefault(name, _Agent(name))
-        agent.actions[str(decision.action)] += 1
-        agent.hours.add(decision.created_at.strftime("%Y-%m-%d %H"))
-        seconds = spent.get(decision.id) if decision.id is not None else None
+        agent.actions[str(row.action)] += 1
+        agent.hours.add(int(row.created_at.timestamp()) // 3600)
+        seconds = spent.get(row.id)
         if seconds is not None:
             agent.seconds.append(seconds)
-        if decision.action in CLOSING:
-            cell = cells[(tier, _band(confidence))]
+        if row.action in CLOSING:
+            cell = cells[key]
             agent.expected.append(cell[True] / (cell[True] + cell[False]))
-        if decision.action == Action.APPROVE and seconds is not None:
+        if row.action == Action.APPROVE and seconds is not None:
             agent.approvals_timed += 1
-            if seconds < (length or 0) / READING_CHARS_PER_SECOND:
-                agent.approvals_fast.append((seconds, length or 0))
+            if seconds < (row.length or 0) / READING_CHARS_PER_SECOND:
+                agent.approvals_fast.append((seconds, row.length or 0))
     described = [_described(agent) for _, agent in sorted(agents.items())]
-    golds = {row["agent"]: row for row in agreement.gold(await agreement.checks(session, scope))}
-    for row in described:
-        found = golds.get(row["agent"])
-        row["gold"], row["gold_accuracy"] = (found["gold"], found["accuracy"]) if found else (0, None)
+    golds = {scored["agent"]: scored for scored in agreement.gold(await agreement.checks(session, scope))}
+    for figures in described:
+        found = golds.get(figures["agent"])
+        figures["gold"], figures["gold_accuracy"] = (found["gold"], found["accuracy"]) if found else (0, None)
         flag = agreement.known_wrong_flag(found) if found else None
         if flag is not None:
-            row["flags"].append(flag)
+            figures["flags"].append(flag)
     return described
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
 from gateway.errors import InvalidRequest
-from gateway.models import Exchange
+from gateway.models import Decision, Exchange, Review
 
 DEFAULT_PERIOD = timedelta(days=7)
 _WHEN = TypeAdapter(datetime)
@@ -64,6 +64,15 @@ class Scope(BaseModel):
 
     def described(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def reviewed(self) -> ColumnElement[bool]:
+        """What the conditions imply of the reviews of those exchanges (none is older than its exchange), said
+        outright so the planner reads a range of the reviews' own index, not every review."""
+        return col(Review.created_at) >= self.since
+
+    def decided(self) -> ColumnElement[bool]:
+        """The same of the decisions on those reviews: none is older than its review."""
+        return col(Decision.created_at) >= self.since
 
     def conditions(self) -> list[ColumnElement[bool]]:
         """The scope as conditions on `Exchange`, for a query's WHERE; never the copies made for gold items and

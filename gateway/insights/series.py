@@ -79,7 +79,7 @@ async def series(engine: AsyncEngine, scope: Scope, now: datetime) -> dict[str, 
             _start(start): (volume, held or 0, failed or 0, None if mean is None else round(float(mean), 3))
             for start, volume, held, failed, mean in (await connection.execute(counted)).all()
         }
-        backlog = await _backlog(session, width, within)
+        backlog = await _backlog(session, width, [scope.reviewed(), *within])
     buckets = []
     waiting = 0
     for start in _starts(scope, width, now):

@@ -100,19 +100,19 @@ async def summary(engine: AsyncEngine, scope: Scope, now: datetime) -> dict[str,
         counts = [_count(col(Review.kind) == ReviewKind.AUDIT), _count(closed),
                   _count(and_(closed, col(Review.decided_at) <= col(Review.deadline_at))), _count(waiting),
                   func.min(case((waiting, col(Review.created_at))))]  # fmt: skip
-        counted = sa_select(*counts).select_from(Review).join(Exchange).where(*within)
+        counted = sa_select(*counts).select_from(Review).join(Exchange).where(scope.reviewed(), *within)
         connection = await session.connection()  # a Core statement: five columns, past sqlmodel's overloads
         audits, decided, in_time, backlog, oldest = (await connection.execute(counted)).one()
         decisions = (
             select(Decision.action, func.count())
             .join(Review, col(Decision.review_id) == col(Review.id))
             .join(Exchange, col(Review.exchange_id) == col(Exchange.id))
-            .where(*within)
+            .where(scope.reviewed(), scope.decided(), *within)
             .group_by(Decision.action)
         )
         actions: dict[str, int] = dict((await session.exec(decisions)).all())
         took = _seconds_between(session, col(Review.created_at), col(Review.decided_at))
-        waits = select(took).select_from(Review).join(Exchange).where(closed, *within)
+        waits = select(took).select_from(Review).join(Exchange).where(closed, scope.reviewed(), *within)
         wait_p50, wait_p90 = await _ranked(session, waits, took, decided)
         volume = sum(by_route.values())
         answered = volume - by_route.get(Route.NONE, 0)

@@ -136,4 +136,5 @@ async def of_period(
     within = _within(since, until, model, tier)
     now = await histogram(session, within)
     before = await histogram(session, _within(since - (until - since), since, model, tier))
-    return drift(now, before, await labelled(session, within))
+    reviewed = [col(Review.created_at) >= since, *within]  # no review is older than its exchange: an index range
+    return drift(now, before, await labelled(session, reviewed))

@@ -15,16 +15,21 @@ from gateway.models import Decision, EventKind, Exchange, Review, ReviewEvent
 
 
 async def timed(
-    session: AsyncSession, within: list[Any], decided: Sequence[tuple[int | None, str, int, datetime]] | None = None
+    session: AsyncSession,
+    within: list[Any],
+    decided: Sequence[Sequence[Any]] | None = None,
+    since: datetime | None = None,
 ) -> dict[int, float]:
     """The seconds each decision took (by decision id), of the reviews of the exchanges `within` takes; a decision
     with no claim by its agent before it (a bulk approval from the queue) is not timed. `decided`: those decisions
-    as (id, review id, agent id, time), when the caller has read them already."""
+    as rows that begin (id, review id, agent id, time), when the caller has read them already. `since`: when the
+    earliest of those exchanges arrived (no claim is older), so the claims are read as a range of their index."""
     claims = (
         select(ReviewEvent.review_id, ReviewEvent.agent_id, ReviewEvent.at)
         .join(Review, col(Review.id) == col(ReviewEvent.review_id))
         .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
         .where(col(ReviewEvent.kind) == EventKind.CLAIMED, *within)
+        .where(*([col(ReviewEvent.at) >= since] if since is not None else []))
         .order_by(col(ReviewEvent.at))
     )
     claimed: dict[tuple[str, int | None], list[datetime]] = {}
@@ -39,7 +44,7 @@ async def timed(
         )
         decided = (await session.exec(decisions)).all()
     spent: dict[int, float] = {}
-    for decision_id, review_id, agent_id, at in decided:
+    for decision_id, review_id, agent_id, at, *_ in decided:
         before = [when for when in claimed.get((review_id, agent_id), []) if when <= at]
         if before and decision_id is not None:
             spent[decision_id] = (at - before[-1]).total_seconds()
