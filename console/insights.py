@@ -47,7 +47,7 @@ def _bars(values: dict[str, int | float | None]) -> list[tuple[str, float, float
 
 
 async def _in_session(runtime: Runtime, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         return await work(session)
 
 
@@ -65,7 +65,7 @@ async def _simulated(request: Request, runtime: Runtime) -> dict[str, Any]:
     """The simulator's answer for the asked `release` on the period's history (of the page's tier and model)."""
     release = insights_api.threshold(request.query_params.get("release"))
     chosen = scope.parse(_asked(request, ("since", "until", "tier", "model")), runtime.clock.now())
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         history = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
     found = simulation.compared(history, runtime.policy, release, chosen.model)
     kept = {name: value for name, value in _asked(request, ("since", "until", "tier", "model")).items() if value}
@@ -104,8 +104,8 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
     # Each figure on its own connection, all at once: the page takes as long as its slowest figure where the
     # database serves several (PostgreSQL); one after another where it has one connection (SQLite).
     found, timeline, weeks, agents, agreed, drifted = await asyncio.gather(
-        summary.summary(runtime.engine, chosen, now),
-        series.series(runtime.engine, chosen, now),
+        summary.summary(runtime.reads, chosen, now),
+        series.series(runtime.reads, chosen, now),
         _in_session(runtime, lambda session: health.weekly(session, chosen.conditions())),
         _in_session(runtime, lambda session: reviewers.reviewers(session, chosen)),
         _in_session(runtime, lambda session: agreement.agreement(session, chosen)),
@@ -156,7 +156,7 @@ async def threshold_policy(request: Request, agent: CurrentAgent, runtime: Runti
     admin_only(agent, "write a policy")
     release = insights_api.threshold(request.query_params.get("release"))
     chosen = scope.parse(_asked(request, ("since", "until", "tier", "model")), runtime.clock.now())
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         history = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
     text = insights_api.written(runtime, history, chosen, release, f"the Insights page's simulator ({agent.username})")
     headers = {"content-disposition": f'attachment; filename="policy-release-{release:g}.yaml"'}

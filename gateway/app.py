@@ -134,6 +134,9 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
         async with AsyncExitStack() as stack:
             stack.callback(tracing.configure(settings.tracing))  # flushes the spans on the way out
             stack.push_async_callback(engine.dispose)
+            reader = db.create_reader(settings.database_url, engine)
+            if reader is not engine:
+                stack.push_async_callback(reader.dispose)
             sessions = db.session_factory(engine)
             writer = await stack.enter_async_context(inserts.opened(engine))
             routed = await versions.routing(sessions, routing)
@@ -178,6 +181,7 @@ def create_app(settings: Settings, *, plugins: bool = True, clock: Clock | None 
             app.state.runtime = runtime = Runtime(
                 settings=settings,
                 engine=engine,
+                reader=reader,
                 sessions=sessions,
                 relay=relay,
                 policy=routing,

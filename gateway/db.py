@@ -88,6 +88,30 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+READERS = 4  # SQLite connections that only read, for the team lead's figures
+
+
+def _read_only(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def create_reader(url: str, engine: AsyncEngine) -> AsyncEngine:
+    """Where long reads (the Insights figures over a whole period) run: on PostgreSQL the engine itself (its pool
+    has room); on SQLite an engine of its own whose connections may only read, so those reads never hold the one
+    connection the gateway writes through (WAL lets readers and the writer go on at once), and several run at once
+    in their own threads."""
+    if is_postgres(url) or make_url(url).database in (None, "", ":memory:"):
+        return engine  # an in-memory database is its one connection's alone
+    reader = create_async_engine(
+        async_url(url), json_deserializer=orjson.loads, pool_size=READERS, max_overflow=0, pool_timeout=60
+    )
+    _configure(reader.sync_engine)
+    event.listen(reader.sync_engine, "connect", _read_only)
+    return reader
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 

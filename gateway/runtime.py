@@ -35,9 +35,18 @@ class Runtime:
     clock: Clock
     outbox: Outbox
     keys: KeyCache
+    reader: AsyncEngine | None = None  # long reads (the Insights figures); None: `engine`
     listener: Listener | None = None  # the LISTEN connection for decisions elsewhere (PostgreSQL only)
     sender: Sender | None = None  # the webhook delivery loop (delivers while this process holds the lease)
     draining: bool = False  # SIGTERM arrived: /health/ready says 503 while the replica still serves
+
+    @property
+    def reads(self) -> AsyncEngine:
+        """The engine the Insights figures read through (`db.create_reader`)."""
+        return self.reader or self.engine
+
+    def read_sessions(self) -> AsyncSession:
+        return AsyncSession(self.reads, expire_on_commit=False)
 
     def start_draining(self) -> None:
         self.draining = True

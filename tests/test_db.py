@@ -9,6 +9,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel, select
 
 from gateway import db, models  # noqa: F401
@@ -163,3 +164,28 @@ def test_large_bodies_are_lz4_compressed_on_postgresql(database_url: str) -> Non
             assert dict(connection.execute(text(compression)).all())["response"] == ""
     finally:
         engine.dispose()
+
+
+async def test_the_figures_read_through_connections_that_cannot_write(database_url: str) -> None:
+    """On SQLite the Insights figures have connections of their own, which may only read (the gateway's one
+    writing connection is never held by a team lead's page); on PostgreSQL the pool is shared."""
+    engine = db.create_engine(database_url)
+    reader = db.create_reader(database_url, engine)
+    try:
+        async with engine.begin() as connection:
+            added = "INSERT INTO leases (name, holder, expires_at) VALUES ('x', '', '2026-01-01')"
+            await connection.execute(text(added))
+        async with reader.connect() as connection:
+            seen = (await connection.execute(text("SELECT count(*) FROM leases WHERE name = 'x'"))).scalar_one()
+            if db.is_postgres(database_url):
+                assert reader is engine
+            else:
+                assert reader is not engine and reader.pool.size() == db.READERS
+                with pytest.raises(OperationalError, match="readonly database"):
+                    await connection.execute(text("DELETE FROM leases WHERE name = 'x'"))
+        assert seen == 1  # what the writer committed, the reader sees (WAL)
+        assert db.create_reader("sqlite://", engine) is engine  # in memory: one connection's database
+    finally:
+        if reader is not engine:
+            await reader.dispose()
+        await engine.dispose()

@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.deps import EngineDep, KeysDep, RuntimeDep
+from gateway.deps import KeysDep, RuntimeDep
 from gateway.errors import InvalidRequest
 from gateway.insights import agreement, reviewers, scope, series, summary
 from gateway.learning import drift, health, simulation
@@ -38,20 +38,20 @@ FORMATS = ("json", "csv")
 
 
 @router.get("/insights/summary", name="insights_summary")
-async def insights_summary(request: Request, keys: KeysDep, engine: EngineDep, runtime: RuntimeDep) -> Response:
+async def insights_summary(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
     params, shape = await _asked(request, keys)
     now = runtime.clock.now()
-    found = await summary.summary(engine, scope.parse(params, now), now)
+    found = await summary.summary(runtime.reads, scope.parse(params, now), now)
     return _shaped(shape, found, "insights-summary.csv", ("figure", "value"), summary.rows(found))
 
 
 @router.get("/insights/series", name="insights_series")
-async def insights_series(request: Request, keys: KeysDep, engine: EngineDep, runtime: RuntimeDep) -> Response:
+async def insights_series(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
     """The period hour by hour (two days or less) or day by day: volume, held, failed, the upstream's mean latency
     and the backlog at each bucket's end."""
     params, shape = await _asked(request, keys)
     now = runtime.clock.now()
-    found = await series.series(engine, scope.parse(params, now), now)
+    found = await series.series(runtime.reads, scope.parse(params, now), now)
     return _shaped(shape, found, "insights-series.csv", series.COLUMNS, series.rows(found))
 
 
@@ -74,7 +74,7 @@ async def insights_loop(request: Request, keys: KeysDep, runtime: RuntimeDep) ->
     params = dict(request.query_params)
     shape = _shape(params)
     chosen = scope.parse(params, runtime.clock.now())
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         weeks = await health.weekly(session, chosen.conditions())
     if shape == "json":
         return JSONResponse({"scope": chosen.described(), "weeks": weeks})
@@ -90,7 +90,7 @@ async def insights_reviewers(request: Request, keys: KeysDep, runtime: RuntimeDe
     params = dict(request.query_params)
     shape = _shape(params)
     chosen = scope.parse(params, runtime.clock.now())
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         agents = await reviewers.reviewers(session, chosen)
     if shape == "json":
         return JSONResponse({"scope": chosen.described(), "agents": agents})
@@ -108,7 +108,7 @@ async def insights_agreement(request: Request, keys: KeysDep, runtime: RuntimeDe
     params = dict(request.query_params)
     shape = _shape(params)
     chosen = scope.parse(params, runtime.clock.now())
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         found = await agreement.agreement(session, chosen)
     if shape == "json":
         return JSONResponse(found)
@@ -133,7 +133,7 @@ async def insights_drift(request: Request, keys: KeysDep, runtime: RuntimeDep) -
     params = dict(request.query_params)
     shape = _shape(params)
     chosen = _model_scope(params, runtime)
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         found = await drift.of_period(session, chosen.since, chosen.until, chosen.model, chosen.tier)
     if shape == "json":
         return JSONResponse({"scope": chosen.described(), **found})
@@ -183,7 +183,7 @@ async def insights_threshold(request: Request, keys: KeysDep, runtime: RuntimeDe
         raise InvalidRequest(f"format must be one of {', '.join(FORMATS)}, yaml.", param="format")
     release = threshold(params.pop("release", None))
     chosen = _model_scope(params, runtime)
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         history = await simulation.load(session, chosen.since, chosen.until, chosen.model, chosen.tier)
     if shape == "yaml":
         text = written(runtime, history, chosen, release, "the admin API's threshold simulator")

@@ -4,8 +4,9 @@ of the answers scored 0.9, nine in ten are right. Per band of 0.1, this compares
 - what the period's decided reviews say (approve = right; an audit weighs 1 / its sampling rate) with what the
   band promises (its answers' mean confidence), and warns when the promise falls outside the 95% Wilson interval
   of what was observed (with at least `MIN_LABELS` effective labels in the band);
-- the period's confidence histogram with the previous period's of the same length, and warns when they part by
-  more than `MAX_SHIFT` (total variation distance: the share of answers that would have to move band).
+- the period's confidence histogram with the previous period's of the same length, and with the one the period's
+  calibrator was fitted on (`at_fit`, stored with it), and warns when either parts by more than `MAX_SHIFT` (total
+  variation distance: the share of answers that would have to move band).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.learning.labels import LABEL_OF
+from gateway.learning.labels import LABEL_OF, Labels
 from gateway.learning.metrics import wilson
-from gateway.models import Action, Decision, Exchange, Review, ReviewKind, ReviewStatus
+from gateway.models import Action, Calibration, Decision, Exchange, Review, ReviewKind, ReviewStatus
 
 BANDS = [round(step / 10, 1) for step in range(10)]
 MIN_LABELS = 10.0
@@ -91,13 +92,34 @@ async def labelled(session: AsyncSession, within: list[Any]) -> dict[int, Labell
             for index, count, total, squared, good, confidence in (await connection.execute(summed)).all()}  # fmt: skip
 
 
+def at_fit(confidences: list[float], labels: Labels) -> list[dict[str, float | None]]:
+    """What a calibrator was fitted on, per band of 0.1 of its (held-out) confidences: the share of the traffic the
+    labels stand for (each weighted as it weighs in the fit: an audit 1 / its sampling rate) and the share right."""
+    weight = [0.0] * len(BANDS)
+    right = [0.0] * len(BANDS)
+    for confidence, label, weighs in zip(confidences, labels.labels, labels.weights, strict=True):
+        index = min(int(confidence * 10), 9)
+        weight[index] += weighs
+        right[index] += weighs * label
+    total = sum(weight)
+    return [{"share": part / total if total else 0.0, "right": right[i] / part if part else None}
+            for i, part in enumerate(weight)]  # fmt: skip
+
+
 def _shares(counts: dict[int, int]) -> dict[float, float]:
     total = sum(counts.values())
     return {band: counts.get(index, 0) / total if total else 0.0 for index, band in enumerate(BANDS)}
 
 
-def drift(now: dict[int, int], before: dict[int, int], labels: dict[int, Labelled]) -> dict[str, Any]:
-    """Per band, the promise against what the labels found, and the histograms of two periods; warnings."""
+def drift(
+    now: dict[int, int],
+    before: dict[int, int],
+    labels: dict[int, Labelled],
+    fit: list[dict[str, Any]] | None = None,
+    calibrator: str | None = None,
+) -> dict[str, Any]:
+    """Per band, the promise against what the labels found, and the histogram against the previous period's and
+    against the one `calibrator` was fitted on (`fit`, from `at_fit`); warnings."""
     shares, earlier = _shares(now), _shares(before)
     bands: list[dict[str, Any]] = []
     warnings: list[str] = []
@@ -109,7 +131,8 @@ def drift(now: dict[int, int], before: dict[int, int], labels: dict[int, Labelle
         low, high = wilson(observed, n) if observed is not None and n > 0 else (None, None)
         row = {"band": f"{band:.1f}-{band + 0.1:.1f}", "share": shares[band], "share_before": earlier[band],
                "labels": round(n, 1), "promised": promised, "observed": observed, "observed_low": low,
-               "observed_high": high}  # fmt: skip
+               "observed_high": high, "share_at_fit": fit[index]["share"] if fit else None,
+               "right_at_fit": fit[index]["right"] if fit else None}  # fmt: skip
         bands.append(row)
         if promised is not None and low is not None and high is not None and n >= MIN_LABELS:
             if not low <= promised <= high:
@@ -125,7 +148,14 @@ def drift(now: dict[int, int], before: dict[int, int], labels: dict[int, Labelle
             f"The answers' confidences have shifted: {shift:.0%} of them would have to move band to look like the"
             " previous period's. The model, the traffic or the prompts changed; check the review rate and the audits."
         )
-    return {"bands": bands, "shift": shift if now and before else None, "warnings": warnings}
+    moved = sum(abs(shares[band] - fit[index]["share"]) for index, band in enumerate(BANDS)) / 2 if fit else None
+    if now and moved is not None and moved > MAX_SHIFT:
+        warnings.append(
+            f"The answers' confidences have moved since {calibrator} was fitted: {moved:.0%} of them would have to"
+            " move band to look like what it learned from. Its promise may no longer hold; run `hitl calibrate`."
+        )
+    return {"bands": bands, "shift": shift if now and before else None, "calibrator": calibrator,
+            "shift_from_fit": moved if now else None, "warnings": warnings}  # fmt: skip
 
 
 async def of_period(
@@ -134,7 +164,21 @@ async def of_period(
     """`drift` of the exchanges of `[since, until)` against the period of the same length before it, counted and
     summed per band in the database."""
     within = _within(since, until, model, tier)
+    calibrator, fit = await _fitted(session, within)
     now = await histogram(session, within)
     before = await histogram(session, _within(since - (until - since), since, model, tier))
     reviewed = [col(Review.created_at) >= since, *within]  # no review is older than its exchange: an index range
-    return drift(now, before, await labelled(session, reviewed))
+    return drift(now, before, await labelled(session, reviewed), fit, calibrator)
+
+
+async def _fitted(session: AsyncSession, within: list[Any]) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """The calibrator that scored most of the period's answers, and what it was fitted on (when it says: one fitted
+    before the figures were stored says nothing)."""
+    used = func.count().label("used")
+    most = select(Exchange.calibrator, used).where(*within).group_by(col(Exchange.calibrator)).order_by(used.desc())
+    found = (await session.exec(most.limit(1))).first()
+    if found is None or not found[0].startswith("cal-") or not found[0][4:].isdigit():
+        return None, None
+    row = await session.get(Calibration, int(found[0][4:]))
+    fit = (row.metrics or {}).get("bands_at_fit") if row is not None else None
+    return (found[0], fit) if isinstance(fit, list) and len(fit) == len(BANDS) else (found[0], None)

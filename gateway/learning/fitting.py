@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.learning import reports
+from gateway.learning import drift, reports
 from gateway.learning.labels import Labels
 from gateway.learning.metrics import Threshold, threshold_for_escaped_error, threshold_for_review_rate
 from gateway.scoring.calibrator import SIGNALS, Calibrator, FloatArray, Method
@@ -87,6 +87,8 @@ class Fitted:
             "after_cross_validated": asdict(self.after),
             "by_review_rate": asdict(self.by_review_rate),
             "by_escaped_error": asdict(self.by_escaped_error),
+            # What it was fitted on, per band of its confidences, for the Insights page's drift.
+            "bands_at_fit": drift.at_fit(self.held_out, self.labels),
         }
 
 

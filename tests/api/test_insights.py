@@ -14,9 +14,12 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from gateway import policy
+from gateway.learning import drift
+from gateway.learning.labels import Labels
 from gateway.models import (
     Action,
     ApiKey,
+    Calibration,
     Decision,
     EventKind,
     Exchange,
@@ -344,6 +347,35 @@ def test_reviewer_quality_flags_the_rubber_stamp_with_its_evidence(app: FastAPI,
     table = list(csv.DictReader(io.StringIO(sent.text)))
     assert table[0]["agent"] == "bob" and "faster than the answer takes to read" in table[0]["flags"]
     assert table[1]["flags"] == ""
+
+
+def test_drift_compares_the_period_with_what_its_calibrator_was_fitted_on(app: FastAPI, database_url: str) -> None:
+    """The week's 10 answers, scored by cal-<id>, all at 0.85; the calibrator was fitted on labels whose confidences
+    were 0.25 (weight 3, one right) and 0.85 (weight 1, right): 75% of its traffic below 0.3."""
+    labels = Labels(raw=[0.2, 0.2, 0.8], rows=[[], [], []], labels=[1, 0, 1], weights=[1.0, 2.0, 1.0],
+                    audited=[False, True, False], groups=["pooled"] * 3)  # fmt: skip
+    fit = drift.at_fit([0.25, 0.25, 0.85], labels)
+    assert fit[2] == {"share": 0.75, "right": pytest.approx(1 / 3)} and fit[8] == {"share": 0.25, "right": 1.0}
+    with factories.sync_session(database_url) as session:
+        calibration = Calibration(method="isotonic", params={}, metrics={"bands_at_fit": fit}, labels=3)
+        session.add(calibration)
+        session.flush()
+        version = calibration.version
+        key = factories.key_named(session, "web")
+        rows = [Exchange(request_id="r", api_key_id=key, model="support-bot", upstream_model="m", request={},
+                         response={}, signals={}, policy_version="p", route=Route.RELEASE,
+                         status=ExchangeStatus.RELEASED, confidence=0.85, calibrator=version,
+                         created_at=factories.WEEK_DAY + timedelta(minutes=number))
+                for number in range(10)]  # fmt: skip
+        factories.add_in_order(session, rows)
+    key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
+    with TestClient(app) as client:
+        found = client.get("/admin/insights/drift", params=factories.WEEK,
+                           headers={"Authorization": f"Bearer {key}"}).json()  # fmt: skip
+    assert found["calibrator"] == version and found["shift_from_fit"] == pytest.approx(0.75)
+    assert found["bands"][8]["share_at_fit"] == 0.25 and found["bands"][2]["right_at_fit"] == pytest.approx(1 / 3)
+    moved = [warning for warning in found["warnings"] if "since " + version in warning]
+    assert len(moved) == 1 and moved[0].startswith(f"The answers' confidences have moved since {version}")
 
 
 def test_drift_warns_when_the_confidence_no_longer_means_what_it_says(app: FastAPI, database_url: str) -> None:

@@ -178,6 +178,10 @@ def test_calibrate_prints_figures_and_stores_a_calibrator(env: str) -> None:
     # The signal is informative, so the held-out AUROC is well above chance, and the figures are kept.
     assert stored.metrics["after_cross_validated"]["auroc"] > 0.7
     assert stored.metrics["audited"] == 30
+    # What it was fitted on, per band, for the Insights page's drift: shares of the traffic the labels stand for.
+    fit = stored.metrics["bands_at_fit"]
+    assert len(fit) == 10 and sum(band["share"] for band in fit) == pytest.approx(1.0)
+    assert all(band["right"] is None or 0 <= band["right"] <= 1 for band in fit)
 
 
 def test_calibrate_dry_run_stores_nothing(env: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from sqlmodel import col, select
 
-from gateway.errors import Conflict, Forbidden, InvalidRequest
+from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from gateway.insights import agreement, scope, summary
 from gateway.learning import labels
 from gateway.models import (
@@ -140,7 +140,7 @@ async def test_only_a_decided_held_answer_is_gold(
     root = await agent_named(runtime, "root")
     with pytest.raises(InvalidRequest, match="not a copy"):
         await runtime.desk.mark_gold(second.id, root)
-    with pytest.raises(Exception, match="No review"):
+    with pytest.raises(NotFound, match="No review"):
         await runtime.desk.mark_gold("rev-0123456789abcdef0123456789abcdef", root)
     await runtime.desk.mark_gold(review, root)
     await runtime.desk.unmark_gold(review)
