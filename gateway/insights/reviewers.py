@@ -66,17 +66,16 @@ async def reviewers(session: AsyncSession, scope: Scope) -> list[dict[str, Any]]
             col(Review.tier),
             col(Exchange.confidence),
             func.length(Exchange.candidate_text).label("length"),
+            timing.last_claim().label("claimed_at"),
         )
         .select_from(Decision)
         .join(Review, col(Review.id) == col(Decision.review_id))
         .join(Exchange, col(Exchange.id) == col(Review.exchange_id))
         .where(scope.reviewed(), scope.decided(), *within)
     )
-    connection = await session.connection()  # a Core statement of eight columns, past sqlmodel's overloads
+    connection = await session.connection()  # a Core statement of nine columns, past sqlmodel's overloads
     rows = (await connection.execute(query)).all()
     names = dict((await session.exec(select(Agent.id, Agent.username))).all())
-    # Each row begins (id, review id, agent id, time), as the timing reads a decision.
-    spent = await timing.timed(session, [scope.reviewed(), *within], rows, scope.since)
     keys = [(row.tier, _band(row.confidence)) for row in rows]
     cells: dict[tuple[str, str], Counter[bool]] = defaultdict(Counter)
     for row, key in zip(rows, keys, strict=True):
@@ -88,7 +87,7 @@ async def reviewers(session: AsyncSession, scope: Scope) -> list[dict[str, Any]]
         agent = agents.setdefault(name, _Agent(name))
         agent.actions[str(row.action)] += 1
         agent.hours.add(int(row.created_at.timestamp()) // 3600)
-        seconds = spent.get(row.id)
+        seconds = (row.created_at - row.claimed_at).total_seconds() if row.claimed_at is not None else None
         if seconds is not None:
             agent.seconds.append(seconds)
         if row.action in CLOSING:
