@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -217,8 +218,12 @@ class ReviewDesk:
         # The waiting client first; the agent's page can wait a round trip.
         self.holds.notify(review_id, decided.exchange)
         await session.refresh(decided.review)
-        await shadows.after_decision(session, decided.review, decided.exchange, agent, self.tiers, self.quality,
-                                     self.draw, self.clock.now())  # fmt: skip
+        try:
+            await shadows.after_decision(session, decided.review, decided.exchange, agent, self.tiers, self.quality,
+                                         self.draw, self.clock.now())  # fmt: skip
+        except SQLAlchemyError as exc:  # the decision stands, made and delivered; only a check was not drawn
+            await session.rollback()
+            log.warning("no gold item or second review drawn after a decision (%s)", type(exc).__name__)
         if self.metrics is not None:
             self.metrics.decisions.labels(decided.decision.action.value).inc()
             waited = (decided.decision.created_at - decided.review.created_at).total_seconds()
