@@ -286,6 +286,11 @@ class Review(SQLModel, table=True):
     """A held exchange waiting in a tier's queue, or a released one sampled for the `audit` queue."""
 
     __tablename__ = "reviews"
+    # Checks on reviewers are few: indexed alone, so the agreement figures read them without scanning every review.
+    __table_args__ = (
+        Index("ix_reviews_shadow", "shadow", sqlite_where=text("shadow IS NOT NULL"),
+              postgresql_where=text("shadow IS NOT NULL")),
+    )  # fmt: skip
 
     id: str = Field(default_factory=lambda: new_id("rev"), primary_key=True)
     exchange_id: str = Field(foreign_key="exchanges.id", index=True, unique=True)

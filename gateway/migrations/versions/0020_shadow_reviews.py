@@ -32,6 +32,8 @@ def upgrade() -> None:
                     postgresql_where=sa.text("copy_of IS NOT NULL"))  # fmt: skip
     with op.batch_alter_table("reviews") as batch_op:
         batch_op.add_column(sa.Column("shadow", sa.String(length=24), nullable=True))
+    op.create_index("ix_reviews_shadow", "reviews", ["shadow"], sqlite_where=sa.text("shadow IS NOT NULL"),
+                    postgresql_where=sa.text("shadow IS NOT NULL"))  # fmt: skip
     op.create_table(
         "gold_items",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -44,6 +46,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("gold_items")
+    op.drop_index("ix_reviews_shadow", "reviews")
     with op.batch_alter_table("reviews") as batch_op:
         batch_op.drop_column("shadow")
     op.drop_index("ix_exchanges_copy_of", "exchanges")
