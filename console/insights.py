@@ -7,13 +7,11 @@ answers in place; an admin takes the policy with the moved band away as a file, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from console.auth import CurrentAgent, admin_only
 from console.rendering import render, wants_fragment
@@ -26,7 +24,6 @@ from gateway.models import Action, Agent, Role
 from gateway.policy import Policy
 from gateway.runtime import Runtime
 
-T = TypeVar("T")
 router = APIRouter(prefix="/console/insights", include_in_schema=False)
 REFRESH_SECONDS = 30
 REASON_LABELS = {
@@ -44,11 +41,6 @@ def _bars(values: dict[str, int | float | None]) -> list[tuple[str, float, float
     """Each (name, value, share of the largest) for a bar chart; a missing value draws as 0."""
     largest = max((value or 0 for value in values.values()), default=0) or 1
     return [(name, value or 0, (value or 0) / largest) for name, value in values.items()]
-
-
-async def _in_session(runtime: Runtime, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    async with runtime.read_sessions() as session:
-        return await work(session)
 
 
 def _lead(agent: Agent) -> None:
@@ -106,10 +98,10 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
     found, timeline, weeks, agents, agreed, drifted = await asyncio.gather(
         summary.summary(runtime.reads, chosen, now),
         series.series(runtime.reads, chosen, now),
-        _in_session(runtime, lambda session: health.weekly(session, chosen.conditions())),
-        _in_session(runtime, lambda session: reviewers.reviewers(session, chosen)),
-        _in_session(runtime, lambda session: agreement.agreement(session, chosen)),
-        _in_session(runtime, lambda session: drift.of_period(session, chosen.since, chosen.until, chosen.model,
+        runtime.reading(lambda session: health.weekly(session, chosen.conditions())),
+        runtime.reading(lambda session: reviewers.reviewers(session, chosen)),
+        runtime.reading(lambda session: agreement.agreement(session, chosen)),
+        runtime.reading(lambda session: drift.of_period(session, chosen.since, chosen.until, chosen.model,
                                                              chosen.tier)),
     )  # fmt: skip
     buckets = timeline["buckets"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,6 +21,8 @@ from gateway.scoring.scorer import Scorer
 from gateway.settings import Settings
 from gateway.webhooks.outbox import Outbox
 from gateway.webhooks.sender import Sender
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,6 +51,11 @@ class Runtime:
 
     def read_sessions(self) -> AsyncSession:
         return AsyncSession(self.reads, expire_on_commit=False)
+
+    async def reading(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work` in a session of its own on the reads' engine (the figures of a page, each on its connection)."""
+        async with self.read_sessions() as session:
+            return await work(session)
 
     def start_draining(self) -> None:
         self.draining = True

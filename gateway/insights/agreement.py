@@ -4,7 +4,7 @@
   right; edit or override = it was not), and how many answers the gold decision changed the agent approved,
   beside the team's rate on the same gold items;
 - second reviews: per pair of agents and per tier, the two independent decisions on the same held answers, their
-  raw agreement and Cohen's kappa over approve / edit / override (scikit-learn's), which discounts the agreement
+  raw agreement and Cohen's kappa over approve / edit / override, which discounts the agreement
   two reviewers would reach by chance at their own rates. Kappa is left out (None) where it is undefined: every
   decision of both the same.
 
@@ -13,7 +13,6 @@ The period and tier are the check's: its decision in `[since, until)`, in that t
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -113,12 +112,15 @@ def known_wrong_flag(row: dict[str, Any]) -> dict[str, str] | None:
 
 
 def _kappa(first: list[str], second: list[str]) -> float | None:
-    if len(set(first) | set(second)) < 2:
+    """Cohen's kappa of two raters' decisions on the same items: (observed agreement - chance agreement) /
+    (1 - chance agreement), chance from each rater's own rates (Cohen 1960; scikit-learn's `cohen_kappa_score` gives
+    the same, and the tests check it does, but the serving process does not load scikit-learn)."""
+    n = len(first)
+    observed = sum(a == b for a, b in zip(first, second, strict=True)) / n
+    chance = sum(first.count(kind) * second.count(kind) for kind in set(first) | set(second)) / (n * n)
+    if chance >= 1.0:
         return None  # every decision of both the same: chance agreement is certain, kappa is undefined
-    from sklearn.metrics import cohen_kappa_score  # scikit-learn is for reports, not the request path
-
-    value = float(cohen_kappa_score(first, second))
-    return None if math.isnan(value) else round(value, 4)
+    return round((observed - chance) / (1.0 - chance), 4)
 
 
 def second_reviews(found: list[Check]) -> dict[str, list[dict[str, Any]]]:

@@ -12,6 +12,7 @@ import io
 import httpx
 import pytest
 from fastapi import FastAPI
+from sklearn.metrics import cohen_kappa_score
 from sqlmodel import col, select
 
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -181,6 +182,8 @@ async def test_a_second_review_goes_to_another_agent_and_kappa_measures_the_pair
     (pair,) = found["pairs"]
     assert pair["agents"] == "ada & bob" and pair["reviewed_twice"] == 3 and pair["agreement"] == pytest.approx(2 / 3)
     assert pair["kappa"] == pytest.approx(expected, abs=1e-4) and found["tiers"][0]["tier"] == "agent"
+    firsts, seconds_ = ["approve", "edit", "override"], ["approve", "edit", "approve"]
+    assert pair["kappa"] == pytest.approx(cohen_kappa_score(firsts, seconds_), abs=1e-4)  # scikit-learn agrees
     key = factories.make_api_key(database_url, "dashboard", role=KeyRole.INSIGHTS)
     sheet = await aclient.get("/admin/insights/agreement", params={"format": "csv"},
                               headers={"Authorization": f"Bearer {key}"})  # fmt: skip
