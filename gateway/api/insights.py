@@ -70,9 +70,7 @@ def _shaped(shape: str, found: dict[str, Any], name: str, header: tuple[str, ...
 async def insights_loop(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
     """The loop's health week by week: review rate, the escaped-error estimate from the audits with its 95%
     interval, and the policy versions and calibrators that were live."""
-    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
-    params = dict(request.query_params)
-    shape = _shape(params)
+    params, shape = await _asked(request, keys)
     chosen = scope.parse(params, runtime.clock.now())
     async with runtime.read_sessions() as session:
         weeks = await health.weekly(session, chosen.conditions())
@@ -86,9 +84,7 @@ async def insights_loop(request: Request, keys: KeysDep, runtime: RuntimeDep) ->
 @router.get("/insights/reviewers", name="insights_reviewers")
 async def insights_reviewers(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
     """Each agent's pace and rates beside the team's on the same work, and flags with their evidence."""
-    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
-    params = dict(request.query_params)
-    shape = _shape(params)
+    params, shape = await _asked(request, keys)
     chosen = scope.parse(params, runtime.clock.now())
     async with runtime.read_sessions() as session:
         agents = await reviewers.reviewers(session, chosen)
@@ -104,9 +100,7 @@ async def insights_reviewers(request: Request, keys: KeysDep, runtime: RuntimeDe
 async def insights_agreement(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
     """Gold items per agent (matched, changed answers approved) and second reviews' agreement (Cohen's kappa)
     per pair of agents and per tier; as CSV, one row per agent, pair or tier, its `group` saying which."""
-    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
-    params = dict(request.query_params)
-    shape = _shape(params)
+    params, shape = await _asked(request, keys)
     chosen = scope.parse(params, runtime.clock.now())
     async with runtime.read_sessions() as session:
         found = await agreement.agreement(session, chosen)
@@ -129,9 +123,7 @@ def _blank(value: Any) -> Any:
 async def insights_drift(request: Request, keys: KeysDep, runtime: RuntimeDep) -> Response:
     """Per confidence band, what the period's labels say against what the confidence promises, and the period's
     histogram against the previous period's; warnings in plain words when they part."""
-    await keys.authenticate(request.headers.get("authorization"), KeyRole.INSIGHTS)
-    params = dict(request.query_params)
-    shape = _shape(params)
+    params, shape = await _asked(request, keys)
     chosen = _model_scope(params, runtime)
     async with runtime.read_sessions() as session:
         found = await drift.of_period(session, chosen.since, chosen.until, chosen.model, chosen.tier)

@@ -20,6 +20,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.learning import simulation
 from gateway.learning.labels import LABEL_OF, Labels
 from gateway.learning.metrics import wilson
 from gateway.models import Action, Calibration, Decision, Exchange, Review, ReviewKind, ReviewStatus
@@ -47,16 +48,6 @@ def _band(session: AsyncSession) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         tenths = func.floor(tenths)
     return case((col(Exchange.confidence) >= 0.9, 9), else_=cast(tenths, Integer))
-
-
-def _within(since: datetime, until: datetime, model: str | None, tier: str | None) -> list[Any]:
-    within = [col(Exchange.created_at) >= since, col(Exchange.created_at) < until,
-              col(Exchange.confidence).is_not(None), col(Exchange.copy_of).is_(None)]  # fmt: skip
-    if model is not None:
-        within.append(col(Exchange.model) == model)
-    if tier is not None:
-        within.append(col(Exchange.tier) == tier)
-    return within
 
 
 async def histogram(session: AsyncSession, within: list[Any]) -> dict[int, int]:
@@ -163,10 +154,10 @@ async def of_period(
 ) -> dict[str, Any]:
     """`drift` of the exchanges of `[since, until)` against the period of the same length before it, counted and
     summed per band in the database."""
-    within = _within(since, until, model, tier)
+    within = simulation.scored(since, until, model, tier)
     calibrator, fit = await _fitted(session, within)
     now = await histogram(session, within)
-    before = await histogram(session, _within(since - (until - since), since, model, tier))
+    before = await histogram(session, simulation.scored(since - (until - since), since, model, tier))
     reviewed = [col(Review.created_at) >= since, *within]  # no review is older than its exchange: an index range
     return drift(now, before, await labelled(session, reviewed), fit, calibrator)
 

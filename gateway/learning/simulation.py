@@ -53,50 +53,47 @@ class Simulation:
         return dict(self.__dict__)
 
 
-async def load(
-    session: AsyncSession,
-    since: datetime,
-    until: datetime,
-    model: str | None = None,
-    tier: str | None = None,
-    *,
-    labelled: bool = True,
-    timed: bool = True,
-) -> History:
-    """The history of exchanges that arrived in `[since, until)`, of one model or tier when given; without its
-    labels or the time per decision when the caller needs only the confidences."""
+def scored(since: datetime, until: datetime, model: str | None = None, tier: str | None = None) -> list[Any]:
+    """The scored exchanges that arrived in `[since, until)`, of one model or tier when given, as conditions on
+    `Exchange`: never a copy made for a gold item or a second review (no traffic)."""
     within = [
         col(Exchange.created_at) >= since,
         col(Exchange.created_at) < until,
         col(Exchange.confidence).is_not(None),
-        col(Exchange.copy_of).is_(None),  # a copy for a gold item or a second review is no traffic
+        col(Exchange.copy_of).is_(None),
     ]
     if model is not None:
         within.append(col(Exchange.model) == model)
     if tier is not None:
         within.append(col(Exchange.tier) == tier)
+    return within
+
+
+async def load(
+    session: AsyncSession, since: datetime, until: datetime, model: str | None = None, tier: str | None = None
+) -> History:
+    """The history of exchanges that arrived in `[since, until)`, of one model or tier when given."""
+    within = scored(since, until, model, tier)
     found = History()
-    scored = (await session.exec(select(Exchange.confidence).where(*within))).all()
-    found.confidences = [float(confidence) for confidence in scored if confidence is not None]
-    if labelled:
-        decided = (
-            sa_select(
-                col(Review.id), col(Review.kind), col(Review.audit_rate), col(Exchange.confidence), col(Decision.action)
-            )
-            .select_from(Exchange)
-            .join(Review, col(Review.exchange_id) == col(Exchange.id))
-            .join(Decision, col(Decision.review_id) == col(Review.id))
-            .where(col(Review.status) == ReviewStatus.DECIDED, col(Decision.action).in_(list(LABEL_OF)), *within)
-            .order_by(col(Decision.id))
+    confidences = (await session.exec(select(Exchange.confidence).where(*within))).all()
+    found.confidences = [float(confidence) for confidence in confidences if confidence is not None]
+    decided = (
+        sa_select(
+            col(Review.id), col(Review.kind), col(Review.audit_rate), col(Exchange.confidence), col(Decision.action)
         )
-        last: dict[str, tuple[float, int, float]] = {}  # the last labelling decision of a review counts
-        connection = await session.connection()  # a Core statement of five columns, past sqlmodel's overloads
-        for review_id, kind, rate, confidence, action in (await connection.execute(decided)).all():
-            weight = 1.0 / rate if kind == ReviewKind.AUDIT and rate else 1.0
-            last[review_id] = (float(confidence or 0.0), LABEL_OF[Action(action)], weight)
-        found.labelled = list(last.values())
-    if timed:
-        found.seconds_per_decision, found.decisions_timed = await timing.time_per_decision(session, within)
+        .select_from(Exchange)
+        .join(Review, col(Review.exchange_id) == col(Exchange.id))
+        .join(Decision, col(Decision.review_id) == col(Review.id))
+        .where(col(Review.status) == ReviewStatus.DECIDED, col(Decision.action).in_(list(LABEL_OF)), *within)
+        .order_by(col(Decision.id))
+    )
+    last: dict[str, tuple[float, int, float]] = {}  # the last labelling decision of a review counts
+    connection = await session.connection()  # a Core statement of five columns, past sqlmodel's overloads
+    for review_id, kind, rate, confidence, action in (await connection.execute(decided)).all():
+        weight = 1.0 / rate if kind == ReviewKind.AUDIT and rate else 1.0
+        last[review_id] = (float(confidence or 0.0), LABEL_OF[Action(action)], weight)
+    found.labelled = list(last.values())
+    found.seconds_per_decision, found.decisions_timed = await timing.time_per_decision(session, within)
     return found
 
 
