@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.insights import spans
 from gateway.insights.scope import Scope
 from gateway.models import (
     Action,
@@ -54,13 +55,6 @@ async def _ranked(session: AsyncSession, query: Any, by: Any, count: int) -> tup
 
 def _count(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-
-def _seconds_between(session: AsyncSession, start: Any, end: Any) -> Any:
-    """`end - start` in seconds, as the database computes it."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", end - start)
-    return (func.julianday(end) - func.julianday(start)) * 86400.0
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -111,7 +105,7 @@ async def summary(engine: AsyncEngine, scope: Scope, now: datetime) -> dict[str,
             .group_by(Decision.action)
         )
         actions: dict[str, int] = dict((await session.exec(decisions)).all())
-        took = _seconds_between(session, col(Review.created_at), col(Review.decided_at))
+        took = spans.seconds_between(session, col(Review.created_at), col(Review.decided_at))
         waits = select(took).select_from(Review).join(Exchange).where(closed, scope.reviewed(), *within)
         wait_p50, wait_p90 = await _ranked(session, waits, took, decided)
         volume = sum(by_route.values())
