@@ -98,7 +98,7 @@ async def insights(request: Request, agent: CurrentAgent, runtime: RuntimeDep) -
     found, timeline, weeks, agents, agreed, drifted = await asyncio.gather(
         summary.summary(runtime.reads, chosen, now),
         series.series(runtime.reads, chosen, now),
-        runtime.reading(lambda session: health.weekly(session, chosen.conditions())),
+        runtime.reading(lambda session: health.weekly(session, chosen.conditions(), (chosen.reviewed(),))),
         runtime.reading(lambda session: reviewers.reviewers(session, chosen)),
         runtime.reading(lambda session: agreement.agreement(session, chosen)),
         runtime.reading(lambda session: drift.of_period(session, chosen.since, chosen.until, chosen.model,

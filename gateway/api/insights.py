@@ -73,7 +73,7 @@ async def insights_loop(request: Request, keys: KeysDep, runtime: RuntimeDep) ->
     params, shape = await _asked(request, keys)
     chosen = scope.parse(params, runtime.clock.now())
     async with runtime.read_sessions() as session:
-        weeks = await health.weekly(session, chosen.conditions())
+        weeks = await health.weekly(session, chosen.conditions(), (chosen.reviewed(),))
     if shape == "json":
         return JSONResponse({"scope": chosen.described(), "weeks": weeks})
     columns = tuple(weeks[0]) if weeks else ("week",)

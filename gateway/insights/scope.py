@@ -12,7 +12,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
 from gateway.errors import InvalidRequest
-from gateway.models import Decision, Exchange, Review
+from gateway.models import Decision, Exchange
+from gateway.review import periods
 
 DEFAULT_PERIOD = timedelta(days=7)
 _WHEN = TypeAdapter(datetime)
@@ -66,9 +67,8 @@ class Scope(BaseModel):
         return self.model_dump(mode="json")
 
     def reviewed(self) -> ColumnElement[bool]:
-        """What the conditions imply of the reviews of those exchanges (none is older than its exchange), said
-        outright so the planner reads a range of the reviews' own index, not every review."""
-        return col(Review.created_at) >= self.since
+        """What the conditions imply of the reviews of those exchanges (`review.periods`)."""
+        return periods.reviews_since(self.since)
 
     def decided(self) -> ColumnElement[bool]:
         """The same of the decisions on those reviews: none is older than its review."""

@@ -24,6 +24,7 @@ from gateway.learning import simulation
 from gateway.learning.labels import LABEL_OF, Labels
 from gateway.learning.metrics import wilson
 from gateway.models import Action, Calibration, Decision, Exchange, Review, ReviewKind, ReviewStatus
+from gateway.review import periods
 
 BANDS = [round(step / 10, 1) for step in range(10)]
 MIN_LABELS = 10.0
@@ -158,7 +159,7 @@ async def of_period(
     calibrator, fit = await _fitted(session, within)
     now = await histogram(session, within)
     before = await histogram(session, simulation.scored(since - (until - since), since, model, tier))
-    reviewed = [col(Review.created_at) >= since, *within]  # no review is older than its exchange: an index range
+    reviewed = [periods.reviews_since(since), *within]
     return drift(now, before, await labelled(session, reviewed), fit, calibrator)
 
 

@@ -66,8 +66,11 @@ def _day(value: Any) -> date:
     return date.fromisoformat(str(value)[:10])
 
 
-async def weekly(session: AsyncSession, within: list[ColumnElement[bool]]) -> list[dict[str, Any]]:
-    """Each week of the exchanges `within` takes, oldest first."""
+async def weekly(
+    session: AsyncSession, within: list[ColumnElement[bool]], reviewed: tuple[ColumnElement[bool], ...] = ()
+) -> list[dict[str, Any]]:
+    """Each week of the exchanges `within` takes, oldest first; `reviewed` says what `within` implies of their
+    reviews (`review.periods`), so the audits are read from the reviews' index."""
     week = _week(session).label("week")
     weeks: dict[date, Week] = {}
 
@@ -90,7 +93,7 @@ async def weekly(session: AsyncSession, within: list[ColumnElement[bool]]) -> li
         select(week, Review.id, Decision.action)
         .join(Review, col(Review.exchange_id) == col(Exchange.id))
         .join(Decision, col(Decision.review_id) == col(Review.id))
-        .where(col(Review.kind) == ReviewKind.AUDIT, col(Review.status) == ReviewStatus.DECIDED, *within)
+        .where(col(Review.kind) == ReviewKind.AUDIT, col(Review.status) == ReviewStatus.DECIDED, *reviewed, *within)
         .where(col(Decision.action).in_(list(LABEL_OF)))
         .order_by(col(Decision.id))
     )
