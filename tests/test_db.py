@@ -168,7 +168,8 @@ def test_large_bodies_are_lz4_compressed_on_postgresql(database_url: str) -> Non
 
 async def test_the_figures_read_through_connections_that_cannot_write(database_url: str) -> None:
     """On SQLite the Insights figures have connections of their own, which may only read (the gateway's one
-    writing connection is never held by a team lead's page); on PostgreSQL the pool is shared."""
+    writing connection is never held by a team lead's page) and map the file into memory; on PostgreSQL the pool
+    is shared."""
     engine = db.create_engine(database_url)
     reader = db.create_reader(database_url, engine)
     try:
@@ -183,6 +184,8 @@ async def test_the_figures_read_through_connections_that_cannot_write(database_u
                 assert reader is not engine and reader.pool.size() == db.READERS
                 with pytest.raises(OperationalError, match="readonly database"):
                     await connection.execute(text("DELETE FROM leases WHERE name = 'x'"))
+                mapped = (await connection.execute(text("PRAGMA mmap_size"))).scalar_one()
+                assert mapped == db.READER_MMAP_BYTES  # a week's figures read the OS cache, not a read() a page
         assert seen == 1  # what the writer committed, the reader sees (WAL)
         assert db.create_reader("sqlite://", engine) is engine  # in memory: one connection's database
     finally:
