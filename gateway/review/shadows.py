@@ -27,10 +27,12 @@ from gateway.models import (
     Action,
     Agent,
     Decision,
+    EventKind,
     Exchange,
     ExchangeStatus,
     GoldItem,
     Review,
+    ReviewEvent,
     ReviewKind,
     ReviewStatus,
     Route,
@@ -135,28 +137,33 @@ async def after_decision(
     if review.kind == ReviewKind.HOLD and settings.second_review_rate and draw() < settings.second_review_rate:
         second = await _second_reviewer(session, review.tier, agent, tiers, draw)
         if second is not None:
-            made.append(_add(session, *_copy(exchange, review, Shadow.SECOND, second, now)))
+            made.append(_add(session, *_copy(exchange, review, Shadow.SECOND, second.id or 0, now), second, now))
     if settings.gold_share and draw() < settings.gold_share:
         gold = await _gold_for(session, agent, tiers, draw)
         if gold is not None:
             original, source = gold
-            made.append(_add(session, *_copy(source, original, Shadow.GOLD, agent.id or 0, now)))
+            made.append(_add(session, *_copy(source, original, Shadow.GOLD, agent.id or 0, now), agent, now))
     if made:
         await session.commit()
     return made
 
 
-def _add(session: AsyncSession, exchange: Exchange, review: Review) -> Review:
+def _add(session: AsyncSession, exchange: Exchange, review: Review, to: Agent, now: datetime) -> Review:
+    """The copy, with the trail an ordinary review assigned to `to` has: held into its tier's queue, then assigned
+    (by no one: the gateway gave it), so nothing on the review page tells a check from the traffic."""
     session.add(exchange)
     session.add(review)
+    session.add(ReviewEvent(review_id=review.id, kind=EventKind.HELD, at=now, detail={"tier": review.tier}))
+    assigned = {"to": to.username, "from": None}
+    session.add(ReviewEvent(review_id=review.id, kind=EventKind.ASSIGNED, at=now, detail=assigned))
     return review
 
 
 async def _second_reviewer(
     session: AsyncSession, tier: str, first: Agent, tiers: Tiers, draw: Callable[[], float]
-) -> int | None:
+) -> Agent | None:
     others = (await session.exec(select(Agent).where(col(Agent.active).is_(True), col(Agent.id) != first.id))).all()
-    able = sorted(agent.id for agent in others if agent.id is not None and tiers.may_decide(agent.role, tier))
+    able = sorted((agent for agent in others if tiers.may_decide(agent.role, tier)), key=lambda agent: agent.id or 0)
     return able[min(int(draw() * len(able)), len(able) - 1)] if able else None
 
 

@@ -23,10 +23,12 @@ from gateway.models import (
     Agent,
     ApiKey,
     ApprovedAnswer,
+    EventKind,
     Exchange,
     KeyRole,
     PreferencePair,
     Review,
+    ReviewEvent,
     ReviewStatus,
     Role,
     Shadow,
@@ -52,6 +54,12 @@ async def open_checks(runtime: Runtime, shadow: Shadow) -> list[tuple[Review, Ex
             .order_by(col(Review.created_at))
         )
         return list((await session.exec(query)).all())
+
+
+async def trail(runtime: Runtime, review_id: str) -> list[tuple[str, int | None, dict[str, object]]]:
+    async with runtime.sessions() as session:
+        query = select(ReviewEvent).where(ReviewEvent.review_id == review_id).order_by(col(ReviewEvent.id))
+        return [(event.kind, event.agent_id, event.detail) for event in (await session.exec(query)).all()]
 
 
 async def agent_named(runtime: Runtime, name: str) -> Agent:
@@ -93,6 +101,9 @@ async def test_a_gold_item_is_served_scored_and_reaches_nobody(
         original = (await session.exec(select(Exchange).join(Review).where(Review.id == golden))).one()
     assert review.assigned_to == bob.id and review.tier == "agent" and copy.copy_of == original.id
     assert copy.candidate_text == "Lyon." and copy.request == original.request and copy.final_text is None
+    # Its trail is an ordinary assigned review's: held into the tier's queue, then assigned (by the gateway).
+    assert await trail(runtime, review.id) == [
+        (EventKind.HELD, None, {"tier": "agent"}), (EventKind.ASSIGNED, None, {"to": "bob", "from": None})]  # fmt: skip
 
     third = await factories.held_review(aclient, upstream, api_key, "Where is my parcel?", answer)
     await factories.decide_as(runtime, "bob", third, Action.APPROVE, desk=desk)
@@ -166,6 +177,8 @@ async def test_a_second_review_goes_to_another_agent_and_kappa_measures_the_pair
     copies = await open_checks(runtime, Shadow.SECOND)
     bob = await agent_named(runtime, "bob")
     assert len(copies) == 3 and {review.assigned_to for review, _ in copies} == {bob.id}
+    assert await trail(runtime, copies[0][0].id) == [
+        (EventKind.HELD, None, {"tier": "agent"}), (EventKind.ASSIGNED, None, {"to": "bob", "from": None})]  # fmt: skip
     with pytest.raises(Forbidden, match="first review"):
         await factories.decide_as(runtime, "ada", copies[0][0].id, Action.APPROVE, desk=desk)
     seconds = [(Action.APPROVE, None), (Action.EDIT, "Paris!"), (Action.APPROVE, None)]
