@@ -150,7 +150,8 @@ async def after_decision(
 
 def _add(session: AsyncSession, exchange: Exchange, review: Review, to: Agent, now: datetime) -> Review:
     """The copy, with the trail an ordinary review assigned to `to` has: held into its tier's queue, then assigned
-    (by no one: the gateway gave it), so nothing on the review page tells a check from the traffic."""
+    (by no one: the gateway gave it, and the trail says no more than that), so its review page does not give the
+    check away by an empty trail."""
     session.add(exchange)
     session.add(review)
     session.add(ReviewEvent(review_id=review.id, kind=EventKind.HELD, at=now, detail={"tier": review.tier}))
