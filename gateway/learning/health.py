@@ -67,7 +67,7 @@ def _day(value: Any) -> date:
 
 
 async def weekly(
-    session: AsyncSession, within: list[ColumnElement[bool]], reviewed: tuple[ColumnElement[bool], ...] = ()
+    session: AsyncSession, within: list[ColumnElement[bool]], reviewed: tuple[ColumnElement[bool], ...]
 ) -> list[dict[str, Any]]:
     """Each week of the exchanges `within` takes, oldest first; `reviewed` says what `within` implies of their
     reviews (`review.periods`), so the audits are read from the reviews' index."""
